@@ -1,0 +1,579 @@
+//! The core behind the PAM module: one call per hook turns what PAM knows
+//! about an attempt into a logged entry, updated account state and a
+//! verdict. The PAM glue only gathers the items and maps the verdict.
+#![forbid(unsafe_code)]
+
+use crate::config::{Config, ConfigError, Mode, ModuleArgs, OnError, PasswordSource};
+use crate::notify::{self, Event, Notice};
+use crate::policy::{self, Account, LogReason, LoginCheck, PasswordChange, Reason};
+use crate::store::{NewEntry, OpenOptions, Store, StoreError};
+use crate::sys::{self, Lookup, Priority, ShadowChange, UserInfo};
+use crate::text::escape;
+
+/// Which PAM entry point was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `pam_sm_authenticate`, with the mode word of the line.
+    Auth(Option<Mode>),
+    /// `pam_sm_acct_mgmt`.
+    Account,
+    /// `pam_sm_chauthtok`; `update` is true in the PAM_UPDATE_AUTHTOK pass.
+    Password { update: bool },
+}
+
+impl Hook {
+    fn type_name(self) -> &'static str {
+        match self {
+            Hook::Auth(_) => "auth",
+            Hook::Account => "account",
+            Hook::Password { .. } => "password",
+        }
+    }
+}
+
+/// What PAM told us about the attempt (raw bytes, as typed).
+#[derive(Debug, Clone, Default)]
+pub struct Attempt {
+    pub user: Option<Vec<u8>>,
+    pub service: Option<Vec<u8>>,
+    pub rhost: Option<Vec<u8>>,
+    pub ruser: Option<Vec<u8>>,
+    pub tty: Option<Vec<u8>>,
+    /// sshd's `SSH_AUTH_INFO_0` from the PAM environment.
+    pub ssh_auth_info: Option<Vec<u8>>,
+    /// A new password is set (PAM_AUTHTOK), for the password hook.
+    pub new_authtok: bool,
+}
+
+/// The answer, before mapping to a PAM code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Success,
+    Ignore,
+    AuthErr,
+    PermDenied,
+    AcctExpired,
+    NewAuthtokReqd,
+}
+
+/// A message for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Error(String),
+    Info(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub messages: Vec<Message>,
+}
+
+impl Outcome {
+    fn plain(verdict: Verdict) -> Outcome {
+        Outcome { verdict, messages: Vec::new() }
+    }
+}
+
+/// Left by a successful `authsucc` for the account hook of the same PAM
+/// handle, so one login is logged once.
+#[derive(Debug, Clone)]
+struct LoginMark {
+    user: Vec<u8>,
+    log_id: i64,
+    method: Vec<u8>,
+    check: LoginCheck,
+}
+
+/// State kept for the life of one PAM handle: the parsed configuration and
+/// the open database, reused by every hook of the same login.
+pub struct Session {
+    pid: u32,
+    key: Vec<String>,
+    cfg: Option<Result<Config, ConfigError>>,
+    store: Option<Store>,
+    mark: Option<LoginMark>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session { pid: std::process::id(), key: Vec::new(), cfg: None, store: None, mark: None }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A forked child must not close the parent's SQLite connection.
+        if std::process::id() != self.pid {
+            if let Some(s) = self.store.take() {
+                std::mem::forget(s);
+            }
+        }
+    }
+}
+
+/// Syslog with the `pam_useraudit(SERVICE:TYPE):` prefix.
+struct Log {
+    prefix: String,
+    debug: bool,
+}
+
+impl Log {
+    fn new(service: Option<&[u8]>, hook: Hook, debug: bool) -> Log {
+        let svc = escape(crate::text::cap(service.unwrap_or(b"?")));
+        Log { prefix: format!("pam_useraudit({svc}:{}): ", hook.type_name()), debug }
+    }
+    fn at(&self, p: Priority, msg: &str) {
+        if p == Priority::Debug && !self.debug {
+            return;
+        }
+        sys::syslog(p, &format!("{}{msg}", self.prefix));
+    }
+}
+
+/// The auth method: the method names of sshd's `SSH_AUTH_INFO_0` (one per
+/// line, e.g. `publickey ssh-ed25519 ...`), else `pam`.
+pub fn auth_method(info: Option<&[u8]>) -> Vec<u8> {
+    let names: Vec<&[u8]> = info
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').next())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if names.is_empty() { b"pam".to_vec() } else { names.join(&b","[..]) }
+}
+
+/// Whether the account is exempt from locking and expiry.
+pub fn exempt(cfg: &Config, u: &UserInfo) -> bool {
+    cfg.exempt_users.iter().any(|n| n.as_bytes() == u.name.as_slice())
+        || cfg.exempt_groups.iter().any(|g| sys::in_group(&u.name, u.gid, g))
+}
+
+/// The last password change day for an account, from the configured source.
+pub fn password_change(cfg: &Config, a: &Account) -> (PasswordChange, Option<String>) {
+    if cfg.password_expiry_days == 0 {
+        return (PasswordChange::Unknown, None);
+    }
+    match cfg.password_change_source {
+        PasswordSource::Useraudit => (policy::recorded_change(a), None),
+        PasswordSource::Shadow => match sys::shadow_change(&a.user) {
+            ShadowChange::Day(0) => (PasswordChange::MustChange, None),
+            ShadowChange::Day(d) => (PasswordChange::Day(d), None),
+            ShadowChange::NoAging | ShadowChange::NotFound => (PasswordChange::Unknown, None),
+            ShadowChange::Unreadable(e) => (
+                PasswordChange::Unknown,
+                Some(format!(
+                    "cannot read the shadow database ({}); password expiry is not checked (password_change_source = \"shadow\" needs root)",
+                    std::io::Error::from_raw_os_error(e)
+                )),
+            ),
+        },
+    }
+}
+
+/// Run `notify_command` for an event, logging refusals.
+fn notify(cfg: &Config, log: &dyn Fn(Priority, &str), n: &Notice<'_>) {
+    if let Some(cmd) = &cfg.notify_command {
+        if let Err(e) = notify::run(cmd, n) {
+            log(Priority::Err, &e);
+        }
+    }
+}
+
+/// Announce a lock or disable: syslog at warning, and the notify command.
+pub fn announce(cfg: &Config, log: &dyn Fn(Priority, &str), n: &Notice<'_>, why: &str) {
+    log(
+        Priority::Warning,
+        &format!("account {} {why} (event {}, {} failures)", escape(n.user), n.event.as_str(), n.failures),
+    );
+    notify(cfg, log, n);
+}
+
+fn event_of(r: Reason) -> Event {
+    match r {
+        Reason::AccountExpired => Event::AccountExpired,
+        Reason::PasswordExpired => Event::PasswordExpired,
+        Reason::LoginFailureLimit | Reason::Admin => Event::Locked,
+    }
+}
+
+fn refused_verdict(hook: Hook, r: LogReason) -> Verdict {
+    match (hook, r) {
+        (Hook::Auth(_), _) => Verdict::AuthErr,
+        (_, LogReason::AccountExpired | LogReason::PasswordExpired) => Verdict::AcctExpired,
+        _ => Verdict::PermDenied,
+    }
+}
+
+/// Handle one call of a PAM entry point.
+pub fn handle(session: &mut Session, args: &[String], hook: Hook, attempt: &Attempt, silent_flag: bool, now: i64) -> Outcome {
+    let margs = ModuleArgs::parse(args.iter().map(String::as_str));
+    let log = Log::new(attempt.service.as_deref(), hook, margs.debug);
+    for a in &margs.unknown {
+        log.at(Priority::Err, &format!("unknown module argument ignored: {}", escape(a.as_bytes())));
+    }
+    if session.pid != std::process::id() {
+        // Inherited across fork: start afresh, never touching the parent's connection.
+        let old = std::mem::take(session);
+        drop(old);
+    }
+    let root = sys::euid() == 0;
+    if session.key != args || session.cfg.is_none() {
+        session.key = args.to_vec();
+        session.cfg = Some(margs.config(root));
+        session.store = None;
+    }
+    let on_error_hint = margs.on_error_hint();
+    let cfg = match session.cfg.as_ref() {
+        Some(Ok(c)) => c.clone(),
+        Some(Err(e)) => {
+            if !root && e.permission_denied() {
+                log.at(Priority::Debug, &format!("not root and cannot read the configuration; allowing: {e}"));
+                return on_error(hook, OnError::Allow);
+            }
+            log.at(Priority::Err, &format!("configuration error: {e}"));
+            return on_error(hook, on_error_hint);
+        }
+        None => return on_error(hook, on_error_hint),
+    };
+    let silent = silent_flag || margs.silent;
+    let ctx = Ctx { cfg: &cfg, attempt, hook, now, log: &log };
+    let result = run(session, &ctx, root);
+    let mut out = match result {
+        Ok(o) => o,
+        Err(e) => {
+            session.store = None;
+            if !root && e.permission_denied() {
+                log.at(Priority::Debug, &format!("not root and cannot use the database; allowing: {e}"));
+                return on_error(hook, OnError::Allow);
+            }
+            log.at(Priority::Err, &format!("{e}"));
+            on_error(hook, cfg.on_error)
+        }
+    };
+    if silent {
+        out.messages.clear();
+    }
+    out
+}
+
+/// The verdict when the database or configuration cannot be used.
+pub fn on_error(hook: Hook, policy: OnError) -> Outcome {
+    let v = match (hook, policy) {
+        (Hook::Auth(Some(Mode::Authfail)), _) => Verdict::AuthErr,
+        (Hook::Password { .. }, _) => Verdict::Ignore,
+        (_, OnError::Allow) => Verdict::Success,
+        (Hook::Auth(_), OnError::Deny) => Verdict::AuthErr,
+        (_, OnError::Deny) => Verdict::PermDenied,
+    };
+    Outcome::plain(v)
+}
+
+struct Ctx<'a> {
+    cfg: &'a Config,
+    attempt: &'a Attempt,
+    hook: Hook,
+    now: i64,
+    log: &'a Log,
+}
+
+impl Ctx<'_> {
+    fn entry<'e>(&'e self, user: &'e [u8], success: bool, reason: Option<LogReason>, method: &'e [u8]) -> NewEntry<'e> {
+        let a = self.attempt;
+        NewEntry {
+            time: self.now,
+            success,
+            user,
+            service: a.service.as_deref(),
+            rhost: a.rhost.as_deref(),
+            ruser: a.ruser.as_deref(),
+            tty: a.tty.as_deref(),
+            auth_method: Some(method),
+            reason,
+        }
+    }
+    fn notice<'n>(&'n self, user: &'n [u8], event: Event, failures: u32) -> Notice<'n> {
+        Notice { event, user, rhost: self.attempt.rhost.as_deref(), service: self.attempt.service.as_deref(), failures }
+    }
+    fn logf(&self) -> impl Fn(Priority, &str) + '_ {
+        |p, m| self.log.at(p, m)
+    }
+}
+
+fn store<'s>(session: &'s mut Session, cfg: &Config, root: bool) -> Result<&'s mut Store, StoreError> {
+    if session.store.as_ref().is_some_and(|s| s.path() != cfg.database) {
+        session.store = None;
+    }
+    if session.store.is_none() {
+        session.store = Some(Store::open(&cfg.database, OpenOptions { create: true, require_root_owned: root })?);
+    }
+    Ok(session.store.as_mut().expect("just opened"))
+}
+
+fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, StoreError> {
+    let cfg = ctx.cfg;
+    let a = ctx.attempt;
+    let hook = ctx.hook;
+    if hook == Hook::Auth(None) {
+        ctx.log.at(Priority::Err, "auth line without a mode word (preauth, authfail or authsucc); ignored");
+        return Ok(Outcome::plain(Verdict::Ignore));
+    }
+    if let Hook::Password { update } = hook {
+        if !update {
+            return Ok(Outcome::plain(Verdict::Ignore));
+        }
+    }
+    if hook == Hook::Account {
+        if let Some(svc) = &a.service {
+            if cfg.ignore_services.iter().any(|s| s.as_bytes() == svc.as_slice()) {
+                return Ok(Outcome::plain(Verdict::Ignore));
+            }
+        }
+    }
+    let Some(typed) = a.user.clone() else {
+        ctx.log.at(Priority::Err, "no user name (PAM_USER is not set); ignored");
+        return Ok(Outcome::plain(match hook {
+            Hook::Auth(Some(Mode::Authfail)) => Verdict::AuthErr,
+            _ => Verdict::Ignore,
+        }));
+    };
+    let method = auth_method(a.ssh_auth_info.as_deref());
+    let info = match sys::lookup_user(&typed) {
+        Lookup::Found(u) => Some(u),
+        Lookup::NotFound => None,
+        Lookup::Error(e) => {
+            ctx.log.at(
+                Priority::Err,
+                &format!("cannot look the user up through NSS: {}", std::io::Error::from_raw_os_error(e)),
+            );
+            None
+        }
+    };
+    let Some(info) = info else {
+        return unknown_user(session, ctx, root, &typed, &method);
+    };
+    let is_exempt = exempt(cfg, &info);
+    let name = info.name.clone();
+    match hook {
+        Hook::Auth(Some(Mode::Preauth)) => {
+            if is_exempt {
+                return Ok(Outcome::plain(Verdict::Success));
+            }
+            let st = store(session, cfg, root)?;
+            // Read first: the common case (nothing held against the user) writes nothing.
+            match st.account(&name)? {
+                Some(acc) if policy::refusal(policy::standing(&acc, cfg, ctx.now)).is_some() => {}
+                _ => return Ok(Outcome::plain(Verdict::Success)),
+            }
+            let refused = st.write(|t| {
+                let Some(acc) = t.account(&name)? else { return Ok(None) };
+                let standing = policy::standing(&acc, cfg, ctx.now);
+                let Some(reason) = policy::refusal(standing) else { return Ok(None) };
+                t.insert(&ctx.entry(&typed, false, Some(reason), &method))?;
+                Ok(Some((reason, policy::refusal_text(&acc, standing, ctx.now))))
+            })?;
+            Ok(match refused {
+                Some((reason, texts)) => {
+                    ctx.log.at(
+                        Priority::Notice,
+                        &format!("refused {} before authentication: {}", escape(&name), reason.as_str()),
+                    );
+                    Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() }
+                }
+                None => Outcome::plain(Verdict::Success),
+            })
+        }
+        Hook::Auth(Some(Mode::Authfail)) => {
+            let st = store(session, cfg, root)?;
+            let (outcome, failures) = st.write(|t| {
+                let mut acc = t.account(&name)?.unwrap_or_else(|| Account::new(&name, ctx.now));
+                let o = policy::record_failure(&mut acc, cfg, ctx.now, is_exempt);
+                t.put_account(&acc)?;
+                t.insert(&ctx.entry(&typed, false, Some(LogReason::Auth), &method))?;
+                Ok((o, acc.failures))
+            })?;
+            ctx.log.at(Priority::Debug, &format!("failure {} for {}", failures, escape(&name)));
+            if outcome.locked_now {
+                announce(cfg, &ctx.logf(), &ctx.notice(&name, Event::Locked, failures), "locked after failed logins");
+            }
+            Ok(Outcome::plain(Verdict::AuthErr))
+        }
+        Hook::Auth(Some(Mode::Authsucc)) | Hook::Account => {
+            if hook == Hook::Account {
+                if let Some(mark) = session.mark.take() {
+                    if mark.user == name {
+                        return Ok(finish_marked(session, ctx, root, mark, &method));
+                    }
+                }
+            }
+            login(session, ctx, root, &typed, &name, is_exempt, &method)
+        }
+        Hook::Password { .. } => {
+            if !a.new_authtok {
+                return Ok(Outcome::plain(Verdict::Ignore));
+            }
+            if cfg.password_change_source == PasswordSource::Shadow {
+                // pam_unix stamps today's day in shadow on success; if it did
+                // not, the change failed and nothing is recorded.
+                if let ShadowChange::Day(d) = sys::shadow_change(&name) {
+                    if d != policy::day_of(ctx.now) {
+                        ctx.log.at(Priority::Debug, "shadow not updated today; password change not recorded");
+                        return Ok(Outcome::plain(Verdict::Ignore));
+                    }
+                }
+            }
+            let st = store(session, cfg, root)?;
+            st.write(|t| {
+                let mut acc = t.account(&name)?.unwrap_or_else(|| Account::new(&name, ctx.now));
+                policy::password_changed(&mut acc, ctx.now);
+                t.put_account(&acc)
+            })?;
+            ctx.log.at(Priority::Info, &format!("password change recorded for {}", escape(&name)));
+            Ok(Outcome::plain(Verdict::Success))
+        }
+        Hook::Auth(None) => Ok(Outcome::plain(Verdict::Ignore)),
+    }
+}
+
+/// A name NSS does not know: logged, no state, not named in syslog.
+fn unknown_user(session: &mut Session, ctx: &Ctx<'_>, root: bool, typed: &[u8], method: &[u8]) -> Result<Outcome, StoreError> {
+    let (success, verdict) = match ctx.hook {
+        Hook::Auth(Some(Mode::Preauth)) => return Ok(Outcome::plain(Verdict::Success)),
+        Hook::Password { .. } => return Ok(Outcome::plain(Verdict::Ignore)),
+        Hook::Auth(Some(Mode::Authfail)) => (false, Verdict::AuthErr),
+        Hook::Auth(Some(Mode::Authsucc)) => (true, Verdict::Success),
+        Hook::Account | Hook::Auth(None) => (false, Verdict::Ignore),
+    };
+    let st = store(session, ctx.cfg, root)?;
+    st.insert(&ctx.entry(typed, success, (!success).then_some(LogReason::Auth), method))?;
+    ctx.log.at(Priority::Debug, "attempt for a name that is not an account");
+    Ok(Outcome::plain(verdict))
+}
+
+/// A login whose credentials were right (authsucc, or the account hook
+/// without a preceding authsucc, e.g. an SSH key): decide, record, answer.
+fn login(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    root: bool,
+    typed: &[u8],
+    name: &[u8],
+    is_exempt: bool,
+    method: &[u8],
+) -> Result<Outcome, StoreError> {
+    let cfg = ctx.cfg;
+    // The shadow lookup is done before the transaction to keep it short.
+    let shadow = (cfg.password_expiry_days > 0 && cfg.password_change_source == PasswordSource::Shadow)
+        .then(|| password_change(cfg, &Account::new(name, ctx.now)));
+    if let Some((_, Some(warn))) = &shadow {
+        ctx.log.at(Priority::Debug, warn);
+    }
+    let st = store(session, cfg, root)?;
+    let (check, acc, log_id) = st.write(|t| {
+        let mut acc = t.account(name)?.unwrap_or_else(|| Account::new(name, ctx.now));
+        let change = match &shadow {
+            Some((c, _)) => *c,
+            None => password_change(cfg, &acc).0,
+        };
+        let check = policy::check_login(&acc, cfg, ctx.now, change, is_exempt);
+        policy::apply_login(&mut acc, check, cfg, ctx.now);
+        let (success, reason) = match check {
+            LoginCheck::Allow { .. } | LoginCheck::ChangePassword => (true, None),
+            LoginCheck::Refuse(r) => (false, Some(r)),
+            LoginCheck::Disable(r) => (false, Some(r.refusal())),
+        };
+        // A refused attempt changes nothing; the others record their effect.
+        if !matches!(check, LoginCheck::Refuse(_)) {
+            t.put_account(&acc)?;
+        }
+        let id = t.insert(&ctx.entry(typed, success, reason, method))?;
+        Ok((check, acc, id))
+    })?;
+    let now = ctx.now;
+    let out = match check {
+        LoginCheck::Allow { warn_days } => {
+            let messages = match (ctx.hook, warn_days) {
+                (Hook::Account, Some(d)) => vec![Message::Info(policy::warning_text(d))],
+                _ => vec![],
+            };
+            Outcome { verdict: Verdict::Success, messages }
+        }
+        LoginCheck::ChangePassword => {
+            ctx.log.at(Priority::Notice, &format!("password of {} has expired; a new one is required", escape(name)));
+            match ctx.hook {
+                Hook::Account => Outcome {
+                    verdict: Verdict::NewAuthtokReqd,
+                    messages: vec![Message::Error("You are required to change your password immediately (password expired).".into())],
+                },
+                _ => Outcome::plain(Verdict::Success),
+            }
+        }
+        LoginCheck::Refuse(r) => {
+            ctx.log.at(Priority::Notice, &format!("refused {}: {}", escape(name), r.as_str()));
+            let texts = policy::refusal_text(&acc, policy::standing(&acc, cfg, now), now);
+            Outcome { verdict: refused_verdict(ctx.hook, r), messages: texts.into_iter().map(Message::Error).collect() }
+        }
+        LoginCheck::Disable(r) => {
+            let why = match r {
+                Reason::AccountExpired => format!("disabled: not used for more than {} days", cfg.account_expiry_days),
+                _ => "disabled: password expired".to_string(),
+            };
+            announce(cfg, &ctx.logf(), &ctx.notice(name, event_of(r), acc.failures), &why);
+            let texts = policy::refusal_text(&acc, policy::standing(&acc, cfg, now), now);
+            Outcome { verdict: refused_verdict(ctx.hook, r.refusal()), messages: texts.into_iter().map(Message::Error).collect() }
+        }
+    };
+    if ctx.hook != Hook::Account && out.verdict == Verdict::Success {
+        session.mark = Some(LoginMark { user: name.to_vec(), log_id, method: method.to_vec(), check });
+    }
+    Ok(out)
+}
+
+/// The account hook after `authsucc` let the same login in: the login is
+/// already logged and checked; deliver the verdict's messages, and fill in
+/// the auth method if it became known only now (sshd sets
+/// `SSH_AUTH_INFO_0` after authentication).
+fn finish_marked(session: &mut Session, ctx: &Ctx<'_>, root: bool, mark: LoginMark, method: &[u8]) -> Outcome {
+    if method != mark.method.as_slice() && method != b"pam" {
+        let r = store(session, ctx.cfg, root).and_then(|st| st.set_method(mark.log_id, method));
+        if let Err(e) = r {
+            ctx.log.at(Priority::Err, &format!("{e}"));
+        }
+    }
+    match mark.check {
+        LoginCheck::Allow { warn_days: Some(d) } => {
+            Outcome { verdict: Verdict::Success, messages: vec![Message::Info(policy::warning_text(d))] }
+        }
+        LoginCheck::ChangePassword => Outcome {
+            verdict: Verdict::NewAuthtokReqd,
+            messages: vec![Message::Error("You are required to change your password immediately (password expired).".into())],
+        },
+        _ => Outcome::plain(Verdict::Success),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_method_from_ssh_info() {
+        assert_eq!(auth_method(None), b"pam");
+        assert_eq!(auth_method(Some(b"")), b"pam");
+        assert_eq!(auth_method(Some(b"publickey ssh-ed25519 AAAAC3Nza")), b"publickey");
+        assert_eq!(auth_method(Some(b"password\n")), b"password");
+        assert_eq!(auth_method(Some(b"keyboard-interactive/pam\n")), b"keyboard-interactive/pam");
+        assert_eq!(auth_method(Some(b"publickey ssh-rsa AAA\npassword\n")), b"publickey,password");
+    }
+
+    #[test]
+    fn on_error_policy() {
+        assert_eq!(on_error(Hook::Auth(Some(Mode::Preauth)), OnError::Allow).verdict, Verdict::Success);
+        assert_eq!(on_error(Hook::Auth(Some(Mode::Authsucc)), OnError::Allow).verdict, Verdict::Success);
+        assert_eq!(on_error(Hook::Account, OnError::Allow).verdict, Verdict::Success);
+        assert_eq!(on_error(Hook::Auth(Some(Mode::Authfail)), OnError::Allow).verdict, Verdict::AuthErr);
+        assert_eq!(on_error(Hook::Auth(Some(Mode::Preauth)), OnError::Deny).verdict, Verdict::AuthErr);
+        assert_eq!(on_error(Hook::Account, OnError::Deny).verdict, Verdict::PermDenied);
+        assert_eq!(on_error(Hook::Password { update: true }, OnError::Deny).verdict, Verdict::Ignore);
+    }
+}

@@ -1,0 +1,664 @@
+//! The SQLite store. This module owns all SQL: schema, migrations, and
+//! every query. WAL journal, `synchronous=NORMAL`, a bounded busy timeout,
+//! times as 64-bit microseconds, text fields as raw bytes.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use crate::policy::{Account, LogReason, Reason, State};
+
+/// Longest a login waits for another writer before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_millis(3000);
+
+/// The schema, one step per version. `PRAGMA user_version` is the number
+/// of steps applied. Never edit a step that has shipped; add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the login log and the account table.
+    "CREATE TABLE log (
+        id          INTEGER PRIMARY KEY,
+        time        INTEGER NOT NULL,
+        success     INTEGER NOT NULL,
+        user        BLOB NOT NULL,
+        service     BLOB,
+        rhost       BLOB,
+        ruser       BLOB,
+        tty         BLOB,
+        auth_method BLOB,
+        reason      TEXT
+    );
+    CREATE INDEX log_time ON log(time);
+    CREATE INDEX log_user_time ON log(user, time);
+    CREATE INDEX log_rhost_time ON log(rhost, time);
+    CREATE TABLE account (
+        user             BLOB PRIMARY KEY,
+        state            TEXT NOT NULL,
+        reason           TEXT,
+        failures         INTEGER NOT NULL,
+        fail_times       BLOB,
+        last_failure     INTEGER,
+        last_login       INTEGER,
+        locked_at        INTEGER,
+        activated_at     INTEGER,
+        first_seen       INTEGER NOT NULL,
+        password_changed INTEGER,
+        pw_grace         INTEGER NOT NULL
+    ) WITHOUT ROWID;",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Why the store cannot be used.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The file or directory is missing, unreadable or has unsafe permissions.
+    Access { path: PathBuf, message: String, denied: bool },
+    /// SQLite failed.
+    Sql { path: PathBuf, context: &'static str, source: rusqlite::Error },
+    /// The database was written by a newer useraudit.
+    Newer { path: PathBuf, found: i64 },
+}
+
+impl StoreError {
+    /// True when the caller lacks permission (a non-root program meeting
+    /// the root-only database).
+    pub fn permission_denied(&self) -> bool {
+        match self {
+            StoreError::Access { denied, .. } => *denied,
+            StoreError::Sql { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::PermissionDenied)
+            ),
+            StoreError::Newer { .. } => false,
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Access { path, message, .. } => write!(f, "database {}: {message}", path.display()),
+            StoreError::Sql { path, context, source } => {
+                write!(f, "database {}: {context}: {source}", path.display())
+            }
+            StoreError::Newer { path, found } => write!(
+                f,
+                "database {}: schema version {found} is newer than this useraudit understands ({SCHEMA_VERSION}); upgrade useraudit",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One login attempt to record.
+#[derive(Debug, Clone, Default)]
+pub struct NewEntry<'a> {
+    pub time: i64,
+    pub success: bool,
+    pub user: &'a [u8],
+    pub service: Option<&'a [u8]>,
+    pub rhost: Option<&'a [u8]>,
+    pub ruser: Option<&'a [u8]>,
+    pub tty: Option<&'a [u8]>,
+    pub auth_method: Option<&'a [u8]>,
+    pub reason: Option<LogReason>,
+}
+
+/// One stored login attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: i64,
+    pub time: i64,
+    pub success: bool,
+    pub user: Vec<u8>,
+    pub service: Option<Vec<u8>>,
+    pub rhost: Option<Vec<u8>>,
+    pub ruser: Option<Vec<u8>>,
+    pub tty: Option<Vec<u8>>,
+    pub auth_method: Option<Vec<u8>>,
+    pub reason: Option<String>,
+}
+
+/// A filter on the log; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub success: Option<bool>,
+    pub user: Option<Vec<u8>>,
+    pub rhost: Option<Vec<u8>>,
+    pub service: Option<Vec<u8>>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: Option<u64>,
+}
+
+/// How to open.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenOptions {
+    /// Create the directory (0700) and file (0600) when missing.
+    pub create: bool,
+    /// Refuse a database or directory that is not owned by root or is
+    /// writable by group or others (set when running as root).
+    pub require_root_owned: bool,
+}
+
+/// An open database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`): one per login attempt, so
+/// concurrent attempts are serialised and none is lost.
+pub struct Txn<'a> {
+    tx: rusqlite::Transaction<'a>,
+    path: &'a Path,
+}
+
+fn check_owner(path: &Path, md: &std::fs::Metadata, what: &str) -> Result<()> {
+    if md.uid() != 0 || md.mode() & 0o022 != 0 {
+        return Err(StoreError::Access {
+            path: path.into(),
+            message: format!(
+                "refusing {what} {} that others could write (owner uid {}, mode {:04o}); it must be owned by root and not writable by group or others",
+                path.display(),
+                md.uid(),
+                md.mode() & 0o7777
+            ),
+            denied: false,
+        });
+    }
+    Ok(())
+}
+
+fn access(path: &Path, message: String, e: &std::io::Error) -> StoreError {
+    StoreError::Access {
+        path: path.into(),
+        message,
+        denied: e.kind() == std::io::ErrorKind::PermissionDenied,
+    }
+}
+
+impl Store {
+    /// Open (and if asked create) the database, and bring its schema up to date.
+    pub fn open(path: &Path, opts: OpenOptions) -> Result<Store> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        match std::fs::metadata(dir) {
+            Ok(md) => {
+                if opts.require_root_owned {
+                    check_owner(dir, &md, "directory")?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && opts.create => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| access(path, format!("cannot create directory {}: {e}", dir.display()), &e))?;
+                // The mode is masked by the umask; make it exact.
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            }
+            Err(e) => return Err(access(path, format!("directory {}: {e}", dir.display()), &e)),
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(md) => {
+                if !md.is_file() {
+                    return Err(StoreError::Access {
+                        path: path.into(),
+                        message: "not a regular file".into(),
+                        denied: false,
+                    });
+                }
+                if opts.require_root_owned {
+                    check_owner(path, &md, "database")?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && opts.create => {
+                match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(access(path, format!("cannot create it: {e}"), &e)),
+                }
+            }
+            Err(e) => return Err(access(path, e.to_string(), &e)),
+        }
+        let sql = |context: &'static str| move |source| StoreError::Sql { path: path.into(), context, source };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(sql("cannot open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql("cannot set busy timeout"))?;
+        conn.execute_batch("PRAGMA synchronous=NORMAL").map_err(sql("cannot configure"))?;
+        let mut store = Store { conn, path: path.into() };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn err(&self, context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sql { path: self.path.clone(), context, source }
+    }
+
+    fn version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.err("cannot read schema version (not a useraudit database?)"))
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let v = self.version()?;
+        if v == SCHEMA_VERSION {
+            return Ok(());
+        }
+        if v > SCHEMA_VERSION {
+            return Err(StoreError::Newer { path: self.path.clone(), found: v });
+        }
+        let path = self.path.clone();
+        let sql = |context: &'static str| {
+            let path = path.clone();
+            move |source| StoreError::Sql { path, context, source }
+        };
+        // WAL must be set outside a transaction; it is stored in the file.
+        self.conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+            .map_err(sql("cannot switch to WAL"))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("cannot start migration"))?;
+        // Another process may have migrated while we waited for the lock.
+        let mut v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql("cannot read schema version"))?;
+        while v < SCHEMA_VERSION {
+            tx.execute_batch(MIGRATIONS[v as usize]).map_err(sql("cannot migrate schema"))?;
+            v += 1;
+            tx.execute_batch(&format!("PRAGMA user_version={v}")).map_err(sql("cannot migrate schema"))?;
+        }
+        tx.commit().map_err(sql("cannot commit migration"))?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read one account.
+    pub fn account(&self, user: &[u8]) -> Result<Option<Account>> {
+        get_account(&self.conn, user).map_err(self.err("cannot read account"))
+    }
+
+    /// Every account, by name.
+    pub fn accounts(&self) -> Result<Vec<Account>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT * FROM account ORDER BY user")
+            .map_err(self.err("cannot list accounts"))?;
+        let rows = st
+            .query_map([], row_account)
+            .and_then(|r| r.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(self.err("cannot list accounts"))?;
+        Ok(rows)
+    }
+
+    /// Record an attempt outside a transaction (one statement, atomic).
+    pub fn insert(&self, e: &NewEntry<'_>) -> Result<i64> {
+        insert_entry(&self.conn, e).map_err(self.err("cannot write the log"))
+    }
+
+    /// Run `f` in one `BEGIN IMMEDIATE` transaction, committed when it returns Ok.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Txn<'_>) -> Result<T>) -> Result<T> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Sql { path: path.clone(), context: "cannot start a write (busy?)", source })?;
+        let txn = Txn { tx, path: &path };
+        let out = f(&txn)?;
+        txn.tx
+            .commit()
+            .map_err(|source| StoreError::Sql { path: path.clone(), context: "cannot commit", source })?;
+        Ok(out)
+    }
+
+    /// The log, newest first.
+    pub fn query(&self, q: &LogQuery) -> Result<Vec<Entry>> {
+        let mut sql = String::from(
+            "SELECT id, time, success, user, service, rhost, ruser, tty, auth_method, reason FROM log WHERE 1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        use rusqlite::types::Value;
+        if let Some(s) = q.success {
+            sql.push_str(" AND success = ?");
+            args.push(Value::Integer(i64::from(s)));
+        }
+        for (col, v) in [("user", &q.user), ("rhost", &q.rhost), ("service", &q.service)] {
+            if let Some(v) = v {
+                sql.push_str(&format!(" AND {col} = ?"));
+                args.push(Value::Blob(v.clone()));
+            }
+        }
+        if let Some(t) = q.since {
+            sql.push_str(" AND time >= ?");
+            args.push(Value::Integer(t));
+        }
+        if let Some(t) = q.until {
+            sql.push_str(" AND time < ?");
+            args.push(Value::Integer(t));
+        }
+        sql.push_str(" ORDER BY time DESC, id DESC");
+        if let Some(n) = q.limit {
+            sql.push_str(" LIMIT ?");
+            args.push(Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
+        }
+        let mut st = self.conn.prepare(&sql).map_err(self.err("cannot read the log"))?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(Entry {
+                    id: r.get(0)?,
+                    time: r.get(1)?,
+                    success: r.get::<_, i64>(2)? != 0,
+                    user: r.get(3)?,
+                    service: r.get(4)?,
+                    rhost: r.get(5)?,
+                    ruser: r.get(6)?,
+                    tty: r.get(7)?,
+                    auth_method: r.get(8)?,
+                    reason: r.get(9)?,
+                })
+            })
+            .and_then(|r| r.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(self.err("cannot read the log"))?;
+        Ok(rows)
+    }
+
+    /// Fill in the auth method of an entry once it is known.
+    pub fn set_method(&self, id: i64, method: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE log SET auth_method = ?1 WHERE id = ?2")
+            .and_then(|mut st| st.execute(params![crate::text::cap(method), id]))
+            .map(|_| ())
+            .map_err(self.err("cannot write the log"))
+    }
+
+    /// Number of log entries.
+    pub fn count(&self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT count(*) FROM log", [], |r| r.get(0))
+            .map_err(self.err("cannot count the log"))
+    }
+
+    /// `PRAGMA quick_check`: "ok" or what is wrong.
+    pub fn quick_check(&self) -> Result<String> {
+        let mut st = self.conn.prepare("PRAGMA quick_check").map_err(self.err("cannot check"))?;
+        let rows: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .and_then(|r| r.collect())
+            .map_err(self.err("cannot check"))?;
+        Ok(rows.join("; "))
+    }
+
+    /// Load many entries quickly (for benchmarks and imports): one transaction.
+    pub fn bulk_insert<'a>(&mut self, entries: impl IntoIterator<Item = NewEntry<'a>>) -> Result<usize> {
+        self.write(|t| {
+            let mut n = 0;
+            for e in entries {
+                t.insert(&e)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+}
+
+impl Txn<'_> {
+    fn err(&self, context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sql { path: self.path.into(), context, source }
+    }
+
+    pub fn account(&self, user: &[u8]) -> Result<Option<Account>> {
+        get_account(&self.tx, user).map_err(self.err("cannot read account"))
+    }
+
+    pub fn put_account(&self, a: &Account) -> Result<()> {
+        let times: Vec<u8> = a.fail_times.iter().flat_map(|t| t.to_le_bytes()).collect();
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO account (user, state, reason, failures, fail_times, last_failure, last_login,
+                 locked_at, activated_at, first_seen, password_changed, pw_grace)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    a.user,
+                    a.state.as_str(),
+                    a.reason.map(Reason::as_str),
+                    a.failures,
+                    if times.is_empty() { None } else { Some(times) },
+                    a.last_failure,
+                    a.last_login,
+                    a.locked_at,
+                    a.activated_at,
+                    a.first_seen,
+                    a.password_changed,
+                    a.pw_grace,
+                ])
+            })
+            .map(|_| ())
+            .map_err(self.err("cannot write account"))
+    }
+
+    pub fn insert(&self, e: &NewEntry<'_>) -> Result<i64> {
+        insert_entry(&self.tx, e).map_err(self.err("cannot write the log"))
+    }
+
+    /// Delete log entries older than `before`; returns how many.
+    pub fn delete_before(&self, before: i64) -> Result<usize> {
+        self.tx
+            .execute("DELETE FROM log WHERE time < ?1", [before])
+            .map_err(self.err("cannot delete old entries"))
+    }
+
+    pub fn accounts(&self) -> Result<Vec<Account>> {
+        let mut st = self.tx.prepare("SELECT * FROM account ORDER BY user").map_err(self.err("cannot list accounts"))?;
+        let rows = st
+            .query_map([], row_account)
+            .and_then(|r| r.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(self.err("cannot list accounts"))?;
+        Ok(rows)
+    }
+}
+
+fn insert_entry(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<i64> {
+    use crate::text::cap;
+    let mut st = c.prepare_cached(
+        "INSERT INTO log (time, success, user, service, rhost, ruser, tty, auth_method, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    st.execute(params![
+        e.time,
+        e.success,
+        cap(e.user),
+        e.service.map(cap),
+        e.rhost.map(cap),
+        e.ruser.map(cap),
+        e.tty.map(cap),
+        e.auth_method.map(cap),
+        e.reason.map(LogReason::as_str),
+    ])?;
+    Ok(c.last_insert_rowid())
+}
+
+fn get_account(c: &Connection, user: &[u8]) -> rusqlite::Result<Option<Account>> {
+    c.prepare_cached("SELECT * FROM account WHERE user = ?1")?
+        .query_row([user], row_account)
+        .optional()
+}
+
+fn row_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("bad {what}").into())
+    };
+    let state: String = r.get("state")?;
+    let reason: Option<String> = r.get("reason")?;
+    let times: Option<Vec<u8>> = r.get("fail_times")?;
+    Ok(Account {
+        user: r.get("user")?,
+        state: State::parse(&state).ok_or_else(|| bad(1, "state"))?,
+        reason: match reason {
+            Some(s) => Some(Reason::parse(&s).ok_or_else(|| bad(2, "reason"))?),
+            None => None,
+        },
+        failures: r.get("failures")?,
+        fail_times: times
+            .unwrap_or_default()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        last_failure: r.get("last_failure")?,
+        last_login: r.get("last_login")?,
+        locked_at: r.get("locked_at")?,
+        activated_at: r.get("activated_at")?,
+        first_seen: r.get("first_seen")?,
+        password_changed: r.get("password_changed")?,
+        pw_grace: r.get("pw_grace")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub/ua.db");
+        (d, p)
+    }
+
+    fn open(p: &Path) -> Store {
+        Store::open(p, OpenOptions { create: true, require_root_owned: false }).unwrap()
+    }
+
+    #[test]
+    fn creates_with_modes_and_schema() {
+        let (_d, p) = tmp();
+        let s = open(&p);
+        assert_eq!(std::fs::metadata(p.parent().unwrap()).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(s.version().unwrap(), SCHEMA_VERSION);
+        let jm: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(jm, "wal");
+        drop(s);
+        // reopening is a no-op migration
+        let s = open(&p);
+        assert_eq!(s.count().unwrap(), 0);
+    }
+
+    #[test]
+    fn refuses_missing_without_create_and_newer_schema() {
+        let (_d, p) = tmp();
+        assert!(Store::open(&p, OpenOptions { create: false, require_root_owned: false }).is_err());
+        let s = open(&p);
+        s.conn.execute_batch("PRAGMA user_version=99").unwrap();
+        drop(s);
+        let e = Store::open(&p, OpenOptions { create: false, require_root_owned: false }).err().unwrap();
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn not_a_database() {
+        let (d, _) = tmp();
+        let p = d.path().join("junk.db");
+        std::fs::write(&p, vec![b'x'; 4096]).unwrap();
+        let e = Store::open(&p, OpenOptions { create: true, require_root_owned: false }).err().unwrap();
+        assert!(matches!(e, StoreError::Sql { .. }), "{e}");
+    }
+
+    #[test]
+    fn unsafe_permissions_refused() {
+        let (d, _) = tmp();
+        let dir = d.path().join("open");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Store::open(&dir.join("ua.db"), OpenOptions { create: true, require_root_owned: true }).err().unwrap();
+        assert!(e.to_string().contains("refusing directory"), "{e}");
+    }
+
+    #[test]
+    fn log_round_trip_and_filters() {
+        let (_d, p) = tmp();
+        let mut s = open(&p);
+        let weird: &[u8] = b"al\xffice\n\x1b[31m";
+        for (i, (user, ok)) in [(&b"alice"[..], true), (weird, false), (b"bob", false)].iter().enumerate() {
+            s.insert(&NewEntry {
+                time: 1000 + i as i64,
+                success: *ok,
+                user,
+                service: Some(b"sshd"),
+                rhost: Some(b"203.0.113.9"),
+                reason: (!ok).then_some(LogReason::Auth),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let all = s.query(&LogQuery::default()).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].user, b"bob");
+        assert_eq!(all[1].user, weird);
+        assert_eq!(all[2].reason, None);
+        assert_eq!(all[1].reason.as_deref(), Some("auth"));
+        let f = s.query(&LogQuery { success: Some(false), ..Default::default() }).unwrap();
+        assert_eq!(f.len(), 2);
+        let u = s.query(&LogQuery { user: Some(weird.to_vec()), ..Default::default() }).unwrap();
+        assert_eq!(u.len(), 1);
+        let t = s.query(&LogQuery { since: Some(1001), until: Some(1002), ..Default::default() }).unwrap();
+        assert_eq!(t.len(), 1);
+        let l = s.query(&LogQuery { limit: Some(1), ..Default::default() }).unwrap();
+        assert_eq!(l[0].user, b"bob");
+        // huge fields are capped
+        let big = vec![b'x'; 70_000];
+        s.insert(&NewEntry { time: 5, user: &big, rhost: Some(&big), ..Default::default() }).unwrap();
+        let e = s.query(&LogQuery { since: Some(5), until: Some(6), ..Default::default() }).unwrap();
+        assert_eq!(e[0].user.len(), crate::text::FIELD_CAP);
+        assert_eq!(e[0].rhost.as_ref().unwrap().len(), crate::text::FIELD_CAP);
+        // retention
+        let n = s.write(|t| t.delete_before(1001)).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(s.count().unwrap(), 2);
+    }
+
+    #[test]
+    fn account_round_trip() {
+        let (_d, p) = tmp();
+        let mut s = open(&p);
+        let mut a = Account::new(b"alice", 7);
+        a.fail_times = vec![1, 2, 3];
+        a.failures = 3;
+        a.state = State::Locked;
+        a.reason = Some(Reason::LoginFailureLimit);
+        a.locked_at = Some(3);
+        a.pw_grace = true;
+        s.write(|t| t.put_account(&a)).unwrap();
+        assert_eq!(s.account(b"alice").unwrap(), Some(a.clone()));
+        assert_eq!(s.account(b"bob").unwrap(), None);
+        assert_eq!(s.accounts().unwrap(), vec![a]);
+    }
+
+    #[test]
+    fn a_failed_closure_rolls_back() {
+        let (_d, p) = tmp();
+        let mut s = open(&p);
+        let r: Result<()> = s.write(|t| {
+            t.insert(&NewEntry { time: 1, user: b"x", ..Default::default() })?;
+            Err(StoreError::Newer { path: "x".into(), found: 9 })
+        });
+        assert!(r.is_err());
+        assert_eq!(s.count().unwrap(), 0);
+    }
+}

@@ -1,0 +1,228 @@
+//! The operating-system edge: NSS and shadow lookups, syslog, identity and
+//! the detached notifier. The only module besides the PAM glue that may use
+//! `unsafe`; every block says why it is sound.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::raw::c_char;
+
+/// The effective user id of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// An account as NSS knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The canonical name (`pw_name`).
+    pub name: Vec<u8>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Result of an NSS lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Found(UserInfo),
+    NotFound,
+    /// NSS failed (e.g. a directory server is down): neither known nor unknown.
+    Error(i32),
+}
+
+/// Run a `get*_r` style call with a growing buffer.
+fn with_buffer<T>(mut call: impl FnMut(&mut Vec<c_char>) -> Result<Option<T>, i32>) -> Result<Option<T>, i32> {
+    let mut buf: Vec<c_char> = vec![0; 1024];
+    loop {
+        match call(&mut buf) {
+            Err(libc::ERANGE) if buf.len() < (1 << 20) => {
+                let n = buf.len() * 4;
+                buf.resize(n, 0);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Look a name up through NSS (`getpwnam_r`).
+pub fn lookup_user(name: &[u8]) -> Lookup {
+    let Ok(cname) = CString::new(name) else { return Lookup::NotFound };
+    let r = with_buffer(|buf| {
+        // SAFETY: a zeroed passwd is a valid value of a plain C struct.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the call; buf.len() is the size of buf.
+        let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+        if out.is_null() {
+            return if rc == 0 || rc == libc::ENOENT || rc == libc::ESRCH { Ok(None) } else { Err(rc) };
+        }
+        // SAFETY: on success pw_name points to a NUL-terminated string inside buf.
+        let n = unsafe { CStr::from_ptr(pw.pw_name) }.to_bytes().to_vec();
+        Ok(Some(UserInfo { name: n, uid: pw.pw_uid, gid: pw.pw_gid }))
+    });
+    match r {
+        Ok(Some(u)) => Lookup::Found(u),
+        Ok(None) => Lookup::NotFound,
+        Err(e) => Lookup::Error(e),
+    }
+}
+
+/// Whether `user` (primary group `gid`) is a member of the group named `group`.
+pub fn in_group(user: &[u8], gid: u32, group: &str) -> bool {
+    let Ok(cgroup) = CString::new(group) else { return false };
+    let r = with_buffer(|buf| {
+        // SAFETY: a zeroed group is a valid value of a plain C struct.
+        let mut gr: libc::group = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the call; buf.len() is the size of buf.
+        let rc = unsafe { libc::getgrnam_r(cgroup.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+        if out.is_null() {
+            return if rc == 0 || rc == libc::ENOENT { Ok(None) } else { Err(rc) };
+        }
+        if gr.gr_gid == gid {
+            return Ok(Some(true));
+        }
+        let mut p = gr.gr_mem;
+        // SAFETY: gr_mem is a NULL-terminated array of NUL-terminated strings inside buf.
+        unsafe {
+            while !p.is_null() && !(*p).is_null() {
+                if CStr::from_ptr(*p).to_bytes() == user {
+                    return Ok(Some(true));
+                }
+                p = p.add(1);
+            }
+        }
+        Ok(Some(false))
+    });
+    matches!(r, Ok(Some(true)))
+}
+
+/// The password's last-change day from the shadow database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowChange {
+    /// Days since the epoch; 0 means "change at next login".
+    Day(i64),
+    /// The field is empty: no password aging.
+    NoAging,
+    /// Not in the shadow database.
+    NotFound,
+    /// Cannot be read (not root).
+    Unreadable(i32),
+}
+
+/// `getspnam_r` for the last-change field.
+pub fn shadow_change(name: &[u8]) -> ShadowChange {
+    let Ok(cname) = CString::new(name) else { return ShadowChange::NotFound };
+    let r = with_buffer(|buf| {
+        // SAFETY: a zeroed spwd is a valid value of a plain C struct.
+        let mut sp: libc::spwd = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::spwd = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the call; buf.len() is the size of buf.
+        let rc = unsafe { libc::getspnam_r(cname.as_ptr(), &mut sp, buf.as_mut_ptr(), buf.len(), &mut out) };
+        if out.is_null() {
+            return if rc == 0 || rc == libc::ENOENT { Ok(None) } else { Err(rc) };
+        }
+        Ok(Some(sp.sp_lstchg))
+    });
+    match r {
+        Ok(Some(d)) if d < 0 => ShadowChange::NoAging,
+        Ok(Some(d)) => ShadowChange::Day(d as i64),
+        Ok(None) if euid() != 0 => ShadowChange::Unreadable(libc::EACCES),
+        Ok(None) => ShadowChange::NotFound,
+        Err(e) => ShadowChange::Unreadable(e),
+    }
+}
+
+/// Syslog priorities used by useraudit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Err,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+}
+
+/// Write one line to syslog, facility AUTHPRIV, with a constant format
+/// string. `line` must already be escaped by the caller.
+pub fn syslog(p: Priority, line: &str) {
+    let prio = match p {
+        Priority::Err => libc::LOG_ERR,
+        Priority::Warning => libc::LOG_WARNING,
+        Priority::Notice => libc::LOG_NOTICE,
+        Priority::Info => libc::LOG_INFO,
+        Priority::Debug => libc::LOG_DEBUG,
+    };
+    let Ok(msg) = CString::new(line.replace('\0', "\\x00")) else { return };
+    // SAFETY: the format is a constant "%s" and msg is a valid C string.
+    unsafe { libc::syslog(libc::LOG_AUTHPRIV | prio, c"%s".as_ptr(), msg.as_ptr()) };
+}
+
+/// Name the program in syslog lines (the CLI; the module keeps the
+/// application's own ident).
+pub fn openlog(ident: &'static CStr) {
+    // SAFETY: ident is 'static, as openlog requires.
+    unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_AUTHPRIV) };
+}
+
+/// Start `prog` with exactly `env`, without a shell, detached from this
+/// process (double fork, new session, stdio on /dev/null, no inherited
+/// descriptors) and killed by SIGALRM after `timeout_secs`. Returns once
+/// the intermediate child has exited, which is immediate.
+pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Result<()> {
+    // Everything the children need is prepared before fork: after it, only
+    // async-signal-safe calls are made.
+    let argv: [*const c_char; 2] = [prog.as_ptr(), std::ptr::null()];
+    let envp: Vec<*const c_char> = env.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let devnull = c"/dev/null";
+    let root = c"/";
+    // SAFETY: fork has no memory-safety preconditions; the child below only
+    // makes async-signal-safe calls and always ends in execve or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: in the intermediate child and the grandchild only
+        // async-signal-safe functions are called, on pointers prepared
+        // before fork that stay valid (the memory is copied by fork).
+        unsafe {
+            libc::setsid();
+            if libc::fork() != 0 {
+                libc::_exit(0);
+            }
+            let fd = libc::open(devnull.as_ptr(), libc::O_RDWR);
+            if fd >= 0 {
+                libc::dup2(fd, 0);
+                libc::dup2(fd, 1);
+                libc::dup2(fd, 2);
+            }
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+                let mut f = 3;
+                while f < 4096 {
+                    libc::close(f);
+                    f += 1;
+                }
+            }
+            libc::chdir(root.as_ptr());
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            for sig in [libc::SIGALRM, libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGPIPE, libc::SIGCHLD] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            libc::alarm(timeout_secs);
+            libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child; status is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    Ok(())
+}
