@@ -1,1 +1,335 @@
+//! The core behind `useraudit-admin`: status, activate, lock, sweep and
+//! check, over the same configuration, policy and store as the module.
 #![forbid(unsafe_code)]
+
+use std::path::Path;
+
+use crate::audit::{announce, exempt, password_change};
+use crate::config::{Config, DEFAULT_CONF};
+use crate::notify::{Event, Notice};
+use crate::policy::{self, Account, PasswordChange, Reason, Standing};
+use crate::store::{OpenOptions, Store};
+use crate::sys::{self, Lookup, Priority, UserInfo};
+use crate::text::{DAY_MICROS, escape, format_duration};
+
+/// A failed admin operation: one line for stderr.
+#[derive(Debug)]
+pub struct AdminError(pub String);
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<E: std::error::Error> From<E> for AdminError {
+    fn from(e: E) -> Self {
+        AdminError(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, AdminError>;
+
+/// Load the configuration (`--conf` or the default) and apply `--db`.
+pub fn load_config(conf: Option<&Path>, db: Option<&Path>) -> Result<Config> {
+    let root = sys::euid() == 0;
+    let mut cfg = match conf {
+        Some(p) => Config::load(p, true, root)?,
+        None => Config::load(Path::new(DEFAULT_CONF), false, root)?,
+    };
+    if let Some(d) = db {
+        cfg.database = d.to_path_buf();
+    }
+    Ok(cfg)
+}
+
+/// Open the configured database (created if missing).
+pub fn open_store(cfg: &Config) -> Result<Store> {
+    let root = sys::euid() == 0;
+    Store::open(&cfg.database, OpenOptions { create: true, require_root_owned: root }).map_err(|e| {
+        if !root && e.permission_denied() {
+            AdminError(format!("{e} (the database is readable by root only; run as root)"))
+        } else {
+            AdminError(e.to_string())
+        }
+    })
+}
+
+fn syslog_admin(msg: &str) {
+    sys::syslog(Priority::Notice, &format!("useraudit-admin (uid {}): {msg}", sys::euid()));
+}
+
+/// An account named on the command line: through NSS, else as stored.
+fn resolve(store: &Store, name: &str) -> Result<(Vec<u8>, Option<UserInfo>)> {
+    match sys::lookup_user(name.as_bytes()) {
+        Lookup::Found(u) => Ok((u.name.clone(), Some(u))),
+        Lookup::NotFound | Lookup::Error(_) => {
+            if store.account(name.as_bytes())?.is_some() {
+                Ok((name.as_bytes().to_vec(), None))
+            } else {
+                Err(AdminError(format!("no such account: {}", escape(name.as_bytes()))))
+            }
+        }
+    }
+}
+
+fn is_exempt(cfg: &Config, user: &[u8], info: Option<&UserInfo>) -> bool {
+    match info {
+        Some(u) => exempt(cfg, u),
+        None => cfg.exempt_users.iter().any(|n| n.as_bytes() == user),
+    }
+}
+
+/// One account as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRow {
+    pub user: Vec<u8>,
+    pub state: &'static str,
+    pub reason: Option<&'static str>,
+    pub note: Option<Vec<u8>>,
+    pub failures: u32,
+    pub last_login: Option<i64>,
+    pub last_failure: Option<i64>,
+    pub locked_at: Option<i64>,
+    pub unlocks_at: Option<i64>,
+    /// The last password change (µs; a day boundary when from shadow).
+    pub password_changed: Option<i64>,
+    /// The day the password expires (µs at midnight UTC).
+    pub password_expires: Option<i64>,
+    /// Days until the password expires (negative: expired).
+    pub password_days_left: Option<i64>,
+    pub exempt: bool,
+    /// May this account log in now, as far as useraudit is concerned.
+    pub may_login: bool,
+}
+
+fn status_row(cfg: &Config, a: &Account, is_exempt: bool, now: i64) -> StatusRow {
+    let standing = policy::standing(a, cfg, now);
+    let (state, reason, unlocks_at) = match standing {
+        Standing::Active => ("active", None, None),
+        Standing::Locked { until, .. } => ("locked", Some(Reason::LoginFailureLimit.as_str()), until),
+        Standing::Disabled(r) => ("disabled", Some(r.as_str()), None),
+    };
+    let (change, _) = password_change(cfg, a);
+    let password_changed = match (cfg.password_change_source, change) {
+        (_, PasswordChange::Day(d)) if cfg.password_change_source == crate::config::PasswordSource::Shadow => {
+            Some(d * DAY_MICROS)
+        }
+        _ => a.password_changed,
+    };
+    let expires = if is_exempt { None } else { policy::password_expires(change, cfg) };
+    StatusRow {
+        user: a.user.clone(),
+        state,
+        reason,
+        note: a.note.clone(),
+        failures: if standing == Standing::Active && a.state == policy::State::Locked { 0 } else { a.failures },
+        last_login: a.last_login,
+        last_failure: a.last_failure,
+        locked_at: if standing == Standing::Active { None } else { a.locked_at },
+        unlocks_at,
+        password_changed,
+        password_expires: expires.map(|d| d * DAY_MICROS),
+        password_days_left: expires.map(|d| d - policy::day_of(now)),
+        exempt: is_exempt,
+        may_login: is_exempt || standing == Standing::Active,
+    }
+}
+
+/// `status`: every stored account, or the named ones.
+pub fn status(cfg: &Config, store: &Store, users: &[String], now: i64) -> Result<Vec<StatusRow>> {
+    if users.is_empty() {
+        return Ok(store
+            .accounts()?
+            .iter()
+            .map(|a| {
+                let info = match sys::lookup_user(&a.user) {
+                    Lookup::Found(u) => Some(u),
+                    _ => None,
+                };
+                status_row(cfg, a, is_exempt(cfg, &a.user, info.as_ref()), now)
+            })
+            .collect());
+    }
+    let mut rows = Vec::new();
+    for u in users {
+        let (name, info) = resolve(store, u)?;
+        let acc = store.account(&name)?.unwrap_or_else(|| {
+            // Known to the system but never seen by the module.
+            let mut a = Account::new(&name, now);
+            a.first_seen = now;
+            a
+        });
+        rows.push(status_row(cfg, &acc, is_exempt(cfg, &name, info.as_ref()), now));
+    }
+    Ok(rows)
+}
+
+/// What `activate` did to one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activated {
+    /// It was locked or disabled (state, reason) or had failures; now active.
+    Reactivated { was_state: &'static str, was_reason: Option<&'static str>, failures: u32 },
+    /// It was already active with no failures; its inactivity clock restarted.
+    AlreadyActive,
+}
+
+/// `activate USER`: clear lock, disable and count; restart the inactivity clock.
+pub fn activate(cfg: &Config, store: &mut Store, user: &str, now: i64) -> Result<(Vec<u8>, Activated)> {
+    let (name, _) = resolve(store, user)?;
+    let result = store.write(|t| {
+        let mut acc = t.account(&name)?.unwrap_or_else(|| Account::new(&name, now));
+        let standing = policy::standing(&acc, cfg, now);
+        let (was_state, was_reason) = match standing {
+            Standing::Active => ("active", None),
+            Standing::Locked { .. } => ("locked", Some(Reason::LoginFailureLimit.as_str())),
+            Standing::Disabled(r) => ("disabled", Some(r.as_str())),
+        };
+        let failures = if standing == Standing::Active && acc.state == policy::State::Locked { 0 } else { acc.failures };
+        let changed = policy::activate(&mut acc, cfg, now);
+        t.put_account(&acc)?;
+        Ok(if changed && (was_state != "active" || failures > 0) {
+            Activated::Reactivated { was_state, was_reason, failures }
+        } else {
+            Activated::AlreadyActive
+        })
+    })?;
+    syslog_admin(&format!(
+        "activate {}: {}",
+        escape(&name),
+        match &result {
+            Activated::Reactivated { was_state, .. } => format!("was {was_state}, now active"),
+            Activated::AlreadyActive => "already active; inactivity clock restarted".into(),
+        }
+    ));
+    Ok((name, result))
+}
+
+/// `lock USER [--reason TEXT]`: disable by hand.
+pub fn lock(cfg: &Config, store: &mut Store, user: &str, reason: Option<&str>, now: i64) -> Result<(Vec<u8>, bool)> {
+    let (name, info) = resolve(store, user)?;
+    if is_exempt(cfg, &name, info.as_ref()) {
+        return Err(AdminError(format!(
+            "{} is exempt (exempt_users or exempt_groups) and is never locked; remove it from there first",
+            escape(&name)
+        )));
+    }
+    let newly = store.write(|t| {
+        let mut acc = t.account(&name)?.unwrap_or_else(|| Account::new(&name, now));
+        let was = policy::standing(&acc, cfg, now);
+        policy::admin_lock(&mut acc, now, reason.map(str::as_bytes));
+        t.put_account(&acc)?;
+        Ok(was == Standing::Active)
+    })?;
+    syslog_admin(&format!(
+        "lock {}: disabled by hand{}",
+        escape(&name),
+        reason.map(|r| format!(" ({})", escape(r.as_bytes()))).unwrap_or_default()
+    ));
+    Ok((name, newly))
+}
+
+/// What a sweep did (or, with `--dry-run`, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Accounts disabled for inactivity, with their last activity (µs).
+    pub disabled: Vec<(Vec<u8>, i64)>,
+    /// Log entries deleted under `retention_days`.
+    pub deleted: u64,
+    /// The cut-off for deletion, when `retention_days` is set.
+    pub retention_before: Option<i64>,
+}
+
+/// `sweep [--dry-run]`: disable accounts inactive longer than
+/// `account_expiry_days`, apply `retention_days`.
+pub fn sweep(cfg: &Config, store: &mut Store, dry_run: bool, now: i64) -> Result<SweepReport> {
+    let mut report = SweepReport::default();
+    if cfg.account_expiry_days > 0 {
+        // Exemptions need NSS, which is not done inside the write lock.
+        let candidates: Vec<Vec<u8>> = store
+            .accounts()?
+            .into_iter()
+            .filter(|a| policy::standing(a, cfg, now) == Standing::Active && policy::inactive(a, cfg, now))
+            .filter(|a| {
+                let info = match sys::lookup_user(&a.user) {
+                    Lookup::Found(u) => Some(u),
+                    _ => None,
+                };
+                !is_exempt(cfg, &a.user, info.as_ref())
+            })
+            .map(|a| a.user)
+            .collect();
+        report.disabled = store.write(|t| {
+            let mut done = Vec::new();
+            for name in &candidates {
+                // Re-check inside the transaction: a login may have come in since.
+                let Some(mut acc) = t.account(name)? else { continue };
+                if policy::standing(&acc, cfg, now) != Standing::Active || !policy::inactive(&acc, cfg, now) {
+                    continue;
+                }
+                let last = acc.last_login.unwrap_or(0).max(acc.activated_at.unwrap_or(0));
+                if !dry_run {
+                    policy::disable(&mut acc, Reason::AccountExpired, now);
+                    t.put_account(&acc)?;
+                }
+                done.push((name.clone(), last));
+            }
+            Ok(done)
+        })?;
+        if !dry_run {
+            let log = |p: Priority, m: &str| sys::syslog(p, &format!("useraudit-admin sweep: {m}"));
+            for (name, _) in &report.disabled {
+                let n = Notice { event: Event::AccountExpired, user: name, rhost: None, service: Some(b"sweep"), failures: 0 };
+                announce(
+                    cfg,
+                    &log,
+                    &n,
+                    &format!("disabled: not used for more than {} days", cfg.account_expiry_days),
+                );
+            }
+        }
+    }
+    if cfg.retention_days > 0 {
+        let before = now - i64::from(cfg.retention_days) * DAY_MICROS;
+        report.retention_before = Some(before);
+        report.deleted = if dry_run {
+            store.count_before(before)?
+        } else {
+            store.write(|t| t.delete_before(before))? as u64
+        };
+    }
+    Ok(report)
+}
+
+/// `check`: the effective settings and the database's health, as lines.
+pub fn check(cfg: &Config, store: &Store) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (k, v) in cfg.render() {
+        out.push(format!("{k} = {v}"));
+    }
+    let qc = store.quick_check()?;
+    if qc != "ok" {
+        return Err(AdminError(format!("database {}: integrity check failed: {qc}", store.path().display())));
+    }
+    out.push(format!(
+        "# database {}: schema version {}, {} log entries, {} accounts, integrity ok",
+        store.path().display(),
+        crate::store::SCHEMA_VERSION,
+        store.count()?,
+        store.accounts()?.len()
+    ));
+    if cfg.unlock_after > 0 {
+        out.push(format!("# locks lift after {}", format_duration(cfg.unlock_after)));
+    }
+    if let Some(cmd) = &cfg.notify_command {
+        if let Err(e) = crate::notify::check_command(cmd) {
+            return Err(AdminError(e));
+        }
+    }
+    if cfg.password_expiry_days > 0 && cfg.password_change_source == crate::config::PasswordSource::Shadow {
+        if let (_, Some(w)) = password_change(cfg, &Account::new(b"root", 0)) {
+            out.push(format!("# warning: {w}"));
+        }
+    }
+    Ok(out)
+}

@@ -115,6 +115,8 @@ pub struct Account {
     /// Set by `activate` on an account disabled for an expired password: the
     /// next good login is let in once, to change the password.
     pub pw_grace: bool,
+    /// The administrator's words for a hand-made lock (`lock --reason`).
+    pub note: Option<Vec<u8>>,
 }
 
 impl Account {
@@ -132,6 +134,7 @@ impl Account {
             first_seen: now,
             password_changed: None,
             pw_grace: false,
+            note: None,
         }
     }
 
@@ -139,6 +142,7 @@ impl Account {
         self.state = State::Active;
         self.reason = None;
         self.locked_at = None;
+        self.note = None;
         self.failures = 0;
         self.fail_times.clear();
     }
@@ -353,13 +357,16 @@ pub fn apply_login(a: &mut Account, check: LoginCheck, cfg: &Config, now: i64) {
             a.last_login = Some(now);
             a.pw_grace = false;
         }
-        LoginCheck::Disable(r) => {
-            a.state = State::Disabled;
-            a.reason = Some(r);
-            a.locked_at = Some(now);
-        }
+        LoginCheck::Disable(r) => disable(a, r, now),
         LoginCheck::Refuse(_) => {}
     }
+}
+
+/// Disable for a reason (inactivity, password expiry).
+pub fn disable(a: &mut Account, r: Reason, now: i64) {
+    a.state = State::Disabled;
+    a.reason = Some(r);
+    a.locked_at = Some(now);
 }
 
 /// Re-activate: clear lock, disable and count, restart the inactivity clock.
@@ -373,11 +380,12 @@ pub fn activate(a: &mut Account, cfg: &Config, now: i64) -> bool {
     was
 }
 
-/// Disable by hand.
-pub fn admin_lock(a: &mut Account, now: i64) {
+/// Disable by hand, with the administrator's reason.
+pub fn admin_lock(a: &mut Account, now: i64, note: Option<&[u8]>) {
     a.state = State::Disabled;
     a.reason = Some(Reason::Admin);
     a.locked_at = Some(now);
+    a.note = note.map(<[u8]>::to_vec);
 }
 
 /// Record a successful password change.

@@ -46,7 +46,8 @@ const MIGRATIONS: &[&str] = &[
         activated_at     INTEGER,
         first_seen       INTEGER NOT NULL,
         password_changed INTEGER,
-        pw_grace         INTEGER NOT NULL
+        pw_grace         INTEGER NOT NULL,
+        note             BLOB
     ) WITHOUT ROWID;",
 ];
 
@@ -394,6 +395,14 @@ impl Store {
             .map_err(self.err("cannot count the log"))
     }
 
+    /// Number of log entries older than `before`.
+    pub fn count_before(&self, before: i64) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM log WHERE time < ?1", [before], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(self.err("cannot count the log"))
+    }
+
     /// `PRAGMA quick_check`: "ok" or what is wrong.
     pub fn quick_check(&self) -> Result<String> {
         let mut st = self.conn.prepare("PRAGMA quick_check").map_err(self.err("cannot check"))?;
@@ -431,8 +440,8 @@ impl Txn<'_> {
         self.tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO account (user, state, reason, failures, fail_times, last_failure, last_login,
-                 locked_at, activated_at, first_seen, password_changed, pw_grace)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 locked_at, activated_at, first_seen, password_changed, pw_grace, note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -448,6 +457,7 @@ impl Txn<'_> {
                     a.first_seen,
                     a.password_changed,
                     a.pw_grace,
+                    a.note,
                 ])
             })
             .map(|_| ())
@@ -528,6 +538,7 @@ fn row_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
         first_seen: r.get("first_seen")?,
         password_changed: r.get("password_changed")?,
         pw_grace: r.get("pw_grace")?,
+        note: r.get("note")?,
     })
 }
 
