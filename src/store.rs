@@ -15,6 +15,19 @@ use crate::policy::{Account, LogReason, Reason, State};
 /// Longest a login waits for another writer before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_millis(3000);
 
+/// Per-connection settings: commits do not fsync (WAL + NORMAL: a crash of
+/// the process loses nothing committed; a power cut can lose the commits
+/// since the last checkpoint, never the file's integrity), and the WAL is
+/// truncated after a checkpoint once it passes [`WAL_LIMIT`].
+const WAL_SETTINGS: &str = "PRAGMA synchronous=NORMAL;";
+
+/// WAL size above which a writer checkpoints and truncates it. Every login
+/// is a new process whose first connection must replay ("recover") the
+/// whole WAL, and SQLite forgets between processes what was already
+/// checkpointed; so the WAL is kept short by truncating it, not left to
+/// the passive auto-checkpoint.
+const WAL_LIMIT: u64 = 128 * 1024;
+
 /// The schema, one step per version. `PRAGMA user_version` is the number
 /// of steps applied. Never edit a step that has shipped; add one.
 const MIGRATIONS: &[&str] = &[
@@ -238,7 +251,12 @@ impl Store {
         )
         .map_err(sql("cannot open"))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql("cannot set busy timeout"))?;
-        conn.execute_batch("PRAGMA synchronous=NORMAL").map_err(sql("cannot configure"))?;
+        // Each login opens and closes the database. Without this, the last
+        // connection to close checkpoints, fsyncs and deletes the WAL every
+        // time; with it, checkpoints happen every WAL_AUTOCHECKPOINT pages.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(sql("cannot configure"))?;
+        conn.execute_batch(WAL_SETTINGS).map_err(sql("cannot configure"))?;
         let mut store = Store { conn, path: path.into() };
         store.migrate()?;
         Ok(store)
@@ -310,21 +328,39 @@ impl Store {
 
     /// Record an attempt outside a transaction (one statement, atomic).
     pub fn insert(&self, e: &NewEntry<'_>) -> Result<i64> {
-        insert_entry(&self.conn, e).map_err(self.err("cannot write the log"))
+        let id = insert_entry(&self.conn, e).map_err(self.err("cannot write the log"))?;
+        self.trim_wal();
+        Ok(id)
+    }
+
+    /// After a write: checkpoint and truncate the WAL once it passes
+    /// [`WAL_LIMIT`]. Best effort; a busy database is left for the next writer.
+    fn trim_wal(&self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT) {
+            let _ = self.conn.busy_timeout(Duration::from_millis(50));
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+        }
     }
 
     /// Run `f` in one `BEGIN IMMEDIATE` transaction, committed when it returns Ok.
     pub fn write<T>(&mut self, f: impl FnOnce(&Txn<'_>) -> Result<T>) -> Result<T> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| StoreError::Sql { path: path.clone(), context: "cannot start a write (busy?)", source })?;
-        let txn = Txn { tx, path: &path };
-        let out = f(&txn)?;
-        txn.tx
-            .commit()
-            .map_err(|source| StoreError::Sql { path: path.clone(), context: "cannot commit", source })?;
+        let out = {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|source| StoreError::Sql { path: path.clone(), context: "cannot start a write (busy?)", source })?;
+            let txn = Txn { tx, path: &path };
+            let out = f(&txn)?;
+            txn.tx
+                .commit()
+                .map_err(|source| StoreError::Sql { path: path.clone(), context: "cannot commit", source })?;
+            out
+        };
+        self.trim_wal();
         Ok(out)
     }
 
