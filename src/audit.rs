@@ -41,8 +41,9 @@ pub struct Attempt {
     pub tty: Option<Vec<u8>>,
     /// sshd's `SSH_AUTH_INFO_0` from the PAM environment.
     pub ssh_auth_info: Option<Vec<u8>>,
-    /// A new password is set (PAM_AUTHTOK), for the password hook.
-    pub new_authtok: bool,
+    /// PAM_AUTHTOK is set: a password was typed in this handle (for the
+    /// password hook: the new one).
+    pub authtok: bool,
 }
 
 /// The answer, before mapping to a PAM code.
@@ -131,8 +132,8 @@ impl Log {
     }
 }
 
-/// The auth method: the method names of sshd's `SSH_AUTH_INFO_0` (one per
-/// line, e.g. `publickey ssh-ed25519 ...`), else `pam`.
+/// The method names of sshd's `SSH_AUTH_INFO_0` (one per line, e.g.
+/// `publickey ssh-ed25519 ...`), else `pam`.
 pub fn auth_method(info: Option<&[u8]>) -> Vec<u8> {
     let names: Vec<&[u8]> = info
         .unwrap_or_default()
@@ -141,6 +142,27 @@ pub fn auth_method(info: Option<&[u8]>) -> Vec<u8> {
         .filter(|w| !w.is_empty())
         .collect();
     if names.is_empty() { b"pam".to_vec() } else { names.join(&b","[..]) }
+}
+
+/// The auth method of an attempt. sshd fills `SSH_AUTH_INFO_0` only for the
+/// session stack, so it is read when present and otherwise inferred from
+/// what sshd does show: in the auth stack the variable is set but empty
+/// for keyboard-interactive and unset for password; an account check with
+/// no authentication in the same handle (no PAM_AUTHTOK) is a login by a
+/// method outside PAM, for sshd a public key. Other programs: `pam`.
+pub fn method_for(a: &Attempt, hook: Hook) -> Vec<u8> {
+    let info = a.ssh_auth_info.as_deref();
+    if info.is_some_and(|i| i.iter().any(|b| !b.is_ascii_whitespace())) {
+        return auth_method(info);
+    }
+    let sshd = a.service.as_deref().is_some_and(|s| s.starts_with(b"sshd"));
+    let m: &[u8] = match hook {
+        Hook::Auth(_) if info.is_some() => b"keyboard-interactive/pam",
+        Hook::Auth(_) if sshd => b"password",
+        Hook::Account if sshd && !a.authtok => b"publickey",
+        _ => b"pam",
+    };
+    m.to_vec()
 }
 
 /// Whether the account is exempt from locking and expiry.
@@ -337,7 +359,7 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, Stor
             _ => Verdict::Ignore,
         }));
     };
-    let method = auth_method(a.ssh_auth_info.as_deref());
+    let method = method_for(a, hook);
     let info = match sys::lookup_user(&typed) {
         Lookup::Found(u) => Some(u),
         Lookup::NotFound => None,
@@ -409,7 +431,7 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, Stor
             login(session, ctx, root, &typed, &name, is_exempt, &method)
         }
         Hook::Password { .. } => {
-            if !a.new_authtok {
+            if !a.authtok {
                 return Ok(Outcome::plain(Verdict::Ignore));
             }
             if cfg.password_change_source == PasswordSource::Shadow {
@@ -534,7 +556,8 @@ fn login(
 /// the auth method if it became known only now (sshd sets
 /// `SSH_AUTH_INFO_0` after authentication).
 fn finish_marked(session: &mut Session, ctx: &Ctx<'_>, root: bool, mark: LoginMark, method: &[u8]) -> Outcome {
-    if method != mark.method.as_slice() && method != b"pam" {
+    let known = ctx.attempt.ssh_auth_info.as_deref().is_some_and(|i| i.iter().any(|b| !b.is_ascii_whitespace()));
+    if known && method != mark.method.as_slice() {
         let r = store(session, ctx.cfg, root).and_then(|st| st.set_method(mark.log_id, method));
         if let Err(e) = r {
             ctx.log.at(Priority::Err, &format!("{e}"));
@@ -564,6 +587,23 @@ mod tests {
         assert_eq!(auth_method(Some(b"password\n")), b"password");
         assert_eq!(auth_method(Some(b"keyboard-interactive/pam\n")), b"keyboard-interactive/pam");
         assert_eq!(auth_method(Some(b"publickey ssh-rsa AAA\npassword\n")), b"publickey,password");
+    }
+
+    #[test]
+    fn method_inferred_for_sshd() {
+        let at = |svc: &[u8], info: Option<&[u8]>, authtok: bool| Attempt {
+            service: Some(svc.to_vec()),
+            ssh_auth_info: info.map(<[u8]>::to_vec),
+            authtok,
+            ..Default::default()
+        };
+        let auth = Hook::Auth(Some(Mode::Authfail));
+        assert_eq!(method_for(&at(b"sshd", None, true), auth), b"password");
+        assert_eq!(method_for(&at(b"sshd", Some(b""), true), auth), b"keyboard-interactive/pam");
+        assert_eq!(method_for(&at(b"sshd", Some(b""), false), Hook::Account), b"publickey");
+        assert_eq!(method_for(&at(b"sshd", Some(b"publickey ssh-ed25519 AAAA"), false), Hook::Account), b"publickey");
+        assert_eq!(method_for(&at(b"login", None, true), auth), b"pam");
+        assert_eq!(method_for(&at(b"login", None, false), Hook::Account), b"pam");
     }
 
     #[test]

@@ -611,8 +611,7 @@ on_error = "deny"
     #[test]
     fn module_args() {
         let m = ModuleArgs::parse(
-            ["authfail", "conf=/x.toml", "db=/y.db", "debug", "silent", "login_failure_limit=3", "bogus", "foo=bar"]
-                .into_iter(),
+            ["authfail", "conf=/x.toml", "db=/y.db", "debug", "silent", "login_failure_limit=3", "bogus", "foo=bar"],
         );
         assert_eq!(m.mode, Some(Mode::Authfail));
         assert_eq!(m.conf, Some(PathBuf::from("/x.toml")));
@@ -640,16 +639,33 @@ on_error = "deny"
 
     #[test]
     fn on_error_hint_from_args() {
-        let m = ModuleArgs::parse(["on_error=deny"].into_iter());
+        let m = ModuleArgs::parse(["on_error=deny"]);
         assert_eq!(m.on_error_hint(), OnError::Deny);
-        assert_eq!(ModuleArgs::parse([].into_iter()).on_error_hint(), OnError::Allow);
+        assert_eq!(ModuleArgs::parse([]).on_error_hint(), OnError::Allow);
+    }
+
+    #[test]
+    fn shipped_file_documents_every_key_with_its_default() {
+        let text = include_str!("../conf/useraudit.toml");
+        assert_eq!(parse(text).unwrap(), Config::default());
+        // uncomment every key: still the defaults (but for the example command)
+        let on: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(r) if r.split('=').next().is_some_and(|k| KEYS.contains(&k.trim())) => format!("{r}\n"),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        let c = parse(&on).unwrap();
+        for k in KEYS {
+            assert!(on.lines().any(|l| l.starts_with(&format!("{k} ="))), "{k} is not in conf/useraudit.toml");
+        }
+        assert_eq!(Config { notify_command: None, ..c }, Config::default());
     }
 
     #[test]
     fn render_round_trips() {
-        let mut c = Config::default();
-        c.failure_window = 900;
-        c.notify_command = Some("/usr/sbin/n".into());
+        let c = Config { failure_window: 900, notify_command: Some("/usr/sbin/n".into()), ..Config::default() };
         let text: String = c.render().iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
         assert_eq!(parse(&text).unwrap(), c);
     }

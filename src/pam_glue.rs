@@ -107,7 +107,7 @@ fn call(pamh: &mut PamHandle, args: &[String], flags: PamFlag, hook: Hook) -> Pa
         ruser: bytes(pamh.get_item::<RUser>()),
         tty: bytes(pamh.get_item::<Tty>()),
         ssh_auth_info,
-        new_authtok: matches!(pamh.get_item::<AuthTok>(), Ok(Some(_))),
+        authtok: matches!(pamh.get_item::<AuthTok>(), Ok(Some(_))),
     };
 
     // The session lives in the handle's data, so the hooks of one login

@@ -126,7 +126,9 @@ pub fn shadow_change(name: &[u8]) -> ShadowChange {
     });
     match r {
         Ok(Some(d)) if d < 0 => ShadowChange::NoAging,
-        Ok(Some(d)) => ShadowChange::Day(d as i64),
+        // c_long is 32 bits on some targets.
+        #[allow(clippy::useless_conversion)]
+        Ok(Some(d)) => ShadowChange::Day(i64::from(d)),
         Ok(None) if euid() != 0 => ShadowChange::Unreadable(libc::EACCES),
         Ok(None) => ShadowChange::NotFound,
         Err(e) => ShadowChange::Unreadable(e),
