@@ -61,7 +61,12 @@ impl PamHooks for UserAudit {
 /// Every hook: catch panics and answer them like a database error.
 fn entry(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag, hook: Hook) -> PamResultCode {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    match catch_unwind(AssertUnwindSafe(|| call(pamh, &args, flags, hook))) {
+    guarded(&args, hook, || call(pamh, &args, flags, hook))
+}
+
+/// Run `f`; a panic becomes the `on_error` answer of the module line.
+fn guarded(args: &[String], hook: Hook, f: impl FnOnce() -> PamResultCode) -> PamResultCode {
+    match catch_unwind(AssertUnwindSafe(f)) {
         Ok(code) => code,
         Err(_) => {
             let margs = ModuleArgs::parse(args.iter().map(String::as_str));
@@ -150,5 +155,22 @@ fn map(v: Verdict) -> PamResultCode {
         Verdict::PermDenied => PamResultCode::PAM_PERM_DENIED,
         Verdict::AcctExpired => PamResultCode::PAM_ACCT_EXPIRED,
         Verdict::NewAuthtokReqd => PamResultCode::PAM_NEW_AUTHTOK_REQD,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_the_on_error_answer() {
+        let allow: Vec<String> = vec!["preauth".into()];
+        let deny: Vec<String> = vec!["preauth".into(), "on_error=deny".into()];
+        let boom = || -> PamResultCode { panic!("boom") };
+        assert_eq!(guarded(&allow, Hook::Auth(Some(Mode::Preauth)), boom), PamResultCode::PAM_SUCCESS);
+        assert_eq!(guarded(&deny, Hook::Auth(Some(Mode::Preauth)), boom), PamResultCode::PAM_AUTH_ERR);
+        assert_eq!(guarded(&deny, Hook::Account, boom), PamResultCode::PAM_PERM_DENIED);
+        assert_eq!(guarded(&allow, Hook::Auth(Some(Mode::Authfail)), boom), PamResultCode::PAM_AUTH_ERR);
+        assert_eq!(guarded(&allow, Hook::Account, || PamResultCode::PAM_IGNORE), PamResultCode::PAM_IGNORE);
     }
 }

@@ -397,7 +397,6 @@ pub fn password_changed(a: &mut Account, now: i64) {
 /// The warning shown within `password_expiry_warning_days` of expiry.
 pub fn warning_text(days: i64) -> String {
     match days {
-        0 => "Warning: your password will expire today.".into(),
         1 => "Warning: your password will expire in 1 day.".into(),
         n => format!("Warning: your password will expire in {n} days."),
     }
