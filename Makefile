@@ -64,9 +64,10 @@ lint:
 test-sshd:
 	bash tests/sshd/e2e.sh
 
-test-packaging:
+test-packaging: deb
 	bash packaging/check-man.sh
 	bash packaging/test-pam-auth-update.sh
+	bash packaging/test-deb.sh
 
 install: build
 	install -d -m 0755 $(DESTDIR)$(PAMDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8

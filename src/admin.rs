@@ -154,12 +154,9 @@ pub fn status(cfg: &Config, store: &Store, users: &[String], now: i64) -> Result
     let mut rows = Vec::new();
     for u in users {
         let (name, info) = resolve(store, u)?;
-        let acc = store.account(&name)?.unwrap_or_else(|| {
-            // Known to the system but never seen by the module.
-            let mut a = Account::new(&name, now);
-            a.first_seen = now;
-            a
-        });
+        // An account known to the system but never seen by the module is
+        // shown as it would start: active, nothing recorded.
+        let acc = store.account(&name)?.unwrap_or_else(|| Account::new(&name, now));
         rows.push(status_row(cfg, &acc, is_exempt(cfg, &name, info.as_ref()), now));
     }
     Ok(rows)
@@ -327,7 +324,10 @@ pub fn check(cfg: &Config, store: &Store) -> Result<Vec<String>> {
         }
     }
     if cfg.password_expiry_days > 0 && cfg.password_change_source == crate::config::PasswordSource::Shadow {
-        if let (_, Some(w)) = password_change(cfg, &Account::new(b"root", 0)) {
+        // Probe a name nss-systemd does not make up: it answers for root and
+        // nobody ("root:!*:::::::") even when /etc/shadow cannot be read.
+        // For a caller that is not root, "not found" means "cannot read".
+        if let (_, Some(w)) = password_change(cfg, &Account::new(b"useraudit-shadow-probe", 0)) {
             out.push(format!("# warning: {w}"));
         }
     }

@@ -124,10 +124,16 @@ impl Log {
         let svc = escape(crate::text::cap(service.unwrap_or(b"?")));
         Log { prefix: format!("pam_useraudit({svc}:{}): ", hook.type_name()), debug }
     }
+    /// Log; debug lines only with the `debug` argument.
     fn at(&self, p: Priority, msg: &str) {
         if p == Priority::Debug && !self.debug {
             return;
         }
+        self.always(p, msg);
+    }
+    /// Log at this priority whatever `debug` says (syslog's own
+    /// configuration decides whether a debug line is kept).
+    fn always(&self, p: Priority, msg: &str) {
         sys::syslog(p, &format!("{}{msg}", self.prefix));
     }
 }
@@ -250,7 +256,7 @@ pub fn handle(session: &mut Session, args: &[String], hook: Hook, attempt: &Atte
         Some(Ok(c)) => c.clone(),
         Some(Err(e)) => {
             if !root && e.permission_denied() {
-                log.at(Priority::Debug, &format!("not root and cannot read the configuration; allowing: {e}"));
+                log.always(Priority::Debug, &format!("not root and cannot read the configuration; allowing: {e}"));
                 return on_error(hook, OnError::Allow);
             }
             log.at(Priority::Err, &format!("configuration error: {e}"));
@@ -261,12 +267,17 @@ pub fn handle(session: &mut Session, args: &[String], hook: Hook, attempt: &Atte
     let silent = silent_flag || margs.silent;
     let ctx = Ctx { cfg: &cfg, attempt, hook, now, log: &log };
     let result = run(session, &ctx, root);
+    if hook == Hook::Account {
+        // The login is decided: do not keep the database open for the
+        // rest of the session (sshd keeps the handle until logout).
+        session.store = None;
+    }
     let mut out = match result {
         Ok(o) => o,
         Err(e) => {
             session.store = None;
             if !root && e.permission_denied() {
-                log.at(Priority::Debug, &format!("not root and cannot use the database; allowing: {e}"));
+                log.always(Priority::Debug, &format!("not root and cannot use the database; allowing: {e}"));
                 return on_error(hook, OnError::Allow);
             }
             log.at(Priority::Err, &format!("{e}"));

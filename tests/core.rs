@@ -166,7 +166,11 @@ fn table_and_csv_escape_and_line_up() {
         .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
         .env("NSS_WRAPPER_GROUP", sb.path().join("group"))
         .stdin(std::process::Stdio::null());
-    assert!(!cmd.output().unwrap().status.success());
+    let out = {
+        let _one_at_a_time = pam_wrapper_lock();
+        cmd.output().unwrap()
+    };
+    assert!(!out.status.success());
 
     let table = sb.admin_ok(&["log"]);
     assert!(!table.contains('\x1b') && !table.contains('\t'), "{table:?}");
@@ -242,6 +246,7 @@ fn non_root_caller_is_allowed_when_the_database_is_root_only() {
     for f in ["passwd", "group", "passdb-login", "useraudit.toml", "pam.d/login"] {
         std::fs::set_permissions(sb.path().join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
+    let _one_at_a_time = pam_wrapper_lock();
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "pamtester", "login", "alice", "authenticate"])
         .env("LD_PRELOAD", "libpam_wrapper.so libnss_wrapper.so")

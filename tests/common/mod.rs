@@ -23,9 +23,24 @@ pub fn module_path() -> PathBuf {
         return PathBuf::from(p);
     }
     let admin = PathBuf::from(env!("CARGO_BIN_EXE_useraudit-admin"));
-    let so = admin.parent().unwrap().join("libpam_useraudit.so");
-    assert!(so.exists(), "{} is missing; build the crate first", so.display());
-    so
+    let dir = admin.parent().unwrap();
+    // cargo test builds the cdylib fresh in deps/; cargo build copies it up.
+    for so in [dir.join("deps/libpam_useraudit.so"), dir.join("libpam_useraudit.so")] {
+        if so.exists() {
+            return so;
+        }
+    }
+    panic!("libpam_useraudit.so is missing next to {}; build the crate first", admin.display());
+}
+
+/// pam_wrapper copies the service directory to /tmp/pam.X, choosing X by
+/// "exists? else create" without retry: two processes starting together can
+/// pick the same one. One pam_wrapper process at a time per test binary.
+static PAM_WRAPPER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Hold while a pam_wrapper process runs.
+pub fn pam_wrapper_lock() -> std::sync::MutexGuard<'static, ()> {
+    PAM_WRAPPER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn admin_path() -> PathBuf {
@@ -170,6 +185,7 @@ password optional                    {so} {c}
     /// Run pamtester: `ops` such as ["authenticate", "acct_mgmt"], `input`
     /// the lines typed at prompts, `items` like ("rhost", "203.0.113.9").
     pub fn pamtester(&self, service: &str, user: &str, input: &str, items: &[(&str, &str)], ops: &[&str]) -> Pam {
+        let _one_at_a_time = pam_wrapper_lock();
         let mut cmd = Command::new("pamtester");
         for (k, v) in items {
             cmd.arg("-I").arg(format!("{k}={v}"));

@@ -54,7 +54,7 @@
 #   sshd_stop DIR                     stop sshd (and everything in its pid ns)
 #   sshd_time_travel DIR OFFSET       move sshd's clock: OFFSET as libfaketime
 #                                     takes it ("+100d", "-2h", "+0"); takes
-#                                     effect at once if sshd was started with
+#                                     effect at the next connection if sshd was started with
 #                                     DIR/faketime present, else sshd is
 #                                     restarted (with the same environment)
 #   ssh_password DIR USER PASSWORD [CMD...]   "password" method (sshpass)
@@ -419,11 +419,17 @@ sshd_start() { # DIR [NAME=VALUE...]
   done
   if [ -f "$dir/faketime" ]; then
     want_ft=1
-    envv+=("FAKETIME_TIMESTAMP_FILE=$dir/faketime" FAKETIME_NO_CACHE=1)
+    envv+=("FAKETIME_TIMESTAMP_FILE=$dir/faketime")
   fi
   if [ "$want_ft" = 1 ]; then
     ft=$(_sshd_libfaketime) || { _sshd_err "libfaketime not found (Debian: libfaketime)"; return 1; }
-    envv+=(FAKETIME_DONT_FAKE_MONOTONIC=1)
+    # A long cache, not FAKETIME_NO_CACHE: sshd's keyboard-interactive PAM
+    # helper clears its environment (auth-pam.c sshpam_thread: environ[0] =
+    # NULL), and libfaketime re-reading its settings there would find none
+    # and return the real clock. Every connection is a freshly exec'd sshd
+    # (rexec) that reads DIR/faketime anew, so a live change still reaches
+    # the next connection.
+    envv+=(FAKETIME_DONT_FAKE_MONOTONIC=1 FAKETIME_CACHE_DURATION=1000000)
     [ "$has_preload" = 1 ] || envv+=("LD_PRELOAD=$ft")
     echo 1 > "$dir/sshd.faketime"
   else
@@ -436,8 +442,8 @@ sshd_start() { # DIR [NAME=VALUE...]
     logbind=(--bind "$dir/syslog.sock" /dev/log)
   fi
 
-  local attempt port pid i
-  for attempt in 1 2 3; do
+  local port pid i
+  for _ in 1 2 3; do
     port=$(_sshd_pick_port) || return 1
     sed -i "s/^Port .*/Port $port/" "$dir/sshd_config"
     echo "$port" > "$dir/port"
@@ -554,6 +560,7 @@ _ssh_run() { # DIR LABEL CMD... (the command line is complete)
   local in=${SSH_STDIN:-/dev/null} out=${SSH_OUT:-$dir/ssh.out}
   timeout -k 5 "$SSH_TIMEOUT" "$@" < "$in" > "$out" 2>&1
   rc=$?
+  # shellcheck disable=SC2034  # read by the caller
   SSH_RC=$rc
   { echo "=== $label rc=$rc $(date -u +%FT%TZ)"; cat "$out"; } >> "$dir/ssh.history"
   return $rc
