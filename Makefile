@@ -68,6 +68,7 @@ test-packaging: deb
 	bash packaging/check-man.sh
 	bash packaging/test-pam-auth-update.sh
 	bash packaging/test-deb.sh
+	bash packaging/test-install.sh
 
 install: build
 	install -d -m 0755 $(DESTDIR)$(PAMDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
