@@ -315,15 +315,7 @@ impl Store {
 
     /// Every account, by name.
     pub fn accounts(&self) -> Result<Vec<Account>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT * FROM account ORDER BY user")
-            .map_err(self.err("cannot list accounts"))?;
-        let rows = st
-            .query_map([], row_account)
-            .and_then(|r| r.collect::<std::result::Result<Vec<_>, _>>())
-            .map_err(self.err("cannot list accounts"))?;
-        Ok(rows)
+        list_accounts(&self.conn).map_err(self.err("cannot list accounts"))
     }
 
     /// Record an attempt outside a transaction (one statement, atomic).
@@ -511,14 +503,6 @@ impl Txn<'_> {
             .map_err(self.err("cannot delete old entries"))
     }
 
-    pub fn accounts(&self) -> Result<Vec<Account>> {
-        let mut st = self.tx.prepare("SELECT * FROM account ORDER BY user").map_err(self.err("cannot list accounts"))?;
-        let rows = st
-            .query_map([], row_account)
-            .and_then(|r| r.collect::<std::result::Result<Vec<_>, _>>())
-            .map_err(self.err("cannot list accounts"))?;
-        Ok(rows)
-    }
 }
 
 fn insert_entry(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<i64> {
@@ -539,6 +523,10 @@ fn insert_entry(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<i64> {
         e.reason.map(LogReason::as_str),
     ])?;
     Ok(c.last_insert_rowid())
+}
+
+fn list_accounts(c: &Connection) -> rusqlite::Result<Vec<Account>> {
+    c.prepare("SELECT * FROM account ORDER BY user")?.query_map([], row_account)?.collect()
 }
 
 fn get_account(c: &Connection, user: &[u8]) -> rusqlite::Result<Option<Account>> {
