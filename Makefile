@@ -100,5 +100,12 @@ deb: build
 bench: deps build
 	SO=$(SO) ADMIN=$(ADMIN) DRIVE=$(DRIVE) bash tests/bench/bench.sh
 
+# Each cargo-fuzz target for FUZZ_SECONDS (needs cargo-fuzz; works on stable
+# through RUSTC_BOOTSTRAP). Prints the executions run per target.
+FUZZ_SECONDS ?= 60
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	sh fuzz/run.sh $(FUZZ_SECONDS)
+
 clean:
 	$(CARGO) clean

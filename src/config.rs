@@ -110,6 +110,8 @@ pub struct ConfigError {
     pub origin: Origin,
     pub key: Option<String>,
     pub message: String,
+    /// The file exists but this caller may not read it.
+    pub denied: bool,
 }
 
 impl fmt::Display for ConfigError {
@@ -132,7 +134,7 @@ impl ConfigError {
     /// The file exists but this caller may not read it (a non-root program
     /// meeting a root-only file).
     pub fn permission_denied(&self) -> bool {
-        matches!(self.origin, Origin::File { .. }) && self.key.is_none() && self.message.contains("Permission denied")
+        self.denied
     }
 }
 
@@ -289,6 +291,7 @@ impl Config {
                 origin: Origin::File { path: path.into(), line },
                 key: None,
                 message: format!("not valid TOML: {}", e.message().trim()),
+                denied: false,
             }
         })?;
         let mut cfg = Config::default();
@@ -297,6 +300,7 @@ impl Config {
                 origin: Origin::File { path: path.into(), line: line_of_key(text, key) },
                 key: Some(key.clone()),
                 message,
+                denied: false,
             };
             if let toml::Value::Table(_) = value {
                 return Err(at("sections are not used; write every key at the top level".into()));
@@ -307,6 +311,7 @@ impl Config {
             origin: Origin::File { path: path.into(), line: line_of_key(text, &key) },
             key: Some(key),
             message,
+            denied: false,
         })?;
         Ok(cfg)
     }
@@ -317,6 +322,7 @@ impl Config {
             origin: Origin::Argument,
             key: Some(key.into()),
             message,
+            denied: false,
         })
     }
 
@@ -326,6 +332,7 @@ impl Config {
             origin: Origin::Argument,
             key: Some(key),
             message,
+            denied: false,
         })
     }
 
@@ -338,11 +345,15 @@ impl Config {
             origin: Origin::File { path: path.into(), line: None },
             key: None,
             message,
+            denied: false,
         };
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
-            Err(e) => return Err(err(format!("cannot read it: {e}"))),
+            Err(e) => {
+                let denied = e.kind() == std::io::ErrorKind::PermissionDenied;
+                return Err(ConfigError { denied, ..err(format!("cannot read it: {e}")) });
+            }
         };
         if must_be_root_owned {
             use std::os::unix::fs::MetadataExt;
@@ -358,21 +369,27 @@ impl Config {
         }
         let mut text = String::new();
         use std::io::Read;
-        file.take(1 << 20)
+        const MAX: u64 = 1 << 20;
+        file.take(MAX + 1)
             .read_to_string(&mut text)
             .map_err(|e| err(format!("cannot read it as UTF-8 text: {e}")))?;
+        if text.len() as u64 > MAX {
+            return Err(err("larger than 1 MiB; this is not a useraudit configuration".into()));
+        }
         Config::parse_file_text(&text, path)
     }
 
     /// The settings as `key = value` lines, in TOML syntax.
     pub fn render(&self) -> Vec<(&'static str, String)> {
+        // TOML's own quoting: Rust's `{:?}` writes `\u{9b}`, which TOML rejects.
+        let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
         let list = |v: &[String]| {
-            let items: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+            let items: Vec<String> = v.iter().map(|s| quote(s)).collect();
             format!("[{}]", items.join(", "))
         };
         let dur = |s: u64| if s == 0 { "0".to_string() } else { format!("\"{}\"", format_duration(s)) };
         vec![
-            ("database", format!("{:?}", self.database.display().to_string())),
+            ("database", quote(&self.database.display().to_string())),
             ("login_failure_limit", self.login_failure_limit.to_string()),
             ("failure_window", dur(self.failure_window)),
             ("unlock_after", dur(self.unlock_after)),
@@ -401,7 +418,7 @@ impl Config {
             (
                 "notify_command",
                 match &self.notify_command {
-                    Some(p) => format!("{:?}", p.display().to_string()),
+                    Some(p) => quote(&p.display().to_string()),
                     None => "\"\" # unset".into(),
                 },
             ),
@@ -661,6 +678,19 @@ on_error = "deny"
             assert!(on.lines().any(|l| l.starts_with(&format!("{k} ="))), "{k} is not in conf/useraudit.toml");
         }
         assert_eq!(Config { notify_command: None, ..c }, Config::default());
+    }
+
+    #[test]
+    fn render_round_trips_any_string() {
+        // found by fuzz/module_args: `{:?}` rendered U+009B as `\u{9b}`, not TOML
+        let c = Config {
+            database: "/var/lib/x\u{9b}\t\"\\y\u{ad}\u{202e}.db".into(),
+            notify_command: Some("/usr/sbin/n\u{7f}\u{1b}".into()),
+            exempt_users: vec!["r\"o\\ot\u{ad}".into()],
+            ..Config::default()
+        };
+        let text: String = c.render().iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        assert_eq!(parse(&text).unwrap(), c, "{text}");
     }
 
     #[test]

@@ -64,7 +64,9 @@ fn push_char(out: &mut String, c: char) {
     }
 }
 
-fn is_invisible(c: char) -> bool {
+/// C1 controls, bidirectional controls, zero-width characters and line or
+/// paragraph separators: characters a terminal acts on or hides.
+pub fn is_invisible(c: char) -> bool {
     matches!(c as u32,
         0x80..=0x9f | 0xad | 0x200b..=0x200f | 0x2028..=0x202e | 0x2060..=0x2064
         | 0x2066..=0x2069 | 0xfeff | 0xfff9..=0xfffb)

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use pam_useraudit::admin::{self, Activated, AdminError, StatusRow};
 use pam_useraudit::store::{Entry, LogQuery};
-use pam_useraudit::text::{date, escape, escape_visible, now_micros, parse_time, rfc3339, width};
+use pam_useraudit::text::{date, escape, escape_visible, is_invisible, now_micros, parse_time, rfc3339, width};
 
 #[derive(Parser)]
 #[command(name = "useraudit-admin", version, about = "Read the useraudit login log and manage account states")]
@@ -155,7 +155,7 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
             match format {
                 LogFormat::Table => print_log_table(&mut out, &rows)?,
                 LogFormat::Csv => print_log_csv(&mut out, &rows)?,
-                LogFormat::Json => out.line(&Value::Array(rows.iter().map(log_json).collect()).to_string())?,
+                LogFormat::Json => out.line(&json_text(&Value::Array(rows.iter().map(log_json).collect())))?,
             }
         }
         Command::Status { users, format } => {
@@ -163,7 +163,7 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
             let rows = admin::status(&cfg, &store, &users, now)?;
             match format {
                 StatusFormat::Table => print_status_table(&mut out, &rows)?,
-                StatusFormat::Json => out.line(&Value::Array(rows.iter().map(status_json).collect()).to_string())?,
+                StatusFormat::Json => out.line(&json_text(&Value::Array(rows.iter().map(status_json).collect())))?,
             }
             if users.len() == 1 && rows.first().is_some_and(|r| !r.may_login) {
                 code = ExitCode::from(3);
@@ -307,13 +307,32 @@ fn print_log_csv(out: &mut Out, rows: &[Entry]) -> Result<(), AdminError> {
     Ok(())
 }
 
-/// A stored text as a JSON string: the text itself when it is UTF-8 (JSON
-/// escapes control characters), else the escaped form.
+/// A stored text as a JSON string: the text itself when it is UTF-8 without
+/// a backslash (JSON escapes control characters), else the escaped form of
+/// the table (`\xff`, `\\`). A string with a backslash is therefore
+/// always the escaped form, and two different stored texts never give the
+/// same string.
 fn jstr(b: &[u8]) -> Value {
     match std::str::from_utf8(b) {
-        Ok(s) => Value::String(s.into()),
-        Err(_) => Value::String(escape(b)),
+        Ok(s) if !s.contains('\\') => Value::String(s.into()),
+        _ => Value::String(escape(b)),
     }
+}
+
+/// JSON text safe on a terminal: DEL, C1 controls and invisible or
+/// bidirectional characters (raw in serde_json's output) as `\uXXXX`. They
+/// can only occur inside strings, where the escape means the same.
+fn json_text(v: &Value) -> String {
+    let s = v.to_string();
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '\u{7f}' || is_invisible(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn jopt(b: &Option<Vec<u8>>) -> Value {
