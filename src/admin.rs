@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::audit::{announce, exempt, password_change};
-use crate::config::{Config, DEFAULT_CONF};
+use crate::config::{Config, DEFAULT_CONF, PasswordSource};
 use crate::notify::{Event, Notice};
 use crate::policy::{self, Account, PasswordChange, Reason, Standing};
 use crate::store::{OpenOptions, Store};
@@ -111,10 +111,9 @@ fn status_row(cfg: &Config, a: &Account, is_exempt: bool, now: i64) -> StatusRow
         Standing::Disabled(r) => ("disabled", Some(r.as_str()), None),
     };
     let (change, _) = password_change(cfg, a);
+    // From shadow: the day of the change; else what the password line recorded.
     let password_changed = match (cfg.password_change_source, change) {
-        (_, PasswordChange::Day(d)) if cfg.password_change_source == crate::config::PasswordSource::Shadow => {
-            Some(d * DAY_MICROS)
-        }
+        (PasswordSource::Shadow, PasswordChange::Day(d)) => Some(d * DAY_MICROS),
         _ => a.password_changed,
     };
     let expires = if is_exempt { None } else { policy::password_expires(change, cfg) };
@@ -323,7 +322,7 @@ pub fn check(cfg: &Config, store: &Store) -> Result<Vec<String>> {
             return Err(AdminError(e));
         }
     }
-    if cfg.password_expiry_days > 0 && cfg.password_change_source == crate::config::PasswordSource::Shadow {
+    if cfg.password_expiry_days > 0 && cfg.password_change_source == PasswordSource::Shadow {
         // Probe a name nss-systemd does not make up: it answers for root and
         // nobody ("root:!*:::::::") even when /etc/shadow cannot be read.
         // For a caller that is not root, "not found" means "cannot read".
