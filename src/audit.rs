@@ -94,11 +94,14 @@ pub struct Session {
     cfg: Option<Result<Config, ConfigError>>,
     store: Option<Store>,
     mark: Option<LoginMark>,
+    /// The NSS answer for the name last looked up, so the hooks of one
+    /// login ask NSS once (an NSS error is not kept).
+    user: Option<(Vec<u8>, Option<UserInfo>)>,
 }
 
 impl Default for Session {
     fn default() -> Self {
-        Session { pid: std::process::id(), key: Vec::new(), cfg: None, store: None, mark: None }
+        Session { pid: std::process::id(), key: Vec::new(), cfg: None, store: None, mark: None, user: None }
     }
 }
 
@@ -246,10 +249,15 @@ pub fn handle(session: &mut Session, args: &[String], hook: Hook, attempt: &Atte
         drop(old);
     }
     let root = sys::euid() == 0;
-    if session.key != args || session.cfg.is_none() {
-        session.key = args.to_vec();
+    // The configuration depends on the arguments but not on the mode word,
+    // so the hooks of one login (preauth, authfail/authsucc, account) share
+    // one parse and one database connection; `store()` reopens the
+    // connection only when the database path changes.
+    let key: Vec<String> =
+        args.iter().filter(|a| !matches!(a.as_str(), "preauth" | "authfail" | "authsucc")).cloned().collect();
+    if session.key != key || session.cfg.is_none() {
+        session.key = key;
         session.cfg = Some(margs.config(root));
-        session.store = None;
     }
     let on_error_hint = margs.on_error_hint();
     let cfg = match session.cfg.as_ref() {
@@ -371,15 +379,27 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, Stor
         }));
     };
     let method = method_for(a, hook);
-    let info = match sys::lookup_user(&typed) {
-        Lookup::Found(u) => Some(u),
-        Lookup::NotFound => None,
-        Lookup::Error(e) => {
-            ctx.log.at(
-                Priority::Err,
-                &format!("cannot look the user up through NSS: {}", std::io::Error::from_raw_os_error(e)),
-            );
-            None
+    let info = match &session.user {
+        Some((n, info)) if *n == typed => info.clone(),
+        _ => {
+            session.user = None;
+            match sys::lookup_user(&typed) {
+                Lookup::Found(u) => {
+                    session.user = Some((typed.clone(), Some(u.clone())));
+                    Some(u)
+                }
+                Lookup::NotFound => {
+                    session.user = Some((typed.clone(), None));
+                    None
+                }
+                Lookup::Error(e) => {
+                    ctx.log.at(
+                        Priority::Err,
+                        &format!("cannot look the user up through NSS: {}", std::io::Error::from_raw_os_error(e)),
+                    );
+                    None
+                }
+            }
         }
     };
     let Some(info) = info else {

@@ -15,6 +15,10 @@ use crate::policy::{Account, LogReason, Reason, State};
 /// Longest a login waits for another writer before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_millis(3000);
 
+/// Longest a writer waits to checkpoint and truncate the WAL (best effort:
+/// a busy database is left for the next writer).
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(50);
+
 /// Per-connection settings: commits do not fsync (WAL + NORMAL: a crash of
 /// the process loses nothing committed; a power cut can lose the commits
 /// since the last checkpoint, never the file's integrity), and the WAL is
@@ -25,8 +29,11 @@ const WAL_SETTINGS: &str = "PRAGMA synchronous=NORMAL;";
 /// is a new process whose first connection must replay ("recover") the
 /// whole WAL, and SQLite forgets between processes what was already
 /// checkpointed; so the WAL is kept short by truncating it, not left to
-/// the passive auto-checkpoint.
-const WAL_LIMIT: u64 = 128 * 1024;
+/// the passive auto-checkpoint. A checkpoint costs three fsyncs (WAL, then
+/// database, then the restarted WAL's header), a login writes about five
+/// 4 KiB frames: 256 KiB is a checkpoint every ~12 logins and at most ~64
+/// frames to recover per connection (see tests/bench for the trade-off).
+const WAL_LIMIT: u64 = 256 * 1024;
 
 /// The schema, one step per version. `PRAGMA user_version` is the number
 /// of steps applied. Never edit a step that has shipped; add one.
@@ -331,7 +338,7 @@ impl Store {
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT) {
-            let _ = self.conn.busy_timeout(Duration::from_millis(50));
+            let _ = self.conn.busy_timeout(CHECKPOINT_WAIT);
             let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
         }
@@ -526,43 +533,49 @@ fn insert_entry(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<i64> {
 }
 
 fn list_accounts(c: &Connection) -> rusqlite::Result<Vec<Account>> {
-    c.prepare("SELECT * FROM account ORDER BY user")?.query_map([], row_account)?.collect()
+    c.prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM account ORDER BY user"))?.query_map([], row_account)?.collect()
 }
 
+/// The account columns in the order [`row_account`] reads them.
+const ACCOUNT_COLUMNS: &str = "user, state, reason, failures, fail_times, last_failure, last_login, \
+     locked_at, activated_at, first_seen, password_changed, pw_grace, note";
+
 fn get_account(c: &Connection, user: &[u8]) -> rusqlite::Result<Option<Account>> {
-    c.prepare_cached("SELECT * FROM account WHERE user = ?1")?
+    c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM account WHERE user = ?1"))?
         .query_row([user], row_account)
         .optional()
 }
 
+/// One row of `SELECT ACCOUNT_COLUMNS`, read by position (reading by name
+/// looks every column name up again for every value).
 fn row_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     let bad = |i: usize, what: &str| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("bad {what}").into())
     };
-    let state: String = r.get("state")?;
-    let reason: Option<String> = r.get("reason")?;
-    let times: Option<Vec<u8>> = r.get("fail_times")?;
+    let state: String = r.get(1)?;
+    let reason: Option<String> = r.get(2)?;
+    let times: Option<Vec<u8>> = r.get(4)?;
     Ok(Account {
-        user: r.get("user")?,
+        user: r.get(0)?,
         state: State::parse(&state).ok_or_else(|| bad(1, "state"))?,
         reason: match reason {
             Some(s) => Some(Reason::parse(&s).ok_or_else(|| bad(2, "reason"))?),
             None => None,
         },
-        failures: r.get("failures")?,
+        failures: r.get(3)?,
         fail_times: times
             .unwrap_or_default()
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect(),
-        last_failure: r.get("last_failure")?,
-        last_login: r.get("last_login")?,
-        locked_at: r.get("locked_at")?,
-        activated_at: r.get("activated_at")?,
-        first_seen: r.get("first_seen")?,
-        password_changed: r.get("password_changed")?,
-        pw_grace: r.get("pw_grace")?,
-        note: r.get("note")?,
+        last_failure: r.get(5)?,
+        last_login: r.get(6)?,
+        locked_at: r.get(7)?,
+        activated_at: r.get(8)?,
+        first_seen: r.get(9)?,
+        password_changed: r.get(10)?,
+        pw_grace: r.get(11)?,
+        note: r.get(12)?,
     })
 }
 

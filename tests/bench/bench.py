@@ -2,26 +2,43 @@
 """useraudit benchmark: what does pam_useraudit add to a login, next to pam_faillock?
 
 Run through tests/bench/bench.sh (that is what `make bench` calls). Environment:
-  SO=target/release/libpam_useraudit.so   the module (stack 3 is skipped if missing)
+  SO=target/release/libpam_useraudit.so   the module (useraudit sections skipped if missing)
   ADMIN=target/release/useraudit-admin    the CLI (CLI timings skipped if missing)
   DRIVE=target/pam_drive                  the driver (built here from
                                           tests/driver/pam_drive.c if missing)
+  FILL=target/release/examples/bench-fill the bulk loader (tests/bench/fill.rs; built
+                                          here with `cargo build --release --example
+                                          bench-fill` if missing)
 Knobs (environment, all optional):
   ATTEMPTS=3000  measured attempts per stack and outcome, split over
   ROUNDS=5       interleaved rounds (stack 1, 2, 3, stack 1, 2, 3, ...), so that
                  drift of the machine hits every stack alike
   WARMUP=100     un-measured attempts at the start of every run
   USERS=50       accounts the attempts rotate over
-  PROCS=8 CONC_COUNT=250   concurrency section: PROCS processes x CONC_COUNT attempts
-  MILLION=1000000          rows for the large-database section (0 skips it)
-  MILLION_ATTEMPTS=1000    measured attempts per outcome against that database
-  LOG_TABLE=log            useraudit's log table name
+  PROCS=8 CONC_COUNT=250   concurrency: PROCS processes x CONC_COUNT attempts
+  MILLION=1000000 MILLION_ACCOUNTS=10000   the large database (MILLION=0 skips it)
+  MILLION_ATTEMPTS=2000    measured attempts per outcome against it (and against an
+                           empty database, interleaved, for the ratio)
+  CLI_RUNS=7               runs of each useraudit-admin command
   DLOPEN_N=300             dlopen+dlclose repetitions
   BENCH_JSON=FILE          also write all results as JSON to FILE
   KEEP=1                   keep the sandbox directory (path printed)
 Everything happens in a throwaway directory: nss_wrapper passwd/group files,
 a pam_matrix passdb (stands in for pam_unix), PAM service files with absolute
-module paths, driven in-process by pam_drive via pam_start_confdir().
+module paths, driven in-process by pam_drive via pam_start_confdir(); the
+host's /etc/pam.d and accounts are never touched.
+
+What is measured, and how to read it:
+  * one attempt = pam_start_confdir .. PAM_RHOST/PAM_TTY .. pam_authenticate ..
+    pam_acct_mgmt (after a success) .. pam_end, in one process, over and over;
+    libpam dlopen()s and dlclose()s every module of the stack each time, as a
+    login in a fresh process (sshd forks one per connection) pays once;
+  * "added" = a stack's median minus pam_matrix's median in the same round,
+    the median over rounds; the ratio compares the two modules' added costs;
+  * mean and p90/p99 show what medians hide: pam_useraudit keeps its log in
+    SQLite (WAL, synchronous=NORMAL) and every few logins a writer
+    checkpoints the WAL, which costs fsyncs; the fsync probe at the start
+    says how slow this machine's disk is at that.
 """
 
 import json
@@ -40,6 +57,7 @@ TOP = os.path.dirname(os.path.dirname(HERE))
 SO = os.environ.get("SO", "target/release/libpam_useraudit.so")
 ADMIN = os.environ.get("ADMIN", "target/release/useraudit-admin")
 DRIVE = os.environ.get("DRIVE", "target/pam_drive")
+FILL = os.environ.get("FILL", "target/release/examples/bench-fill")
 
 ATTEMPTS = int(os.environ.get("ATTEMPTS", "3000"))
 WARMUP = int(os.environ.get("WARMUP", "100"))
@@ -48,8 +66,9 @@ USERS = int(os.environ.get("USERS", "50"))
 PROCS = int(os.environ.get("PROCS", "8"))
 CONC_COUNT = int(os.environ.get("CONC_COUNT", "250"))
 MILLION = int(os.environ.get("MILLION", "1000000"))
-MILLION_ATTEMPTS = int(os.environ.get("MILLION_ATTEMPTS", "1000"))
-LOG_TABLE = os.environ.get("LOG_TABLE", "log")
+MILLION_ACCOUNTS = int(os.environ.get("MILLION_ACCOUNTS", "10000"))
+MILLION_ATTEMPTS = int(os.environ.get("MILLION_ATTEMPTS", "2000"))
+CLI_RUNS = max(1, int(os.environ.get("CLI_RUNS", "7")))
 DLOPEN_N = int(os.environ.get("DLOPEN_N", "300"))
 BENCH_JSON = os.environ.get("BENCH_JSON")
 KEEP = os.environ.get("KEEP") == "1"
@@ -58,6 +77,12 @@ SERVICE = "bench"
 GOOD_PW = "Correct-Horse-7"
 BAD_PW = "wrong-password"
 TIMEOUT = 600  # no single command may run longer than this
+CLI_USER = "bench7"  # an account in NSS and, at a million rows, with ~100 log entries
+
+# the issue's targets
+TARGET_RATIO = 1.5        # useraudit-added / faillock-added
+TARGET_GROWTH = 1.2       # per-attempt cost at 1M rows / empty database
+TARGET_CLI_MS = 50.0      # log --user U --limit 50, status U
 
 
 def multiarch():
@@ -88,7 +113,9 @@ PAM_FAILLOCK = os.path.join(SECDIR, "pam_faillock.so")
 PAM_DENY = os.path.join(SECDIR, "pam_deny.so")
 
 RESULTS = {"params": {"attempts": ATTEMPTS, "warmup": WARMUP, "rounds": ROUNDS,
-                      "users": USERS, "procs": PROCS, "conc_count": CONC_COUNT}}
+                      "users": USERS, "procs": PROCS, "conc_count": CONC_COUNT,
+                      "million": MILLION, "million_accounts": MILLION_ACCOUNTS}}
+SUMMARY = []  # (what, measured, target, ok or None)
 
 
 def say(*a):
@@ -195,7 +222,7 @@ def stack_faillock(sb, tag="faillock"):
     ]), state_paths=[tally])
 
 
-def stack_useraudit(sb, tag="useraudit"):
+def stack_useraudit(sb, tag="useraudit", name="pam_useraudit"):
     # DESIGN.md "PAM stacks", pam_matrix standing in for pam_unix.  conf= an
     # empty file keeps the host's /etc/security/useraudit.toml out of it.
     so = absolute(SO)
@@ -204,7 +231,7 @@ def stack_useraudit(sb, tag="useraudit"):
     open(conf, "a").close()
     ua = f"conf={conf} db={db} login_failure_limit=1000000"
     m = f"{PAM_MATRIX} passdb={sb.passdb}"
-    return Stack("pam_useraudit", sb.write_stack(tag, [
+    return Stack(name, sb.write_stack(tag, [
         f"auth     requisite                   {so} preauth {ua}",
         f"auth     [success=1 default=ignore]  {m}",
         f"auth     [default=die]               {so} authfail {ua}",
@@ -222,6 +249,7 @@ EXPECT = {
     "success": (GOOD_PW, "PAM_SUCCESS", "PAM_SUCCESS"),
     "failure": (BAD_PW, "PAM_AUTH_ERR", "-"),
 }
+OUTCOMES = ("success", "failure")
 
 
 def drive(sb, stack, outcome, count, warmup=0, procs=1, samples=None):
@@ -244,6 +272,15 @@ def drive(sb, stack, outcome, count, warmup=0, procs=1, samples=None):
     return r
 
 
+def drive_samples(sb, stack, outcome, count, warmup):
+    """one run; returns (pam_drive's JSON, the per-attempt microseconds)"""
+    sfile = sb.path("samples.txt")
+    r = drive(sb, stack, outcome, count, warmup, samples=sfile)
+    with open(sfile) as f:
+        v = [int(line.split()[0]) for line in f if line.strip()]
+    return r, v
+
+
 def single(sb, stack, outcome):
     pw = EXPECT[outcome][0]
     cmd = [DRIVE, "--confdir", stack.confdir, "--service", SERVICE, "--user", "bench1",
@@ -262,7 +299,7 @@ def sanity(sb, stack):
     stack.reset()
 
 
-# ---------------------------------------------------------- main section
+# ------------------------------------------------------------- statistics
 
 def fmt(v, width=8):
     return f"{v:>{width}}" if v is not None else f"{'-':>{width}}"
@@ -276,86 +313,139 @@ def pct(sorted_v, p):
     return sorted_v[k - 1]
 
 
+def describe(v):
+    v = sorted(v)
+    return {"count": len(v), "median_us": pct(v, 50), "p90_us": pct(v, 90),
+            "p99_us": pct(v, 99), "mean_us": round(statistics.mean(v)) if v else None}
+
+
+def rounds_added(medians, base):
+    """median over rounds of (stack median - baseline median) in the same round"""
+    return int(statistics.median(a - b for a, b in zip(medians, base)))
+
+
+def check(what, measured, target, ok):
+    SUMMARY.append((what, measured, target, ok))
+
+
+# ============================================================ fsync probe
+
+def section_disk(sb):
+    """how long this disk takes to make a 4 KiB write durable (the cost of
+    each of the few fsyncs a WAL checkpoint does)"""
+    p = sb.path("fsync-probe")
+    ts = []
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        for i in range(20):
+            os.pwrite(fd, b"x" * 4096, (i % 4) * 4096)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            ts.append((time.perf_counter() - t0) * 1e6)
+    finally:
+        os.close(fd)
+        os.unlink(p)
+    ts.sort()
+    RESULTS["fsync_us"] = {"median": round(ts[len(ts) // 2]), "max": round(ts[-1])}
+    say(f"disk: fsync of a 4 KiB write in the sandbox: median {ts[len(ts) // 2]:.0f} us, "
+        f"max {ts[-1]:.0f} us (20 tries)")
+    say("")
+
+
+# ====================================================================
+# SECTION 1: latency, stacks 1-3 side by side
+# ====================================================================
 def section_latency(sb, stacks):
     per_run = max(1, math.ceil(ATTEMPTS / ROUNDS))
-    say(f"== latency: {per_run * ROUNDS} attempts per stack and outcome in {ROUNDS} "
+    say(f"== 1. latency: {per_run * ROUNDS} attempts per stack and outcome in {ROUNDS} "
         f"interleaved round(s) of {per_run}, each after {WARMUP} warm-up; {USERS} accounts; "
         f"acct_mgmt after success; 1 process ==")
     live = [s for s in stacks if s]
-    samples = {s.name: {"success": [], "failure": []} for s in live}
-    medians = {s.name: {"success": [], "failure": []} for s in live}
+    samples = {s.name: {o: [] for o in OUTCOMES} for s in live}
+    medians = {s.name: {o: [] for o in OUTCOMES} for s in live}
     errors = {s.name: 0 for s in live}
-    sfile = sb.path("samples.txt")
     for _ in range(ROUNDS):
         for s in live:
             s.reset()  # each round starts from an empty tally / database
-            for outcome in ("success", "failure"):
-                r = drive(sb, s, outcome, per_run, WARMUP, samples=sfile)
-                with open(sfile) as f:
-                    v = [int(line.split()[0]) for line in f if line.strip()]
+            for outcome in OUTCOMES:
+                r, v = drive_samples(sb, s, outcome, per_run, WARMUP)
                 samples[s.name][outcome] += v
                 medians[s.name][outcome].append(r["all"]["median_us"])
                 errors[s.name] += r["errors"]
     res = {}
     for name in samples:
         res[name] = {"errors": errors[name]}
-        for outcome in ("success", "failure"):
-            v = sorted(samples[name][outcome])
-            res[name][outcome] = {"count": len(v), "median_us": pct(v, 50), "p90_us": pct(v, 90),
-                                  "p99_us": pct(v, 99),
-                                  "round_medians": medians[name][outcome]}
+        for outcome in OUTCOMES:
+            res[name][outcome] = describe(samples[name][outcome])
+            res[name][outcome]["round_medians"] = medians[name][outcome]
 
-    # added cost: per round, the stack's median minus pam_matrix's median in
-    # the same round (they ran seconds apart); the median of those differences
     added = {}
     if "pam_matrix" in medians:
         for name in medians:
-            if name == "pam_matrix":
-                continue
-            added[name] = tuple(
-                int(statistics.median(a - b for a, b in zip(medians[name][o],
-                                                             medians["pam_matrix"][o])))
-                for o in ("success", "failure"))
+            if name != "pam_matrix":
+                added[name] = {o: rounds_added(medians[name][o], medians["pam_matrix"][o])
+                               for o in OUTCOMES}
+                # the same for the means (what a busy server pays on average)
+                added[name]["mean"] = {
+                    o: res[name][o]["mean_us"] - res["pam_matrix"][o]["mean_us"] for o in OUTCOMES}
 
-    hdr = (f"{'stack':<14} {'succ_med':>8} {'succ_p90':>8} {'succ_p99':>8} "
-           f"{'fail_med':>8} {'fail_p90':>8} {'fail_p99':>8} {'+succ':>7} {'+fail':>7} {'errors':>6}")
+    hdr = (f"{'stack':<14} {'succ_med':>8} {'p90':>6} {'p99':>6} {'mean':>6} "
+           f"{'fail_med':>8} {'p90':>6} {'p99':>6} {'mean':>6} {'+succ':>6} {'+fail':>6} "
+           f"{'+mean_s':>7} {'+mean_f':>7} {'errors':>6}")
     say(hdr)
     say("-" * len(hdr))
     for s in live:
         r = res[s.name]
         su, fa = r["success"], r["failure"]
-        a1, a2 = (f"{added[s.name][0]:+d}", f"{added[s.name][1]:+d}") if s.name in added else ("-", "-")
-        say(f"{s.name:<14} {fmt(su['median_us'])} {fmt(su['p90_us'])} {fmt(su['p99_us'])} "
-            f"{fmt(fa['median_us'])} {fmt(fa['p90_us'])} {fmt(fa['p99_us'])} "
-            f"{a1:>7} {a2:>7} {r['errors']:>6}")
+        if s.name in added:
+            a = added[s.name]
+            extra = (f"{a['success']:>+6d} {a['failure']:>+6d} "
+                     f"{a['mean']['success']:>+7d} {a['mean']['failure']:>+7d}")
+        else:
+            extra = f"{'-':>6} {'-':>6} {'-':>7} {'-':>7}"
+        say(f"{s.name:<14} {fmt(su['median_us'])} {fmt(su['p90_us'], 6)} {fmt(su['p99_us'], 6)} "
+            f"{fmt(su['mean_us'], 6)} {fmt(fa['median_us'])} {fmt(fa['p90_us'], 6)} "
+            f"{fmt(fa['p99_us'], 6)} {fmt(fa['mean_us'], 6)} {extra} {r['errors']:>6}")
     if stacks[2] is None:
         say(f"{'pam_useraudit':<14} skipped ({SO} not found)")
     say("(microseconds per whole attempt, pam_start_confdir .. pam_end, all rounds pooled;")
     say(" +succ/+fail = added over pam_matrix alone: median over rounds of the difference of")
-    say(" the round medians; errors = attempts whose PAM codes were not the expected ones)")
+    say(" the round medians; +mean_s/+mean_f = the same for the means, fsync stalls included;")
+    say(" errors = attempts whose PAM codes were not the expected ones)")
     for n in res:
         say(f"round medians {n:<14} success {res[n]['success']['round_medians']}  "
             f"failure {res[n]['failure']['round_medians']}")
     ratio = {}
     if "pam_faillock" in added and "pam_useraudit" in added:
-        for i, outcome in enumerate(("success", "failure")):
-            fl, ua = added["pam_faillock"][i], added["pam_useraudit"][i]
+        for outcome in OUTCOMES:
+            fl, ua = added["pam_faillock"][outcome], added["pam_useraudit"][outcome]
             ratio[outcome] = round(ua / fl, 2) if fl > 0 else None
-        say("ratio useraudit-added / faillock-added: "
-            f"successes {ratio['success'] if ratio['success'] is not None else 'n/a'}, "
-            f"failures {ratio['failure'] if ratio['failure'] is not None else 'n/a'}")
+        for outcome in OUTCOMES:
+            fl = added["pam_faillock"]["mean"][outcome]
+            ua = added["pam_useraudit"]["mean"][outcome]
+            ratio["mean_" + outcome] = round(ua / fl, 2) if fl > 0 else None
+        show = lambda v: v if v is not None else "n/a"  # noqa: E731
+        say(f"ratio useraudit-added / faillock-added (medians): successes {show(ratio['success'])}, "
+            f"failures {show(ratio['failure'])};  (means): successes {show(ratio['mean_success'])}, "
+            f"failures {show(ratio['mean_failure'])}")
+        for outcome in OUTCOMES:
+            r = ratio[outcome]
+            check(f"added cost ratio useraudit/faillock, {outcome}es (medians)",
+                  f"{show(r)}x ({added['pam_useraudit'][outcome]:+d} vs "
+                  f"{added['pam_faillock'][outcome]:+d} us)",
+                  f"<= {TARGET_RATIO}x", r is not None and r <= TARGET_RATIO)
     else:
         say("ratio useraudit-added / faillock-added: skipped (needs stacks 2 and 3)")
     RESULTS["latency"] = res
-    RESULTS["added_median_us"] = {k: {"success": v[0], "failure": v[1]} for k, v in added.items()}
+    RESULTS["added_us"] = added
     RESULTS["ratio_useraudit_over_faillock"] = ratio
     say("")
 
 
-def sqlite_count(db, table):
+def sqlite_count(db):
     if not shutil.which("sqlite3") or not db or not os.path.exists(db):
         return None
-    p = subprocess.run(["sqlite3", db, f"select count(*) from {table}"],
+    p = subprocess.run(["sqlite3", db, "select count(*) from log"],
                        capture_output=True, text=True, timeout=120)
     if p.returncode != 0:
         return f"error: {p.stderr.strip()}"
@@ -363,12 +453,13 @@ def sqlite_count(db, table):
 
 
 # ====================================================================
-# SECTION: 8-way concurrency (stacks 2 and 3, pam_matrix for reference)
+# SECTION 2: 8-way concurrency
 # ====================================================================
 def section_concurrency(sb, stacks):
-    say(f"== concurrency: {PROCS} processes x {CONC_COUNT} attempts, started together ==")
+    say(f"== 2. concurrency: {PROCS} processes x {CONC_COUNT} attempts, started together ==")
     out = {}
-    hdr = f"{'stack':<14} {'outcome':<8} {'attempts':>8} {'att/s':>9} {'med_us':>8} {'p99_us':>8} {'errors':>6}  log rows"
+    hdr = (f"{'stack':<14} {'outcome':<8} {'attempts':>8} {'att/s':>8} {'med_us':>7} "
+           f"{'p99_us':>7} {'max_us':>8} {'errors':>6}  log rows")
     say(hdr)
     say("-" * len(hdr))
     for s in stacks:
@@ -376,24 +467,30 @@ def section_concurrency(sb, stacks):
             continue
         s.reset()
         made = 0
-        for outcome in ("success", "failure"):
+        errors = 0
+        for outcome in OUTCOMES:
             r = drive(sb, s, outcome, CONC_COUNT, warmup=5, procs=PROCS)
             made += r["made"]
+            errors += r["errors"]
             rows = ""
             if s.db and outcome == "failure":
-                n = sqlite_count(s.db, LOG_TABLE)
+                n = sqlite_count(s.db)
                 rows = (f"{n} rows for {made} attempts" if isinstance(n, int)
                         else (n or "no sqlite3/database"))
-                if isinstance(n, int) and n < made:
-                    rows += "  MISSING ROWS"
+                if isinstance(n, int) and n != made:
+                    rows += "  MISMATCH"
                 out.setdefault(s.name, {})["log_rows"] = n
                 out[s.name]["attempts_made"] = made
+                check(f"{PROCS}-way concurrency: errors, log rows = attempts",
+                      f"{errors} errors, {n} rows / {made} attempts", "0 errors, equal",
+                      errors == 0 and n == made)
             out.setdefault(s.name, {})[outcome] = {
                 "attempts": r["attempts"], "attempts_per_s": r["attempts_per_s"],
                 "median_us": r["all"]["median_us"], "p99_us": r["all"]["p99_us"],
-                "errors": r["errors"]}
-            say(f"{s.name:<14} {outcome:<8} {r['attempts']:>8} {r['attempts_per_s']:>9.0f} "
-                f"{r['all']['median_us']:>8} {r['all']['p99_us']:>8} {r['errors']:>6}  {rows}")
+                "max_us": r["all"]["max_us"], "errors": r["errors"]}
+            say(f"{s.name:<14} {outcome:<8} {r['attempts']:>8} {r['attempts_per_s']:>8.0f} "
+                f"{r['all']['median_us']:>7} {r['all']['p99_us']:>7} {r['all']['max_us']:>8} "
+                f"{r['errors']:>6}  {rows}")
     if stacks[2] is None:
         say(f"{'pam_useraudit':<14} skipped ({SO} not found)")
     say("(errors = attempts whose PAM codes were not the expected ones; log rows counted "
@@ -403,114 +500,165 @@ def section_concurrency(sb, stacks):
 
 
 # ====================================================================
-# SECTION: million-row database (stack 3 against a large log table)
-# needs: SO, sqlite3.  Fills the log by doubling the rows the bench wrote
-# (every column except the integer primary key), then measures again.
+# SECTION 3: a million log rows (stack 3 against a large database)
 # ====================================================================
-def section_million_rows(sb, ua):
-    say(f"== large database: {MILLION} log rows ==")
+def ensure_fill():
+    """the bulk loader, built with cargo if it is not there; None if impossible"""
+    global FILL
+    if os.path.exists(FILL):
+        FILL = absolute(FILL)
+        return FILL
+    cargo = shutil.which("cargo")
+    if not cargo or not os.path.exists(os.path.join(TOP, "Cargo.toml")):
+        return None
+    say(f"({FILL} not found: cargo build --release --example bench-fill)")
+    p = subprocess.run([cargo, "build", "--release", "--example", "bench-fill"], cwd=TOP,
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    if p.returncode != 0:
+        say(p.stderr.strip()[-2000:])
+        return None
+    cand = os.path.join(TOP, "target", "release", "examples", "bench-fill")
+    if os.path.exists(cand):
+        FILL = cand
+        return FILL
+    return None
+
+
+def section_million_rows(sb, ua, matrix):
+    say(f"== 3. large database: {MILLION} log rows over {MILLION_ACCOUNTS} accounts ==")
     if MILLION <= 0:
         say("skipped (MILLION=0)\n")
         return None
     if ua is None:
         say(f"skipped ({SO} not found)\n")
         return None
-    if not shutil.which("sqlite3"):
-        say("skipped (sqlite3 not found)\n")
+    if not ensure_fill():
+        say("skipped (no bulk loader: build it with "
+            "`cargo build --release --example bench-fill`, or set FILL)\n")
         return None
-    big = stack_useraudit(sb, tag="useraudit-big")
-    big.name = "pam_useraudit"
+    big = stack_useraudit(sb, tag="useraudit-big", name="useraudit@1M")
+    empty = stack_useraudit(sb, tag="useraudit-empty", name="useraudit@0")
     big.reset()
-    drive(sb, big, "success", 200)
-    drive(sb, big, "failure", 200)
-    info = subprocess.run(["sqlite3", "-separator", "|", big.db,
-                           f"pragma table_info({LOG_TABLE})"],
-                          capture_output=True, text=True, timeout=60)
-    cols = []
-    for line in info.stdout.splitlines():
-        f = line.split("|")  # cid|name|type|notnull|dflt|pk
-        if len(f) >= 6 and not (f[5] != "0" and f[2].upper() == "INTEGER"):
-            cols.append('"' + f[1].replace('"', '""') + '"')
-    if info.returncode != 0 or not cols:
-        say(f"skipped (no table {LOG_TABLE} in the database: {info.stderr.strip()})\n")
+    p = subprocess.run([FILL, big.db, str(MILLION), str(MILLION_ACCOUNTS), "60", "bench"],
+                       env=sb.env, capture_output=True, text=True, timeout=TIMEOUT)
+    if p.returncode != 0:
+        say(f"skipped (bench-fill failed: {p.stderr.strip()})\n")
         return None
-    c = ",".join(cols)
-    t0 = time.monotonic()
-    n = sqlite_count(big.db, LOG_TABLE)
-    while isinstance(n, int) and 0 < n < MILLION:
-        need = min(n, MILLION - n)
-        p = subprocess.run(["sqlite3", big.db,
-                            f"insert into {LOG_TABLE} ({c}) select {c} from {LOG_TABLE} limit {need}"],
-                           capture_output=True, text=True, timeout=TIMEOUT)
-        if p.returncode != 0:
-            say(f"skipped (cannot fill {LOG_TABLE}: {p.stderr.strip()})\n")
-            return None
-        n = sqlite_count(big.db, LOG_TABLE)
-    fill_s = time.monotonic() - t0
+    n = sqlite_count(big.db)
     size = os.path.getsize(big.db)
-    say(f"filled to {n} rows in {fill_s:.1f} s, database {size / 1e6:.1f} MB")
-    res = {"rows": n, "db_bytes": size}
-    for outcome in ("success", "failure"):
-        r = drive(sb, big, outcome, MILLION_ATTEMPTS, WARMUP)
-        a = r["all"]
-        res[outcome] = {"median_us": a["median_us"], "p90_us": a["p90_us"],
-                        "p99_us": a["p99_us"], "errors": r["errors"]}
-        say(f"pam_useraudit  {outcome:<8} median {a['median_us']} us  p90 {a['p90_us']}  "
-            f"p99 {a['p99_us']}  errors {r['errors']}")
+    say(f"bench-fill: {p.stdout.strip()}; database {size / 1e6:.1f} MB, "
+        f"{n if n is not None else '?'} log rows")
+    res = {"fill": p.stdout.strip(), "rows": n, "db_bytes": size}
+    rounds = max(2, ROUNDS)
+    per_run = max(1, math.ceil(MILLION_ATTEMPTS / rounds))
+    say(f"{per_run * rounds} attempts per database and outcome in {rounds} interleaved rounds "
+        f"(pam_matrix, empty database, million-row database)")
+    live = [matrix, empty, big]
+    samples = {s.name: {o: [] for o in OUTCOMES} for s in live}
+    medians = {s.name: {o: [] for o in OUTCOMES} for s in live}
+    errors = {s.name: 0 for s in live}
+    for _ in range(rounds):
+        empty.reset()
+        for s in live:
+            for outcome in OUTCOMES:
+                r, v = drive_samples(sb, s, outcome, per_run, WARMUP)
+                samples[s.name][outcome] += v
+                medians[s.name][outcome].append(r["all"]["median_us"])
+                errors[s.name] += r["errors"]
+    hdr = (f"{'database':<14} {'succ_med':>8} {'p90':>6} {'p99':>6} {'mean':>6} "
+           f"{'fail_med':>8} {'p90':>6} {'p99':>6} {'mean':>6} {'+succ':>6} {'+fail':>6} {'errors':>6}")
+    say(hdr)
+    say("-" * len(hdr))
+    stats = {}
+    for s in live:
+        st = {o: describe(samples[s.name][o]) for o in OUTCOMES}
+        add = {o: rounds_added(medians[s.name][o], medians[matrix.name][o]) for o in OUTCOMES}
+        stats[s.name] = (st, add)
+        a1, a2 = ((f"{add['success']:+d}", f"{add['failure']:+d}") if s is not matrix else ("-", "-"))
+        say(f"{s.name:<14} {fmt(st['success']['median_us'])} {fmt(st['success']['p90_us'], 6)} "
+            f"{fmt(st['success']['p99_us'], 6)} {fmt(st['success']['mean_us'], 6)} "
+            f"{fmt(st['failure']['median_us'])} {fmt(st['failure']['p90_us'], 6)} "
+            f"{fmt(st['failure']['p99_us'], 6)} {fmt(st['failure']['mean_us'], 6)} "
+            f"{a1:>6} {a2:>6} {errors[s.name]:>6}")
+        res[s.name] = {"stats": st, "added": add, "errors": errors[s.name]}
+    growth = {}
+    for o in OUTCOMES:
+        # per-attempt cost: median over rounds of (big round median / empty round median)
+        growth[o] = round(statistics.median(
+            b / e for b, e in zip(medians[big.name][o], medians[empty.name][o]) if e > 0), 2)
+        ea, ba = stats[empty.name][1][o], stats[big.name][1][o]
+        growth["added_" + o] = round(ba / ea, 2) if ea > 0 else None
+    say(f"growth, whole attempt at 1M rows / empty: successes {growth['success']}, failures "
+        f"{growth['failure']};  added cost only: successes {growth['added_success']}, "
+        f"failures {growth['added_failure']}")
+    for o in OUTCOMES:
+        check(f"per-attempt cost at {MILLION} rows / empty, {o}es", f"{growth[o]}x",
+              f"<= {TARGET_GROWTH}x", growth[o] <= TARGET_GROWTH)
+    res["growth"] = growth
     RESULTS["million_rows"] = res
     say("")
     return big.db
 
 
 # ====================================================================
-# SECTION: CLI timings (useraudit-admin against the bench database)
-# needs: ADMIN, a database written by stack 3
+# SECTION 4: useraudit-admin timings (whole processes, large database)
 # ====================================================================
 def section_cli(sb, db):
-    say("== useraudit-admin timings ==")
+    say("== 4. useraudit-admin timings (whole processes) ==")
     if not os.path.exists(ADMIN):
         say(f"skipped ({ADMIN} not found)\n")
         return
     if not db or not os.path.exists(db):
-        say("skipped (no useraudit database: stack 3 did not run)\n")
+        say("skipped (no useraudit database)\n")
         return
-    conf = sb.path("useraudit.toml")
-    open(conf, "a").close()
+    # retention and expiry set, so that sweep --dry-run has something to weigh
+    conf = sb.path("useraudit-cli.toml")
+    with open(conf, "w") as f:
+        f.write("retention_days = 30\naccount_expiry_days = 90\n")
     base = [absolute(ADMIN), "--conf", conf, "--db", db]
     cmds = [
-        ["check"],
-        ["log", "--limit", "50"],
-        ["log", "--failed", "--user", "bench1", "--limit", "50"],
-        ["log", "--since", "1d", "--format", "json", "--limit", "1000"],
-        ["status"],
-        ["status", "bench1"],
-        ["sweep", "--dry-run"],
+        (["check"], None),
+        (["log", "--limit", "50"], None),
+        (["log", "--user", CLI_USER, "--limit", "50"], TARGET_CLI_MS),
+        (["log", "--failed", "--user", CLI_USER, "--limit", "50"], None),
+        (["log", "--rhost", "198.51.0.17", "--limit", "50"], None),
+        (["log", "--since", "1d", "--format", "json", "--limit", "1000"], None),
+        (["status", CLI_USER], TARGET_CLI_MS),
+        (["status"], None),
+        (["sweep", "--dry-run"], None),
     ]
-    rows = sqlite_count(db, LOG_TABLE)
-    rows = rows if isinstance(rows, int) else "?"
-    say(f"(database {db}, {rows} log rows; median of 5 runs)")
+    rows = sqlite_count(db)
+    say(f"(database {os.path.basename(db)}, {rows if isinstance(rows, int) else '?'} log rows; "
+        f"median and max of {CLI_RUNS} runs, milliseconds, process start to exit)")
     out = {}
-    for args in cmds:
-        times, rcs = [], set()
-        for _ in range(5):
+    for args, target in cmds:
+        times, rcs, size = [], set(), 0
+        for _ in range(CLI_RUNS):
             t0 = time.monotonic()
             p = subprocess.run(base + args, env=sb.env, capture_output=True, timeout=TIMEOUT)
             times.append((time.monotonic() - t0) * 1000)
             rcs.add(p.returncode)
+            size = len(p.stdout)
         ok = rcs <= ({0, 3} if args[0] == "status" else {0})
         med = statistics.median(times)
-        out[" ".join(args)] = {"median_ms": round(med, 1), "exit": sorted(rcs)}
-        say(f"  {' '.join(args):<55} {med:8.1f} ms  exit {sorted(rcs)}{'' if ok else '  UNEXPECTED'}")
+        key = " ".join(args)
+        out[key] = {"median_ms": round(med, 1), "max_ms": round(max(times), 1),
+                    "exit": sorted(rcs), "stdout_bytes": size}
+        mark = "" if ok else "  UNEXPECTED EXIT"
+        if target is not None:
+            mark += f"  (target < {target:.0f} ms)"
+            check(f"useraudit-admin {key}", f"{med:.1f} ms", f"< {target:.0f} ms", ok and med < target)
+        say(f"  {key:<52} {med:8.1f} {max(times):8.1f}  exit {sorted(rcs)}  "
+            f"{size:>8} bytes out{mark}")
     RESULTS["cli"] = out
     say("")
 
 
 # ====================================================================
-# SECTION: dlopen cost (the modules as libpam loads them, once per handle)
-# needs: cc
+# SECTION 5: module load cost (libpam dlopen()s each module per handle)
 # ====================================================================
 def section_dlopen(sb):
-    say(f"== dlopen(RTLD_NOW)+dlclose, {DLOPEN_N} times ==")
+    say(f"== 5. module load: dlopen(RTLD_NOW)+dlclose, {DLOPEN_N} times ==")
     cc = shutil.which("cc") or shutil.which("gcc")
     if not cc:
         say("skipped (no C compiler)\n")
@@ -525,7 +673,8 @@ def section_dlopen(sb):
     out = {}
     mods = [("pam_matrix", PAM_MATRIX), ("pam_faillock", PAM_FAILLOCK)]
     mods.append(("pam_useraudit", absolute(SO)) if os.path.exists(SO) else ("pam_useraudit", None))
-    say(f"{'module':<14} {'size_bytes':>10} {'first_us':>8} {'median_us':>9} {'p90_us':>7}  resident_after_close")
+    say(f"{'module':<14} {'size_bytes':>10} {'first_us':>8} {'median_us':>9} {'p90_us':>7}  "
+        f"resident_after_close  needs")
     for name, path in mods:
         if not path:
             say(f"{name:<14} skipped ({SO} not found)")
@@ -537,10 +686,28 @@ def section_dlopen(sb):
             out[name] = {"error": p.stderr.strip()}
             continue
         kv = dict(x.split("=", 1) for x in p.stdout.split())
+        kv["needed"] = needed(path)
         out[name] = kv
         say(f"{name:<14} {kv['size_bytes']:>10} {kv['first_us']:>8} {kv['median_us']:>9} "
-            f"{kv['p90_us']:>7}  {kv['resident_after_close']}")
+            f"{kv['p90_us']:>7}  {kv['resident_after_close']:<20}  {' '.join(kv['needed'])}")
     RESULTS["dlopen"] = out
+    say("")
+
+
+def needed(path):
+    """the DT_NEEDED libraries of a shared object (each is loaded with it)"""
+    if not shutil.which("readelf"):
+        return []
+    p = subprocess.run(["readelf", "-d", path], capture_output=True, text=True, timeout=30)
+    return [line.split("[", 1)[1].rstrip("]") for line in p.stdout.splitlines()
+            if "(NEEDED)" in line and "[" in line]
+
+
+def section_summary():
+    say("== summary: the issue's targets ==")
+    for what, measured, target, ok in SUMMARY:
+        say(f"  {'ok  ' if ok else 'MISS'} {what:<58} {measured:<34} target {target}")
+    RESULTS["summary"] = [{"what": w, "measured": m, "target": t, "ok": o} for w, m, t, o in SUMMARY]
     say("")
 
 
@@ -574,9 +741,9 @@ def main():
                 + probe.stderr.strip())
             return 1
         say(f"useraudit bench — {time.strftime('%Y-%m-%d %H:%M:%S')}, "
-            f"{os.cpu_count()} CPUs, sandbox {sb.dir}")
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, sandbox {sb.dir}")
         say(f"driver {DRIVE}; module {SO} {'(present)' if os.path.exists(SO) else '(MISSING)'}")
-        say("")
+        section_disk(sb)
         stacks = [stack_matrix(sb), stack_faillock(sb),
                   stack_useraudit(sb) if os.path.exists(SO) else None]
         for s in stacks:
@@ -584,9 +751,10 @@ def main():
                 sanity(sb, s)
         section_latency(sb, stacks)
         section_concurrency(sb, stacks)
-        db = section_million_rows(sb, stacks[2])
-        section_cli(sb, db or (stacks[2].db if stacks[2] else None))
+        db = section_million_rows(sb, stacks[2], stacks[0])
+        section_cli(sb, db)
         section_dlopen(sb)
+        section_summary()
         total = time.monotonic() - t_start
         say(f"bench finished in {total:.0f} s")
         RESULTS["total_s"] = round(total, 1)
