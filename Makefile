@@ -98,7 +98,8 @@ deb: build
 	$(CARGO) deb --no-build $(if $(filter arm64,$(shell dpkg --print-architecture 2>/dev/null)),--variant=arm64)
 
 bench: deps build
-	SO=$(SO) ADMIN=$(ADMIN) DRIVE=$(DRIVE) bash tests/bench/bench.sh
+	$(CARGO) build --release --locked --example bench-fill
+	SO=$(SO) ADMIN=$(ADMIN) DRIVE=$(DRIVE) FILL=target/release/examples/bench-fill bash tests/bench/bench.sh
 
 # Each cargo-fuzz target for FUZZ_SECONDS (needs cargo-fuzz; works on stable
 # through RUSTC_BOOTSTRAP). Prints the executions run per target.
