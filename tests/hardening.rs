@@ -246,6 +246,8 @@ impl<'a> Runner<'a> {
 
     /// pamtester with raw bytes for the user and the items.
     fn run(&self, service: &str, user: &[u8], input: &str, items: &[(&str, &[u8])], ops: &[&str]) -> Run {
+        // bwrap shares /tmp, where pam_wrapper copies service files.
+        let _one_at_a_time = pam_wrapper_lock();
         if let Some(l) = &self.log {
             l.drain();
         }
@@ -267,7 +269,9 @@ impl<'a> Runner<'a> {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        if let Err(e) = child.stdin.take().unwrap().write_all(input.as_bytes()) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
         let out = child.wait_with_output().unwrap();
         Run {
             ok: out.status.success(),
@@ -593,6 +597,7 @@ fn full_disk() {
         format!("cp -a {}/state {}/state\n", mnt.display(), out.display()),
     ]
     .concat();
+    let one_at_a_time = pam_wrapper_lock();
     let st = Command::new("bwrap")
         .args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind"])
         .arg(&log.path)
@@ -602,6 +607,7 @@ fn full_disk() {
         .args(["--", "sh", "-c", &script])
         .status()
         .unwrap();
+    drop(one_at_a_time);
     assert!(st.success());
     let rc = |step: &str| std::fs::read_to_string(out.join(step)).unwrap().trim().to_string();
     assert_eq!(rc("new-allow"), "0", "full disk, new database, allow: the right password gets in");
@@ -1108,6 +1114,7 @@ fn database_and_directory_created_0600_0700_even_with_a_lax_umask() {
     r.log = None;
     let argv = r.prefix("libpam_wrapper.so libnss_wrapper.so");
     let cmd: Vec<String> = argv.iter().map(|a| sh_quote(a.to_str().unwrap())).collect();
+    let _one_at_a_time = pam_wrapper_lock();
     let st = Command::new("sh")
         .arg("-c")
         .arg(format!("umask 000; printf 'secret\\n' | {} pamtester login alice authenticate acct_mgmt", cmd.join(" ")))
