@@ -433,9 +433,10 @@ static void report(const struct record *recs, size_t n, double wall_s)
                    (unsigned long long)cs[c].median, (unsigned long long)cs[c].p90,
                    (unsigned long long)cs[c].p99, (unsigned long long)cs[c].min,
                    (unsigned long long)cs[c].max, cs[c].mean);
-        printf("},\"all\":{\"count\":%zu,\"median_us\":%llu,\"p90_us\":%llu,\"p99_us\":%llu},",
+        printf("},\"all\":{\"count\":%zu,\"median_us\":%llu,\"p90_us\":%llu,\"p99_us\":%llu,"
+               "\"max_us\":%llu},",
                all.count, (unsigned long long)all.median, (unsigned long long)all.p90,
-               (unsigned long long)all.p99);
+               (unsigned long long)all.p99, (unsigned long long)all.max);
         print_codes_json("authenticate", auth_cnt);
         putchar(',');
         print_codes_json("acct_mgmt", acct_cnt);
