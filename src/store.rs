@@ -327,9 +327,20 @@ impl Store {
             move |source| StoreError::Sql { path, context, source }
         };
         // WAL must be set outside a transaction; it is stored in the file.
-        self.conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
-            .map_err(sql("cannot switch to WAL"))?;
+        // Processes that meet a new file at once all try to switch it; the
+        // switch upgrades a read lock to an exclusive one, and SQLite answers
+        // BUSY at once rather than wait (two such upgrades would deadlock),
+        // so it is retried here within the same budget as any other wait.
+        let mut tries = 0;
+        loop {
+            match self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+                Ok(_) => break,
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) && busy_handler(tries) => {
+                    tries += 1;
+                }
+                Err(e) => return Err(sql("cannot switch to WAL")(e)),
+            }
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -743,6 +754,32 @@ mod tests {
         // the 3 s budget runs out after about three thousand retries
         let last = (0..).find(|&n| busy_spent_us(n) >= BUSY_TIMEOUT.as_micros() as u64).unwrap();
         assert!((2900..3100).contains(&last), "{last}");
+    }
+
+    /// Logins that meet a brand-new database at once all open it; none may
+    /// fail (a failed open is an attempt answered by `on_error`, unlogged).
+    #[test]
+    fn a_new_database_opened_by_many_at_once() {
+        for _ in 0..300 {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("new.db");
+            let gate = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let opens: Vec<_> = (0..4)
+                .map(|_| {
+                    let (p, gate) = (p.clone(), gate.clone());
+                    std::thread::spawn(move || {
+                        gate.wait();
+                        Store::open(&p, OpenOptions { create: true, require_root_owned: false }).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in opens {
+                if let Err(e) = o.join().unwrap() {
+                    panic!("{e}");
+                }
+            }
+            assert_eq!(Store::open(&p, OpenOptions { create: false, require_root_owned: false }).unwrap().version().unwrap(), SCHEMA_VERSION);
+        }
     }
 
     #[test]
