@@ -116,6 +116,12 @@ impl Drop for Session {
     }
 }
 
+/// `pam_useraudit(SERVICE:TYPE): `, the start of every syslog line.
+pub fn syslog_prefix(service: Option<&[u8]>, hook: Hook) -> String {
+    let svc = escape(crate::text::cap(service.unwrap_or(b"?")));
+    format!("pam_useraudit({svc}:{}): ", hook.type_name())
+}
+
 /// Syslog with the `pam_useraudit(SERVICE:TYPE):` prefix.
 struct Log {
     prefix: String,
@@ -124,8 +130,7 @@ struct Log {
 
 impl Log {
     fn new(service: Option<&[u8]>, hook: Hook, debug: bool) -> Log {
-        let svc = escape(crate::text::cap(service.unwrap_or(b"?")));
-        Log { prefix: format!("pam_useraudit({svc}:{}): ", hook.type_name()), debug }
+        Log { prefix: syslog_prefix(service, hook), debug }
     }
     /// Log; debug lines only with the `debug` argument.
     fn at(&self, p: Priority, msg: &str) {

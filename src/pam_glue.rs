@@ -61,16 +61,47 @@ impl PamHooks for UserAudit {
 /// Every hook: catch panics and answer them like a database error.
 fn entry(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag, hook: Hook) -> PamResultCode {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    guarded(&args, hook, || call(pamh, &args, flags, hook))
+    // For the syslog line of a caught panic.
+    let service = catch_unwind(AssertUnwindSafe(|| bytes(pamh.get_item::<Service>()))).ok().flatten();
+    guarded(&args, service.as_deref(), hook, || {
+        debug_panic(&args);
+        call(pamh, &args, flags, hook)
+    })
 }
 
+/// Debug builds only: the module argument `debug_panic` panics inside
+/// [`guarded`], so the tests can show that a panic unwinds and is caught
+/// in the module as loaded by libpam. A release build has no such argument:
+/// the word is an unknown argument there, logged and ignored.
+#[cfg(debug_assertions)]
+fn debug_panic(args: &[String]) {
+    if args.iter().any(|a| a == "debug_panic") {
+        panic!("debug_panic module argument");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn debug_panic(_: &[String]) {}
+
 /// Run `f`; a panic becomes the `on_error` answer of the module line.
-fn guarded(args: &[String], hook: Hook, f: impl FnOnce() -> PamResultCode) -> PamResultCode {
+fn guarded(args: &[String], service: Option<&[u8]>, hook: Hook, f: impl FnOnce() -> PamResultCode) -> PamResultCode {
+    // The panic goes to syslog below, not to the application's stderr
+    // (a user's terminal under login or su). The hook belongs to the
+    // module's own copy of the Rust runtime, not to the application.
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(code) => code,
-        Err(_) => {
+        Err(payload) => {
             let margs = ModuleArgs::parse(args.iter().map(String::as_str));
-            sys::syslog(Priority::Err, "pam_useraudit: internal error (panic) caught; answering as on_error says");
+            let prefix = audit::syslog_prefix(service, hook);
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let what = crate::text::escape(crate::text::cap(what.as_bytes()));
+            sys::syslog(Priority::Err, &format!("{prefix}internal error (panic: {what}) caught; answering as on_error says"));
             map(audit::on_error(hook, margs.on_error_hint()).verdict)
         }
     }
@@ -167,10 +198,10 @@ mod tests {
         let allow: Vec<String> = vec!["preauth".into()];
         let deny: Vec<String> = vec!["preauth".into(), "on_error=deny".into()];
         let boom = || -> PamResultCode { panic!("boom") };
-        assert_eq!(guarded(&allow, Hook::Auth(Some(Mode::Preauth)), boom), PamResultCode::PAM_SUCCESS);
-        assert_eq!(guarded(&deny, Hook::Auth(Some(Mode::Preauth)), boom), PamResultCode::PAM_AUTH_ERR);
-        assert_eq!(guarded(&deny, Hook::Account, boom), PamResultCode::PAM_PERM_DENIED);
-        assert_eq!(guarded(&allow, Hook::Auth(Some(Mode::Authfail)), boom), PamResultCode::PAM_AUTH_ERR);
-        assert_eq!(guarded(&allow, Hook::Account, || PamResultCode::PAM_IGNORE), PamResultCode::PAM_IGNORE);
+        assert_eq!(guarded(&allow, None, Hook::Auth(Some(Mode::Preauth)), boom), PamResultCode::PAM_SUCCESS);
+        assert_eq!(guarded(&deny, None, Hook::Auth(Some(Mode::Preauth)), boom), PamResultCode::PAM_AUTH_ERR);
+        assert_eq!(guarded(&deny, None, Hook::Account, boom), PamResultCode::PAM_PERM_DENIED);
+        assert_eq!(guarded(&allow, None, Hook::Auth(Some(Mode::Authfail)), boom), PamResultCode::PAM_AUTH_ERR);
+        assert_eq!(guarded(&allow, None, Hook::Account, || PamResultCode::PAM_IGNORE), PamResultCode::PAM_IGNORE);
     }
 }

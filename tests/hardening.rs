@@ -134,6 +134,8 @@ impl Drop for Syslog {
 #[allow(dead_code)] // stdout and stderr are for failure messages
 struct Run {
     ok: bool,
+    /// pamtester's exit code; None when a signal ended it (a crash).
+    code: Option<i32>,
     stdout: String,
     stderr: String,
     /// Raw datagrams; None when syslog could not be captured.
@@ -275,6 +277,7 @@ impl<'a> Runner<'a> {
         let out = child.wait_with_output().unwrap();
         Run {
             ok: out.status.success(),
+            code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into(),
             stderr: String::from_utf8_lossy(&out.stderr).into(),
             syslog: self.log.as_ref().map(Syslog::drain),
@@ -635,12 +638,12 @@ fn full_disk() {
     }
     for step in ["new-allow", "new-deny", "full-allow", "full-wrong", "full-deny"] {
         let lines = &steps.iter().find(|(s, _)| s == step).unwrap_or_else(|| panic!("no syslog for {step}")).1;
-        let run = Run { ok: true, stdout: String::new(), stderr: String::new(), syslog: Some(lines.clone()) };
+        let run = Run { ok: true, code: Some(0), stdout: String::new(), stderr: String::new(), syslog: Some(lines.clone()) };
         run.assert_error(step, &[&db.display().to_string(), "full"]);
     }
     for step in ["first", "second", "after"] {
         let lines = &steps.iter().find(|(s, _)| s == step).unwrap().1;
-        let run = Run { ok: true, stdout: String::new(), stderr: String::new(), syslog: Some(lines.clone()) };
+        let run = Run { ok: true, code: Some(0), stdout: String::new(), stderr: String::new(), syslog: Some(lines.clone()) };
         assert!(run.errors().is_empty(), "{step}: there was room: {:?}", run.errors());
     }
     // The copy taken before the tmpfs went away: intact, and exactly the
@@ -694,6 +697,101 @@ fn configuration_missing_unparsable_wrong_type_unknown_key() {
     // a bad module argument value is the same kind of error
     std::fs::write(&sb.conf, "").unwrap();
     assert_on_error(&r, "unlock_after=soon", &["module argument, key unlock_after"], false);
+}
+
+// ------------------------------------------------------------ panics
+
+/// A panic inside the module, loaded by libpam with dlopen, unwinds through
+/// the module's own (statically linked) unwinder, is caught at the
+/// `pam_sm_*` entry and answered as `on_error` says, every time, without
+/// harm to the application. The panic comes from the module argument
+/// `debug_panic`, which exists only in debug builds of the module.
+#[test]
+fn panic_in_the_module_is_caught_and_answered_as_on_error() {
+    if missing_tools() {
+        return;
+    }
+    if !cfg!(debug_assertions) || std::env::var_os("USERAUDIT_SO").is_some() {
+        eprintln!("SKIP: `debug_panic` needs the debug build of the module from this target directory");
+        return;
+    }
+    let sb = sandbox_with_db("");
+    let r = Runner::new(&sb);
+    sb.write_service("login", &sb.stack("debug_panic"));
+    sb.write_service("su", &sb.stack("debug_panic on_error=deny"));
+    const NEEDLE: &str = "internal error (panic: debug_panic module argument) caught";
+    // `hooks` module hooks ran, each panicked and was caught: nothing on
+    // the application's stderr, one AUTHPRIV error line each with the
+    // usual prefix; exit code `code` (pamtester: 0 all succeeded, 1 an
+    // operation failed; None: a signal).
+    let check = |what: &str, run: &Run, code: i32, hooks: usize| {
+        assert_eq!(run.code, Some(code), "{what}: pamtester exit code: {run:?}");
+        assert!(!run.stderr.contains("panicked"), "{what}: the panic reached stderr: {run:?}");
+        if let Some(log) = &run.syslog {
+            let caught: Vec<_> = log
+                .iter()
+                .filter(|d| pri(d) == Some(LOG_AUTHPRIV | LOG_ERR))
+                .map(|d| String::from_utf8_lossy(d).into_owned())
+                .filter(|l| l.contains(NEEDLE))
+                .collect();
+            let all: Vec<_> = log.iter().map(|d| String::from_utf8_lossy(d)).collect();
+            assert_eq!(caught.len(), hooks, "{what}: syslog lines {NEEDLE:?}: {all:#?}");
+            assert!(
+                caught.iter().all(|l| l.contains("pam_useraudit(login:") || l.contains("pam_useraudit(su:")),
+                "{what}: prefix: {caught:#?}"
+            );
+        }
+    };
+    // allow: preauth, authsucc and account each panic and answer success
+    let ok = r.login("login", b"alice", PASSWORD);
+    check("allow, right password", &ok, 0, 3);
+    assert!(format!("{}{}", ok.stdout, ok.stderr).contains("successfully"), "{ok:?}");
+    // authfail still refuses
+    let bad = r.login("login", b"alice", "wrong");
+    check("allow, wrong password", &bad, 1, 2);
+    // an account hook alone (an SSH key login)
+    let acct = r.run("login", b"alice", "", &[], &["acct_mgmt"]);
+    check("allow, account hook", &acct, 0, 1);
+    // deny: preauth refuses, and so does the account hook
+    let deny = r.login("su", b"alice", PASSWORD);
+    check("deny", &deny, 1, 1);
+    let deny_acct = r.run("su", b"alice", "", &[], &["acct_mgmt"]);
+    check("deny, account hook", &deny_acct, 1, 1);
+    // the core never ran: nothing was logged beyond the first login
+    assert_eq!(rows(&sb.db), 1);
+    // and without the argument the module works as before
+    sb.write_service("login", &sb.stack(""));
+    let again = r.login("login", b"alice", PASSWORD);
+    assert_eq!(again.code, Some(0), "{again:?}");
+    assert!(!again.stderr.contains("panicked"), "{again:?}");
+    assert_eq!(rows(&sb.db), 2);
+}
+
+/// The module carries its own unwinder (gcc's libgcc_eh, linked in
+/// statically): libgcc_s is not NEEDED, and no `_Unwind_*` symbol is left
+/// for the dynamic linker to resolve from whatever the application loaded.
+/// Checks the module under test and, if built, the release module.
+#[test]
+fn module_links_its_unwinder_statically() {
+    if !Path::new("/usr/bin/readelf").exists() {
+        eprintln!("SKIP: readelf (binutils) is missing");
+        return;
+    }
+    let mut modules = vec![module_path()];
+    let release = admin_path().parent().unwrap().parent().unwrap().join("release/libpam_useraudit.so");
+    if release.exists() && !modules.contains(&release) {
+        modules.push(release);
+    }
+    for so in modules {
+        let out = Command::new("readelf").arg("--wide").arg("--dynamic").arg("--dyn-syms").arg(&so).output().unwrap();
+        assert!(out.status.success(), "readelf {}: {}", so.display(), String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let needed: Vec<&str> = text.lines().filter(|l| l.contains("(NEEDED)")).collect();
+        assert!(!needed.is_empty(), "{}: no NEEDED entries?\n{text}", so.display());
+        assert!(!needed.iter().any(|l| l.contains("libgcc_s")), "{}: {needed:#?}", so.display());
+        let unresolved: Vec<&str> = text.lines().filter(|l| l.contains(" UND ") && l.contains("_Unwind_")).collect();
+        assert!(unresolved.is_empty(), "{}: unwinder symbols left to the dynamic linker: {unresolved:#?}", so.display());
+    }
 }
 
 // ----------------------------------------------------------- SIGKILL
