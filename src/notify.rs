@@ -69,6 +69,43 @@ pub fn check_command(cmd: &Path) -> Result<(), String> {
     if md.mode() & 0o111 == 0 {
         return Err(format!("notify_command {} is not executable", cmd.display()));
     }
+    // Whoever can write to a directory on the way can put another program
+    // in the command's place: check the path as written and, through any
+    // symbolic links, the path it resolves to.
+    check_dirs(cmd, me)?;
+    if let Ok(real) = std::fs::canonicalize(cmd) {
+        if real != cmd {
+            check_dirs(&real, me)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every directory above `cmd` must be owned by root (or the caller) and not
+/// writable by group or others, unless it is sticky like /tmp (there others
+/// cannot rename or remove what they do not own, and what lies below is
+/// checked in turn).
+fn check_dirs(cmd: &Path, me: u32) -> Result<(), String> {
+    for dir in cmd.ancestors().skip(1).filter(|d| !d.as_os_str().is_empty()) {
+        let md = std::fs::metadata(dir)
+            .map_err(|e| format!("notify_command {}: directory {}: {e}", cmd.display(), dir.display()))?;
+        if md.uid() != 0 && md.uid() != me {
+            return Err(format!(
+                "refusing notify_command {}: directory {} is owned by uid {}, not root",
+                cmd.display(),
+                dir.display(),
+                md.uid()
+            ));
+        }
+        if md.mode() & 0o022 != 0 && md.mode() & 0o1000 == 0 {
+            return Err(format!(
+                "refusing notify_command {}: directory {} is writable by group or others (mode {:04o})",
+                cmd.display(),
+                dir.display(),
+                md.mode() & 0o7777
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -123,6 +160,36 @@ mod tests {
         assert!(check_command(Path::new("relative/n.sh")).is_err());
         assert!(check_command(d.path()).unwrap_err().contains("not a regular file"));
         assert!(check_command(&d.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn refuses_commands_in_directories_others_can_write() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("bin");
+        std::fs::create_dir(&dir).unwrap();
+        let p = dir.join("n.sh");
+        std::fs::write(&p, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mode = |m| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(0o755);
+        assert_eq!(check_command(&p), Ok(()));
+        mode(0o775);
+        let e = check_command(&p).unwrap_err();
+        assert!(e.contains(&format!("directory {} is writable by group or others", dir.display())), "{e}");
+        mode(0o777);
+        assert!(check_command(&p).is_err());
+        // sticky, like /tmp: others cannot replace what they do not own
+        mode(0o1777);
+        assert_eq!(check_command(&p), Ok(()));
+        // a link from a safe place into an unsafe one is refused too
+        mode(0o777);
+        let link_dir = d.path().join("safe");
+        std::fs::create_dir(&link_dir).unwrap();
+        let link = link_dir.join("n.sh");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        assert!(check_command(&link).unwrap_err().contains("writable by group or others"));
+        mode(0o755);
+        assert_eq!(check_command(&link), Ok(()));
     }
 
     #[test]

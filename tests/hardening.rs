@@ -1353,6 +1353,13 @@ fn notify_command_rules_are_enforced() {
     let (world_w, world_out) = write_script("world-writable", 0o757, 0);
     let (foreign, foreign_out) = write_script("foreign", 0o755, 1000);
     let (good, good_out) = write_script("good", 0o755, 0);
+    // a good script in a directory anyone can write to (and so replace it)
+    let open_dir = sb.path().join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    let in_open = open_dir.join("notify");
+    std::fs::copy(&good, &in_open).unwrap();
+    chmod(&in_open, 0o755);
+    chmod(&open_dir, 0o777);
     let pwned = sb.path().join("pwned");
     let shell_name = format!("x$(touch {})`touch {}`", pwned.display(), pwned.display());
     // an account whose name is shell syntax
@@ -1364,6 +1371,7 @@ fn notify_command_rules_are_enforced() {
         (["alice"], &group_w, "writable by group or others (mode 0775)"),
         (["bob"], &world_w, "writable by group or others (mode 0757)"),
         (["carol"], &foreign, "owned by uid 1000, not root"),
+        (["erin"], &in_open, "directory"),
     ] {
         sb.write_service("login", &sb.stack(&format!("notify_command={}", cmd.display())));
         let run = r.login("login", users[0].as_bytes(), "wrong");
