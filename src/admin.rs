@@ -291,7 +291,7 @@ pub fn sweep(cfg: &Config, store: &mut Store, dry_run: bool, now: i64) -> Result
         report.deleted = if dry_run {
             store.count_before(before)?
         } else {
-            store.write(|t| t.delete_before(before))? as u64
+            store.delete_before(before)?
         };
     }
     Ok(report)

@@ -69,6 +69,10 @@ const WAL_SETTINGS: &str = "PRAGMA synchronous=NORMAL;";
 /// frames to recover per connection (see tests/bench for the trade-off).
 const WAL_LIMIT: u64 = 256 * 1024;
 
+/// Rows deleted per transaction by [`Store::delete_before`] (a few
+/// milliseconds of holding the write lock).
+const DELETE_BATCH: usize = 2000;
+
 /// The schema, one step per version. `PRAGMA user_version` is the number
 /// of steps applied. Never edit a step that has shipped; add one.
 const MIGRATIONS: &[&str] = &[
@@ -493,6 +497,27 @@ impl Store {
         Ok(rows.join("; "))
     }
 
+    /// Delete log entries older than `before`; returns how many. In
+    /// transactions of [`DELETE_BATCH`] rows, so logins waiting to write
+    /// get in between them instead of waiting out a long delete (and,
+    /// past the busy budget, going unlogged).
+    pub fn delete_before(&mut self, before: i64) -> Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let n = self.write(|t| {
+                t.tx.execute(
+                    "DELETE FROM log WHERE id IN (SELECT id FROM log WHERE time < ?1 ORDER BY time LIMIT ?2)",
+                    params![before, DELETE_BATCH],
+                )
+                .map_err(t.err("cannot delete old entries"))
+            })?;
+            total += n as u64;
+            if n < DELETE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Load many entries quickly (for benchmarks and imports): one transaction.
     pub fn bulk_insert<'a>(&mut self, entries: impl IntoIterator<Item = NewEntry<'a>>) -> Result<usize> {
         self.write(|t| {
@@ -547,14 +572,6 @@ impl Txn<'_> {
     pub fn insert(&self, e: &NewEntry<'_>) -> Result<i64> {
         insert_entry(&self.tx, e).map_err(self.err("cannot write the log"))
     }
-
-    /// Delete log entries older than `before`; returns how many.
-    pub fn delete_before(&self, before: i64) -> Result<usize> {
-        self.tx
-            .execute("DELETE FROM log WHERE time < ?1", [before])
-            .map_err(self.err("cannot delete old entries"))
-    }
-
 }
 
 fn insert_entry(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<i64> {
@@ -721,9 +738,27 @@ mod tests {
         assert_eq!(e[0].user.len(), crate::text::FIELD_CAP);
         assert_eq!(e[0].rhost.as_ref().unwrap().len(), crate::text::FIELD_CAP);
         // retention
-        let n = s.write(|t| t.delete_before(1001)).unwrap();
+        let n = s.delete_before(1001).unwrap();
         assert_eq!(n, 2);
         assert_eq!(s.count().unwrap(), 2);
+    }
+
+    /// Retention deletes in batches: several full batches and a partial
+    /// one, exactly the old rows and nothing newer.
+    #[test]
+    fn retention_deletes_in_batches() {
+        let (_d, p) = tmp();
+        let mut s = open(&p);
+        let old = 2 * DELETE_BATCH + 17;
+        let entries = (0..old + 500).map(|i| NewEntry { time: i as i64, user: b"u", ..Default::default() });
+        s.bulk_insert(entries).unwrap();
+        assert_eq!(s.delete_before(old as i64).unwrap(), old as u64);
+        assert_eq!(s.count().unwrap(), 500);
+        assert_eq!(s.count_before(old as i64).unwrap(), 0);
+        assert_eq!(s.count_before(old as i64 + 1).unwrap(), 1);
+        assert_eq!(s.delete_before(old as i64 + DELETE_BATCH as i64).unwrap(), 500);
+        assert_eq!(s.count().unwrap(), 0);
+        assert_eq!(s.delete_before(i64::MAX).unwrap(), 0);
     }
 
     #[test]
