@@ -227,10 +227,6 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
     Ok(code)
 }
 
-fn opt(v: &Option<Vec<u8>>) -> String {
-    v.as_deref().map(escape_visible).unwrap_or_else(|| "-".into())
-}
-
 fn time_or_dash(t: Option<i64>) -> String {
     t.map(rfc3339).unwrap_or_else(|| "-".into())
 }
@@ -262,24 +258,27 @@ fn table(out: &mut Out, header: &[&str], rows: Vec<Vec<String>>) -> Result<(), A
     Ok(())
 }
 
-fn log_cells(e: &Entry) -> Vec<String> {
+/// The log columns of one entry, in order, for the table and CSV: `text`
+/// renders a stored text, `absent` stands for a missing one.
+fn log_fields(e: &Entry, text: fn(&[u8]) -> String, absent: &str) -> Vec<String> {
+    let field = |v: &Option<Vec<u8>>| v.as_deref().map(text).unwrap_or_else(|| absent.into());
     vec![
         rfc3339(e.time),
         if e.success { "success" } else { "failure" }.into(),
-        escape_visible(&e.user),
-        opt(&e.service),
-        opt(&e.rhost),
-        opt(&e.ruser),
-        opt(&e.tty),
-        opt(&e.auth_method),
-        e.reason.clone().unwrap_or_else(|| "-".into()),
+        text(&e.user),
+        field(&e.service),
+        field(&e.rhost),
+        field(&e.ruser),
+        field(&e.tty),
+        field(&e.auth_method),
+        e.reason.clone().unwrap_or_else(|| absent.into()),
     ]
 }
 
 const LOG_HEADER: [&str; 9] = ["TIME", "OUTCOME", "USER", "SERVICE", "RHOST", "RUSER", "TTY", "METHOD", "REASON"];
 
 fn print_log_table(out: &mut Out, rows: &[Entry]) -> Result<(), AdminError> {
-    table(out, &LOG_HEADER, rows.iter().map(log_cells).collect())
+    table(out, &LOG_HEADER, rows.iter().map(|e| log_fields(e, escape_visible, "-")).collect())
 }
 
 fn csv_cell(s: &str) -> String {
@@ -289,19 +288,7 @@ fn csv_cell(s: &str) -> String {
 fn print_log_csv(out: &mut Out, rows: &[Entry]) -> Result<(), AdminError> {
     out.line("id,time,outcome,user,service,rhost,ruser,tty,auth_method,reason")?;
     for e in rows {
-        let text = |v: &Option<Vec<u8>>| v.as_deref().map(escape).unwrap_or_default();
-        let cells = [
-            e.id.to_string(),
-            rfc3339(e.time),
-            if e.success { "success" } else { "failure" }.into(),
-            escape(&e.user),
-            text(&e.service),
-            text(&e.rhost),
-            text(&e.ruser),
-            text(&e.tty),
-            text(&e.auth_method),
-            e.reason.clone().unwrap_or_default(),
-        ];
+        let cells: Vec<String> = std::iter::once(e.id.to_string()).chain(log_fields(e, escape, "")).collect();
         out.line(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","))?;
     }
     Ok(())
