@@ -499,6 +499,39 @@ fn database_locked_longer_than_busy_timeout() {
     assert_eq!(rows(&sb.db), before + 2);
 }
 
+/// Another process holds the write lock for a moment (well inside the busy
+/// timeout): the login waits for it, then goes ahead and is logged.
+#[test]
+fn database_locked_briefly_the_login_waits_and_is_logged() {
+    if missing_tools() {
+        return;
+    }
+    let sb = sandbox_with_db("");
+    let before = rows(&sb.db);
+    let (held, hold) = std::sync::mpsc::channel();
+    let db = sb.db.clone();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("BEGIN EXCLUSIVE; INSERT INTO log (time, success, user) VALUES (0, 0, 'holder');").unwrap();
+        held.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        c.execute_batch("COMMIT").unwrap();
+    });
+    hold.recv().unwrap();
+    let t = Instant::now();
+    let run = sb.login("alice", PASSWORD, "203.0.113.9");
+    let took = t.elapsed();
+    holder.join().unwrap();
+    assert!(run.ok, "{run:?}");
+    assert!(took >= Duration::from_millis(500), "the login did not wait for the lock: {took:?}");
+    assert!(took < Duration::from_millis(2900), "the login waited out the busy timeout: {took:?}");
+    assert_eq!(rows(&sb.db), before + 2, "the holder's row and the login");
+    let log = sb.log(&["--user", "alice"]);
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["outcome"], "success");
+    assert_eq!(log[0]["rhost"], "203.0.113.9");
+}
+
 /// Root without CAP_DAC_OVERRIDE: a database file it cannot read, then one
 /// it cannot write.
 #[test]
