@@ -61,11 +61,11 @@ impl PamHooks for UserAudit {
 /// Every hook: catch panics and answer them like a database error.
 fn entry(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag, hook: Hook) -> PamResultCode {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    // For the syslog line of a caught panic.
+    // Read here, outside the guard, so a caught panic's syslog line can name it.
     let service = catch_unwind(AssertUnwindSafe(|| bytes(pamh.get_item::<Service>()))).ok().flatten();
     guarded(&args, service.as_deref(), hook, || {
         debug_panic(&args);
-        call(pamh, &args, flags, hook)
+        call(pamh, &args, flags, hook, service.clone())
     })
 }
 
@@ -111,7 +111,7 @@ fn bytes<'a, T: std::ops::Deref<Target = &'a CStr>>(item: Result<Option<T>, PamR
     item.ok().flatten().map(|c| c.to_bytes().to_vec())
 }
 
-fn call(pamh: &mut PamHandle, args: &[String], flags: PamFlag, hook: Hook) -> PamResultCode {
+fn call(pamh: &mut PamHandle, args: &[String], flags: PamFlag, hook: Hook, service: Option<Vec<u8>>) -> PamResultCode {
     let user = if hook == Hook::Auth(Some(Mode::Preauth)) {
         // preauth may run first in the stack: ask for the name if needed.
         let mut p: *const c_char = std::ptr::null();
@@ -138,7 +138,7 @@ fn call(pamh: &mut PamHandle, args: &[String], flags: PamFlag, hook: Hook) -> Pa
     };
     let attempt = Attempt {
         user,
-        service: bytes(pamh.get_item::<Service>()),
+        service,
         rhost: bytes(pamh.get_item::<RHost>()),
         ruser: bytes(pamh.get_item::<RUser>()),
         tty: bytes(pamh.get_item::<Tty>()),
