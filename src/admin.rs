@@ -1,5 +1,6 @@
 //! The core behind `useraudit-admin`: status, activate, lock, sweep and
-//! check, over the same configuration, policy and store as the module.
+//! check, over the same configuration, policy, account state files and
+//! store as the module.
 #![forbid(unsafe_code)]
 
 use std::path::Path;
@@ -8,7 +9,8 @@ use crate::audit::{announce, exempt, password_change};
 use crate::config::{Config, DEFAULT_CONF, PasswordSource};
 use crate::notify::{Event, Notice};
 use crate::policy::{self, Account, PasswordChange, Reason, Standing};
-use crate::store::{OpenOptions, Store};
+use crate::state::Accounts;
+use crate::store::{Merged, OpenOptions, Store};
 use crate::sys::{self, Lookup, Priority, UserInfo};
 use crate::text::{DAY_MICROS, escape, format_duration};
 
@@ -43,31 +45,105 @@ pub fn load_config(conf: Option<&Path>, db: Option<&Path>) -> Result<Config> {
     Ok(cfg)
 }
 
-/// Open the configured database (created if missing).
-pub fn open_store(cfg: &Config) -> Result<Store> {
-    let root = sys::euid() == 0;
-    Store::open(&cfg.database, OpenOptions { create: true, require_root_owned: root }).map_err(|e| {
-        if !root && e.permission_denied() {
-            AdminError(format!("{e} (the database is readable by root only; run as root)"))
-        } else {
-            AdminError(e.to_string())
+/// What an administrator's command works on: the log database and the
+/// account state files.
+pub struct Db {
+    pub store: Store,
+    pub accounts: Accounts,
+    /// What opening merged from the log spool, or why it could not.
+    pub merged: std::result::Result<Merged, String>,
+}
+
+impl Db {
+    /// The log is complete only once the spool is merged; commands that
+    /// show or trim the log need that.
+    pub fn require_merged(&self) -> Result<()> {
+        match &self.merged {
+            Ok(_) => Ok(()),
+            Err(e) => Err(AdminError(e.clone())),
         }
+    }
+}
+
+/// Open the configured database and account state (created if missing):
+/// copy the accounts of a version-1 database into the state files, and
+/// merge the log spool that the PAM module writes.
+pub fn open_store(cfg: &Config) -> Result<Db> {
+    let root = sys::euid() == 0;
+    let hint = |e: String, denied: bool| {
+        if !root && denied {
+            AdminError(format!(
+                "{e} (the database is readable by root only; run as root)"
+            ))
+        } else {
+            AdminError(e)
+        }
+    };
+    let accounts = Accounts::open(&cfg.database, true, root)
+        .map_err(|e| hint(format!("account state {e}"), e.denied))?;
+    let mut store = Store::open(
+        &cfg.database,
+        OpenOptions {
+            create: true,
+            require_root_owned: root,
+        },
+    )
+    .map_err(|e| hint(e.to_string(), e.permission_denied()))?;
+    let legacy = store.legacy_accounts()?;
+    if !legacy.is_empty() {
+        for a in &legacy {
+            // State written since the upgrade is newer than the old table.
+            accounts.update(&a.user, false, |cur| {
+                Ok((cur.is_none().then(|| a.clone()), ()))
+            })?;
+        }
+        syslog_admin(&format!(
+            "copied {} account(s) from the version 1 database into {}",
+            legacy.len(),
+            accounts.dir().display()
+        ));
+    }
+    store.drop_legacy_accounts()?;
+    let merged = store.merge_spool().map_err(|e| e.to_string());
+    match &merged {
+        Ok(m) if m.damaged > 0 => syslog_admin(&format!(
+            "log spool of {}: skipped {} damaged byte(s) (a short write on a full disk, or a crash); {} entries merged",
+            cfg.database.display(),
+            m.damaged,
+            m.entries
+        )),
+        Err(e) => sys::syslog(
+            Priority::Err,
+            &format!("useraudit-admin (uid {}): {e}", sys::euid()),
+        ),
+        Ok(_) => {}
+    }
+    Ok(Db {
+        store,
+        accounts,
+        merged,
     })
 }
 
 fn syslog_admin(msg: &str) {
-    sys::syslog(Priority::Notice, &format!("useraudit-admin (uid {}): {msg}", sys::euid()));
+    sys::syslog(
+        Priority::Notice,
+        &format!("useraudit-admin (uid {}): {msg}", sys::euid()),
+    );
 }
 
 /// An account named on the command line: through NSS, else as stored.
-fn resolve(store: &Store, name: &str) -> Result<(Vec<u8>, Option<UserInfo>)> {
+pub fn resolve(accounts: &Accounts, name: &str) -> Result<(Vec<u8>, Option<UserInfo>)> {
     match sys::lookup_user(name.as_bytes()) {
         Lookup::Found(u) => Ok((u.name.clone(), Some(u))),
         Lookup::NotFound | Lookup::Error(_) => {
-            if store.account(name.as_bytes())?.is_some() {
+            if accounts.get(name.as_bytes())?.is_some() {
                 Ok((name.as_bytes().to_vec(), None))
             } else {
-                Err(AdminError(format!("no such account: {}", escape(name.as_bytes()))))
+                Err(AdminError(format!(
+                    "no such account: {}",
+                    escape(name.as_bytes())
+                )))
             }
         }
     }
@@ -107,7 +183,9 @@ fn status_row(cfg: &Config, a: &Account, is_exempt: bool, now: i64) -> StatusRow
     let standing = policy::standing(a, cfg, now);
     let (state, reason, unlocks_at) = match standing {
         Standing::Active => ("active", None, None),
-        Standing::Locked { until, .. } => ("locked", Some(Reason::LoginFailureLimit.as_str()), until),
+        Standing::Locked { until, .. } => {
+            ("locked", Some(Reason::LoginFailureLimit.as_str()), until)
+        }
         Standing::Disabled(r) => ("disabled", Some(r.as_str()), None),
     };
     let (change, _) = password_change(cfg, a);
@@ -116,16 +194,28 @@ fn status_row(cfg: &Config, a: &Account, is_exempt: bool, now: i64) -> StatusRow
         (PasswordSource::Shadow, PasswordChange::Day(d)) => Some(d * DAY_MICROS),
         _ => a.password_changed,
     };
-    let expires = if is_exempt { None } else { policy::password_expires(change, cfg) };
+    let expires = if is_exempt {
+        None
+    } else {
+        policy::password_expires(change, cfg)
+    };
     StatusRow {
         user: a.user.clone(),
         state,
         reason,
         note: a.note.clone(),
-        failures: if standing == Standing::Active && a.state == policy::State::Locked { 0 } else { a.failures },
+        failures: if standing == Standing::Active && a.state == policy::State::Locked {
+            0
+        } else {
+            a.failures
+        },
         last_login: a.last_login,
         last_failure: a.last_failure,
-        locked_at: if standing == Standing::Active { None } else { a.locked_at },
+        locked_at: if standing == Standing::Active {
+            None
+        } else {
+            a.locked_at
+        },
         unlocks_at,
         password_changed,
         password_expires: expires.map(|d| d * DAY_MICROS),
@@ -136,10 +226,18 @@ fn status_row(cfg: &Config, a: &Account, is_exempt: bool, now: i64) -> StatusRow
 }
 
 /// `status`: every stored account, or the named ones.
-pub fn status(cfg: &Config, store: &Store, users: &[String], now: i64) -> Result<Vec<StatusRow>> {
+pub fn status(
+    cfg: &Config,
+    accounts: &Accounts,
+    users: &[String],
+    now: i64,
+) -> Result<Vec<StatusRow>> {
     if users.is_empty() {
-        return Ok(store
-            .accounts()?
+        let (all, bad) = accounts.list()?;
+        if let Some(e) = bad.first() {
+            return Err(AdminError(format!("account state {e}")));
+        }
+        return Ok(all
             .iter()
             .map(|a| {
                 let info = match sys::lookup_user(&a.user) {
@@ -152,11 +250,18 @@ pub fn status(cfg: &Config, store: &Store, users: &[String], now: i64) -> Result
     }
     let mut rows = Vec::new();
     for u in users {
-        let (name, info) = resolve(store, u)?;
+        let (name, info) = resolve(accounts, u)?;
         // An account known to the system but never seen by the module is
         // shown as it would start: active, nothing recorded.
-        let acc = store.account(&name)?.unwrap_or_else(|| Account::new(&name, now));
-        rows.push(status_row(cfg, &acc, is_exempt(cfg, &name, info.as_ref()), now));
+        let acc = accounts
+            .get(&name)?
+            .unwrap_or_else(|| Account::new(&name, now));
+        rows.push(status_row(
+            cfg,
+            &acc,
+            is_exempt(cfg, &name, info.as_ref()),
+            now,
+        ));
     }
     Ok(rows)
 }
@@ -165,30 +270,50 @@ pub fn status(cfg: &Config, store: &Store, users: &[String], now: i64) -> Result
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Activated {
     /// It was locked or disabled (state, reason) or had failures; now active.
-    Reactivated { was_state: &'static str, was_reason: Option<&'static str>, failures: u32 },
+    Reactivated {
+        was_state: &'static str,
+        was_reason: Option<&'static str>,
+        failures: u32,
+    },
     /// It was already active with no failures; its inactivity clock restarted.
     AlreadyActive,
 }
 
 /// `activate USER`: clear lock, disable and count; restart the inactivity clock.
-pub fn activate(cfg: &Config, store: &mut Store, user: &str, now: i64) -> Result<(Vec<u8>, Activated)> {
-    let (name, _) = resolve(store, user)?;
-    let result = store.write(|t| {
-        let mut acc = t.account(&name)?.unwrap_or_else(|| Account::new(&name, now));
+pub fn activate(
+    cfg: &Config,
+    accounts: &Accounts,
+    user: &str,
+    now: i64,
+) -> Result<(Vec<u8>, Activated)> {
+    let (name, _) = resolve(accounts, user)?;
+    // A damaged state file is replaced: activation starts the account afresh.
+    let result = accounts.update(&name, true, |cur| {
+        let mut acc = cur.unwrap_or_else(|| Account::new(&name, now));
         let standing = policy::standing(&acc, cfg, now);
         let (was_state, was_reason) = match standing {
             Standing::Active => ("active", None),
             Standing::Locked { .. } => ("locked", Some(Reason::LoginFailureLimit.as_str())),
             Standing::Disabled(r) => ("disabled", Some(r.as_str())),
         };
-        let failures = if standing == Standing::Active && acc.state == policy::State::Locked { 0 } else { acc.failures };
-        let changed = policy::activate(&mut acc, cfg, now);
-        t.put_account(&acc)?;
-        Ok(if changed && (was_state != "active" || failures > 0) {
-            Activated::Reactivated { was_state, was_reason, failures }
+        let failures = if standing == Standing::Active && acc.state == policy::State::Locked {
+            0
         } else {
-            Activated::AlreadyActive
-        })
+            acc.failures
+        };
+        let changed = policy::activate(&mut acc, cfg, now);
+        Ok((
+            Some(acc),
+            if changed && (was_state != "active" || failures > 0) {
+                Activated::Reactivated {
+                    was_state,
+                    was_reason,
+                    failures,
+                }
+            } else {
+                Activated::AlreadyActive
+            },
+        ))
     })?;
     syslog_admin(&format!(
         "activate {}: {}",
@@ -202,25 +327,32 @@ pub fn activate(cfg: &Config, store: &mut Store, user: &str, now: i64) -> Result
 }
 
 /// `lock USER [--reason TEXT]`: disable by hand.
-pub fn lock(cfg: &Config, store: &mut Store, user: &str, reason: Option<&str>, now: i64) -> Result<(Vec<u8>, bool)> {
-    let (name, info) = resolve(store, user)?;
+pub fn lock(
+    cfg: &Config,
+    accounts: &Accounts,
+    user: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<(Vec<u8>, bool)> {
+    let (name, info) = resolve(accounts, user)?;
     if is_exempt(cfg, &name, info.as_ref()) {
         return Err(AdminError(format!(
             "{} is exempt (exempt_users or exempt_groups) and is never locked; remove it from there first",
             escape(&name)
         )));
     }
-    let newly = store.write(|t| {
-        let mut acc = t.account(&name)?.unwrap_or_else(|| Account::new(&name, now));
+    let newly = accounts.update(&name, false, |cur| {
+        let mut acc = cur.unwrap_or_else(|| Account::new(&name, now));
         let was = policy::standing(&acc, cfg, now);
         policy::admin_lock(&mut acc, now, reason.map(str::as_bytes));
-        t.put_account(&acc)?;
-        Ok(was == Standing::Active)
+        Ok((Some(acc), was == Standing::Active))
     })?;
     syslog_admin(&format!(
         "lock {}: disabled by hand{}",
         escape(&name),
-        reason.map(|r| format!(" ({})", escape(r.as_bytes()))).unwrap_or_default()
+        reason
+            .map(|r| format!(" ({})", escape(r.as_bytes())))
+            .unwrap_or_default()
     ));
     Ok((name, newly))
 }
@@ -238,14 +370,17 @@ pub struct SweepReport {
 
 /// `sweep [--dry-run]`: disable accounts inactive longer than
 /// `account_expiry_days`, apply `retention_days`.
-pub fn sweep(cfg: &Config, store: &mut Store, dry_run: bool, now: i64) -> Result<SweepReport> {
+pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     if cfg.account_expiry_days > 0 {
-        // Exemptions need NSS, which is not done inside the write lock.
-        let candidates: Vec<Vec<u8>> = store
-            .accounts()?
+        // Damaged state files are reported by `status`; the sweep goes on
+        // with the others. Exemptions need NSS, which is not done under a lock.
+        let (all, _bad) = db.accounts.list()?;
+        let candidates: Vec<Vec<u8>> = all
             .into_iter()
-            .filter(|a| policy::standing(a, cfg, now) == Standing::Active && policy::inactive(a, cfg, now))
+            .filter(|a| {
+                policy::standing(a, cfg, now) == Standing::Active && policy::inactive(a, cfg, now)
+            })
             .filter(|a| {
                 let info = match sys::lookup_user(&a.user) {
                     Lookup::Found(u) => Some(u),
@@ -255,32 +390,49 @@ pub fn sweep(cfg: &Config, store: &mut Store, dry_run: bool, now: i64) -> Result
             })
             .map(|a| a.user)
             .collect();
-        report.disabled = store.write(|t| {
-            let mut done = Vec::new();
-            for name in &candidates {
-                // Re-check inside the transaction: a login may have come in since.
-                let Some(mut acc) = t.account(name)? else { continue };
-                if policy::standing(&acc, cfg, now) != Standing::Active || !policy::inactive(&acc, cfg, now) {
-                    continue;
+        for name in &candidates {
+            // Re-check under the account's lock: a login may have come in since.
+            let done = db.accounts.update(name, false, |cur| {
+                let Some(mut acc) = cur else {
+                    return Ok((None, None));
+                };
+                if policy::standing(&acc, cfg, now) != Standing::Active
+                    || !policy::inactive(&acc, cfg, now)
+                {
+                    return Ok((None, None));
                 }
-                let last = acc.last_login.unwrap_or(0).max(acc.activated_at.unwrap_or(0));
-                if !dry_run {
-                    policy::disable(&mut acc, Reason::AccountExpired, now);
-                    t.put_account(&acc)?;
+                let last = acc
+                    .last_login
+                    .unwrap_or(0)
+                    .max(acc.activated_at.unwrap_or(0));
+                if dry_run {
+                    return Ok((None, Some(last)));
                 }
-                done.push((name.clone(), last));
+                policy::disable(&mut acc, Reason::AccountExpired, now);
+                Ok((Some(acc), Some(last)))
+            })?;
+            if let Some(last) = done {
+                report.disabled.push((name.clone(), last));
             }
-            Ok(done)
-        })?;
+        }
         if !dry_run {
             let log = |p: Priority, m: &str| sys::syslog(p, &format!("useraudit-admin sweep: {m}"));
             for (name, _) in &report.disabled {
-                let n = Notice { event: Event::AccountExpired, user: name, rhost: None, service: Some(b"sweep"), failures: 0 };
+                let n = Notice {
+                    event: Event::AccountExpired,
+                    user: name,
+                    rhost: None,
+                    service: Some(b"sweep"),
+                    failures: 0,
+                };
                 announce(
                     cfg,
                     &log,
                     &n,
-                    &format!("disabled: not used for more than {} days", cfg.account_expiry_days),
+                    &format!(
+                        "disabled: not used for more than {} days",
+                        cfg.account_expiry_days
+                    ),
                 );
             }
         }
@@ -289,33 +441,58 @@ pub fn sweep(cfg: &Config, store: &mut Store, dry_run: bool, now: i64) -> Result
         let before = now - i64::from(cfg.retention_days) * DAY_MICROS;
         report.retention_before = Some(before);
         report.deleted = if dry_run {
-            store.count_before(before)?
+            db.store.count_before(before)?
         } else {
-            store.delete_before(before)?
+            db.require_merged()?;
+            db.store.delete_before(before)?
         };
     }
     Ok(report)
 }
 
 /// `check`: the effective settings and the database's health, as lines.
-pub fn check(cfg: &Config, store: &Store) -> Result<Vec<String>> {
+pub fn check(cfg: &Config, db: &Db) -> Result<Vec<String>> {
+    let store = &db.store;
+    db.require_merged()?;
     let mut out = Vec::new();
     for (k, v) in cfg.render() {
         out.push(format!("{k} = {v}"));
     }
     let qc = store.quick_check()?;
     if qc != "ok" {
-        return Err(AdminError(format!("database {}: integrity check failed: {qc}", store.path().display())));
+        return Err(AdminError(format!(
+            "database {}: integrity check failed: {qc}",
+            store.path().display()
+        )));
+    }
+    let (accounts, bad) = db.accounts.list()?;
+    if let Some(e) = bad.first() {
+        return Err(AdminError(format!("account state {e}")));
     }
     out.push(format!(
-        "# database {}: schema version {}, {} log entries, {} accounts, integrity ok",
+        "# database {}: schema version {}, {} log entries, integrity ok",
         store.path().display(),
         crate::store::SCHEMA_VERSION,
         store.count()?,
-        store.accounts()?.len()
     ));
+    out.push(format!(
+        "# account state {}: {} accounts",
+        db.accounts.dir().display(),
+        accounts.len()
+    ));
+    if let Ok(m) = &db.merged {
+        if m.damaged > 0 {
+            out.push(format!(
+                "# warning: the log spool had {} damaged byte(s), skipped",
+                m.damaged
+            ));
+        }
+    }
     if cfg.unlock_after > 0 {
-        out.push(format!("# locks lift after {}", format_duration(cfg.unlock_after)));
+        out.push(format!(
+            "# locks lift after {}",
+            format_duration(cfg.unlock_after)
+        ));
     }
     if let Some(cmd) = &cfg.notify_command {
         if let Err(e) = crate::notify::check_command(cmd) {

@@ -4,9 +4,11 @@
 #![forbid(unsafe_code)]
 
 use crate::config::{Config, ConfigError, Mode, ModuleArgs, OnError, PasswordSource};
+use crate::files::FileError;
 use crate::notify::{self, Event, Notice};
 use crate::policy::{self, Account, LogReason, LoginCheck, PasswordChange, Reason};
-use crate::store::{NewEntry, OpenOptions, Store, StoreError};
+use crate::spool::{self, NewEntry};
+use crate::state::Accounts;
 use crate::sys::{self, Lookup, Priority, ShadowChange, UserInfo};
 use crate::text::escape;
 
@@ -72,7 +74,10 @@ pub struct Outcome {
 
 impl Outcome {
     fn plain(verdict: Verdict) -> Outcome {
-        Outcome { verdict, messages: Vec::new() }
+        Outcome {
+            verdict,
+            messages: Vec::new(),
+        }
     }
 }
 
@@ -81,18 +86,21 @@ impl Outcome {
 #[derive(Debug, Clone)]
 struct LoginMark {
     user: Vec<u8>,
-    log_id: i64,
+    /// The logged entry: its time and the name as typed.
+    time: i64,
+    typed: Vec<u8>,
     method: Vec<u8>,
     check: LoginCheck,
 }
 
 /// State kept for the life of one PAM handle: the parsed configuration and
-/// the open database, reused by every hook of the same login.
+/// the checked state directory, reused by every hook of the same login.
 pub struct Session {
     pid: u32,
     key: Vec<String>,
     cfg: Option<Result<Config, ConfigError>>,
-    store: Option<Store>,
+    /// The account state directory, checked, for this database path.
+    accounts: Option<(std::path::PathBuf, Accounts)>,
     mark: Option<LoginMark>,
     /// The NSS answer for the name last looked up, so the hooks of one
     /// login ask NSS once (an NSS error is not kept).
@@ -101,17 +109,13 @@ pub struct Session {
 
 impl Default for Session {
     fn default() -> Self {
-        Session { pid: std::process::id(), key: Vec::new(), cfg: None, store: None, mark: None, user: None }
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        // A forked child must not close the parent's SQLite connection.
-        if std::process::id() != self.pid {
-            if let Some(s) = self.store.take() {
-                std::mem::forget(s);
-            }
+        Session {
+            pid: std::process::id(),
+            key: Vec::new(),
+            cfg: None,
+            accounts: None,
+            mark: None,
+            user: None,
         }
     }
 }
@@ -130,7 +134,10 @@ struct Log {
 
 impl Log {
     fn new(service: Option<&[u8]>, hook: Hook, debug: bool) -> Log {
-        Log { prefix: syslog_prefix(service, hook), debug }
+        Log {
+            prefix: syslog_prefix(service, hook),
+            debug,
+        }
     }
     /// Log; debug lines only with the `debug` argument.
     fn at(&self, p: Priority, msg: &str) {
@@ -155,7 +162,11 @@ pub fn auth_method(info: Option<&[u8]>) -> Vec<u8> {
         .filter_map(|l| l.split(|&b| b == b' ').next())
         .filter(|w| !w.is_empty())
         .collect();
-    if names.is_empty() { b"pam".to_vec() } else { names.join(&b","[..]) }
+    if names.is_empty() {
+        b"pam".to_vec()
+    } else {
+        names.join(&b","[..])
+    }
 }
 
 /// The auth method of an attempt. sshd fills `SSH_AUTH_INFO_0` only for the
@@ -181,8 +192,13 @@ pub fn method_for(a: &Attempt, hook: Hook) -> Vec<u8> {
 
 /// Whether the account is exempt from locking and expiry.
 pub fn exempt(cfg: &Config, u: &UserInfo) -> bool {
-    cfg.exempt_users.iter().any(|n| n.as_bytes() == u.name.as_slice())
-        || cfg.exempt_groups.iter().any(|g| sys::in_group(&u.name, u.gid, g))
+    cfg.exempt_users
+        .iter()
+        .any(|n| n.as_bytes() == u.name.as_slice())
+        || cfg
+            .exempt_groups
+            .iter()
+            .any(|g| sys::in_group(&u.name, u.gid, g))
 }
 
 /// The last password change day for an account, from the configured source.
@@ -220,7 +236,12 @@ fn notify(cfg: &Config, log: &dyn Fn(Priority, &str), n: &Notice<'_>) {
 pub fn announce(cfg: &Config, log: &dyn Fn(Priority, &str), n: &Notice<'_>, why: &str) {
     log(
         Priority::Warning,
-        &format!("account {} {why} (event {}, {} failures)", escape(n.user), n.event.as_str(), n.failures),
+        &format!(
+            "account {} {why} (event {}, {} failures)",
+            escape(n.user),
+            n.event.as_str(),
+            n.failures
+        ),
     );
     notify(cfg, log, n);
 }
@@ -242,24 +263,35 @@ fn refused_verdict(hook: Hook, r: LogReason) -> Verdict {
 }
 
 /// Handle one call of a PAM entry point.
-pub fn handle(session: &mut Session, args: &[String], hook: Hook, attempt: &Attempt, silent_flag: bool, now: i64) -> Outcome {
+pub fn handle(
+    session: &mut Session,
+    args: &[String],
+    hook: Hook,
+    attempt: &Attempt,
+    silent_flag: bool,
+    now: i64,
+) -> Outcome {
     let margs = ModuleArgs::parse(args.iter().map(String::as_str));
     let log = Log::new(attempt.service.as_deref(), hook, margs.debug);
     for a in &margs.unknown {
-        log.at(Priority::Err, &format!("unknown module argument ignored: {}", escape(a.as_bytes())));
+        log.at(
+            Priority::Err,
+            &format!("unknown module argument ignored: {}", escape(a.as_bytes())),
+        );
     }
     if session.pid != std::process::id() {
-        // Inherited across fork: start afresh, never touching the parent's connection.
-        let old = std::mem::take(session);
-        drop(old);
+        // Inherited across fork: start afresh.
+        *session = Session::default();
     }
     let root = sys::euid() == 0;
     // The configuration depends on the arguments but not on the mode word,
     // so the hooks of one login (preauth, authfail/authsucc, account) share
-    // one parse and one database connection; `store()` reopens the
-    // connection only when the database path changes.
-    let key: Vec<String> =
-        args.iter().filter(|a| !matches!(a.as_str(), "preauth" | "authfail" | "authsucc")).cloned().collect();
+    // one parse and one check of the state directory.
+    let key: Vec<String> = args
+        .iter()
+        .filter(|a| !matches!(a.as_str(), "preauth" | "authfail" | "authsucc"))
+        .cloned()
+        .collect();
     if session.key != key || session.cfg.is_none() {
         session.key = key;
         session.cfg = Some(margs.config(root));
@@ -269,7 +301,10 @@ pub fn handle(session: &mut Session, args: &[String], hook: Hook, attempt: &Atte
         Some(Ok(c)) => c.clone(),
         Some(Err(e)) => {
             if !root && e.permission_denied() {
-                log.always(Priority::Debug, &format!("not root and cannot read the configuration; allowing: {e}"));
+                log.always(
+                    Priority::Debug,
+                    &format!("not root and cannot read the configuration; allowing: {e}"),
+                );
                 return on_error(hook, OnError::Allow);
             }
             log.at(Priority::Err, &format!("configuration error: {e}"));
@@ -278,19 +313,23 @@ pub fn handle(session: &mut Session, args: &[String], hook: Hook, attempt: &Atte
         None => return on_error(hook, on_error_hint),
     };
     let silent = silent_flag || margs.silent;
-    let ctx = Ctx { cfg: &cfg, attempt, hook, now, log: &log };
+    let ctx = Ctx {
+        cfg: &cfg,
+        attempt,
+        hook,
+        now,
+        log: &log,
+    };
     let result = run(session, &ctx, root);
-    if hook == Hook::Account {
-        // The login is decided: do not keep the database open for the
-        // rest of the session (sshd keeps the handle until logout).
-        session.store = None;
-    }
     let mut out = match result {
         Ok(o) => o,
         Err(e) => {
-            session.store = None;
-            if !root && e.permission_denied() {
-                log.always(Priority::Debug, &format!("not root and cannot use the database; allowing: {e}"));
+            session.accounts = None;
+            if !root && e.denied {
+                log.always(
+                    Priority::Debug,
+                    &format!("not root and cannot use the database; allowing: {e}"),
+                );
                 return on_error(hook, OnError::Allow);
             }
             log.at(Priority::Err, &format!("{e}"));
@@ -324,7 +363,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn entry<'e>(&'e self, user: &'e [u8], success: bool, reason: Option<LogReason>, method: &'e [u8]) -> NewEntry<'e> {
+    fn entry<'e>(
+        &'e self,
+        user: &'e [u8],
+        success: bool,
+        reason: Option<LogReason>,
+        method: &'e [u8],
+    ) -> NewEntry<'e> {
         let a = self.attempt;
         NewEntry {
             time: self.now,
@@ -339,29 +384,56 @@ impl Ctx<'_> {
         }
     }
     fn notice<'n>(&'n self, user: &'n [u8], event: Event, failures: u32) -> Notice<'n> {
-        Notice { event, user, rhost: self.attempt.rhost.as_deref(), service: self.attempt.service.as_deref(), failures }
+        Notice {
+            event,
+            user,
+            rhost: self.attempt.rhost.as_deref(),
+            service: self.attempt.service.as_deref(),
+            failures,
+        }
     }
     fn logf(&self) -> impl Fn(Priority, &str) + '_ {
         |p, m| self.log.at(p, m)
     }
 }
 
-fn store<'s>(session: &'s mut Session, cfg: &Config, root: bool) -> Result<&'s mut Store, StoreError> {
-    if session.store.as_ref().is_some_and(|s| s.path() != cfg.database) {
-        session.store = None;
+/// The checked account state directory (the database's directory is
+/// checked, and created if missing, on the way; the spool lives there).
+fn accounts<'s>(
+    session: &'s mut Session,
+    cfg: &Config,
+    root: bool,
+) -> Result<&'s Accounts, FileError> {
+    if session
+        .accounts
+        .as_ref()
+        .is_some_and(|(p, _)| *p != cfg.database)
+    {
+        session.accounts = None;
     }
-    if session.store.is_none() {
-        session.store = Some(Store::open(&cfg.database, OpenOptions { create: true, require_root_owned: root })?);
+    if session.accounts.is_none() {
+        session.accounts = Some((
+            cfg.database.clone(),
+            Accounts::open(&cfg.database, true, root)?,
+        ));
     }
-    Ok(session.store.as_mut().expect("just opened"))
+    Ok(&session.accounts.as_ref().expect("just opened").1)
 }
 
-fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, StoreError> {
+/// Append an attempt to the log spool.
+fn log_attempt(ctx: &Ctx<'_>, e: &NewEntry<'_>) -> Result<(), FileError> {
+    spool::append(&ctx.cfg.database, e)
+}
+
+fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, FileError> {
     let cfg = ctx.cfg;
     let a = ctx.attempt;
     let hook = ctx.hook;
     if hook == Hook::Auth(None) {
-        ctx.log.at(Priority::Err, "auth line without a mode word (preauth, authfail or authsucc); ignored");
+        ctx.log.at(
+            Priority::Err,
+            "auth line without a mode word (preauth, authfail or authsucc); ignored",
+        );
         return Ok(Outcome::plain(Verdict::Ignore));
     }
     if let Hook::Password { update } = hook {
@@ -371,13 +443,18 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, Stor
     }
     if hook == Hook::Account {
         if let Some(svc) = &a.service {
-            if cfg.ignore_services.iter().any(|s| s.as_bytes() == svc.as_slice()) {
+            if cfg
+                .ignore_services
+                .iter()
+                .any(|s| s.as_bytes() == svc.as_slice())
+            {
                 return Ok(Outcome::plain(Verdict::Ignore));
             }
         }
     }
     let Some(typed) = a.user.clone() else {
-        ctx.log.at(Priority::Err, "no user name (PAM_USER is not set); ignored");
+        ctx.log
+            .at(Priority::Err, "no user name (PAM_USER is not set); ignored");
         return Ok(Outcome::plain(match hook {
             Hook::Auth(Some(Mode::Authfail)) => Verdict::AuthErr,
             _ => Verdict::Ignore,
@@ -400,7 +477,10 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, Stor
                 Lookup::Error(e) => {
                     ctx.log.at(
                         Priority::Err,
-                        &format!("cannot look the user up through NSS: {}", std::io::Error::from_raw_os_error(e)),
+                        &format!(
+                            "cannot look the user up through NSS: {}",
+                            std::io::Error::from_raw_os_error(e)
+                        ),
                     );
                     None
                 }
@@ -417,42 +497,53 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, Stor
             if is_exempt {
                 return Ok(Outcome::plain(Verdict::Success));
             }
-            let st = store(session, cfg, root)?;
-            // Read first: the common case (nothing held against the user) writes nothing.
-            match st.account(&name)? {
-                Some(acc) if policy::refusal(policy::standing(&acc, cfg, ctx.now)).is_some() => {}
-                _ => return Ok(Outcome::plain(Verdict::Success)),
-            }
-            let refused = st.write(|t| {
-                let Some(acc) = t.account(&name)? else { return Ok(None) };
-                let standing = policy::standing(&acc, cfg, ctx.now);
-                let Some(reason) = policy::refusal(standing) else { return Ok(None) };
-                t.insert(&ctx.entry(&typed, false, Some(reason), &method))?;
-                Ok(Some((reason, policy::refusal_text(&acc, standing, ctx.now))))
-            })?;
-            Ok(match refused {
-                Some((reason, texts)) => {
-                    ctx.log.at(
-                        Priority::Notice,
-                        &format!("refused {} before authentication: {}", escape(&name), reason.as_str()),
-                    );
-                    Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() }
-                }
-                None => Outcome::plain(Verdict::Success),
+            let Some(acc) = accounts(session, cfg, root)?.get(&name)? else {
+                return Ok(Outcome::plain(Verdict::Success));
+            };
+            let standing = policy::standing(&acc, cfg, ctx.now);
+            let Some(reason) = policy::refusal(standing) else {
+                return Ok(Outcome::plain(Verdict::Success));
+            };
+            log_attempt(ctx, &ctx.entry(&typed, false, Some(reason), &method))?;
+            ctx.log.at(
+                Priority::Notice,
+                &format!(
+                    "refused {} before authentication: {}",
+                    escape(&name),
+                    reason.as_str()
+                ),
+            );
+            let texts = policy::refusal_text(&acc, standing, ctx.now);
+            Ok(Outcome {
+                verdict: Verdict::AuthErr,
+                messages: texts.into_iter().map(Message::Error).collect(),
             })
         }
         Hook::Auth(Some(Mode::Authfail)) => {
-            let st = store(session, cfg, root)?;
-            let (outcome, failures) = st.write(|t| {
-                let mut acc = t.account(&name)?.unwrap_or_else(|| Account::new(&name, ctx.now));
+            let accts = accounts(session, cfg, root)?;
+            // Logged first: the entry does not depend on the count, and a
+            // count that cannot be kept must not cost the log its entry.
+            log_attempt(
+                ctx,
+                &ctx.entry(&typed, false, Some(LogReason::Auth), &method),
+            )?;
+            let (outcome, failures) = accts.update(&name, false, |cur| {
+                let mut acc = cur.unwrap_or_else(|| Account::new(&name, ctx.now));
                 let o = policy::record_failure(&mut acc, cfg, ctx.now, is_exempt);
-                t.put_account(&acc)?;
-                t.insert(&ctx.entry(&typed, false, Some(LogReason::Auth), &method))?;
-                Ok((o, acc.failures))
+                let failures = acc.failures;
+                Ok((Some(acc), (o, failures)))
             })?;
-            ctx.log.at(Priority::Debug, &format!("failure {} for {}", failures, escape(&name)));
+            ctx.log.at(
+                Priority::Debug,
+                &format!("failure {} for {}", failures, escape(&name)),
+            );
             if outcome.locked_now {
-                announce(cfg, &ctx.logf(), &ctx.notice(&name, Event::Locked, failures), "locked after failed logins");
+                announce(
+                    cfg,
+                    &ctx.logf(),
+                    &ctx.notice(&name, Event::Locked, failures),
+                    "locked after failed logins",
+                );
             }
             Ok(Outcome::plain(Verdict::AuthErr))
         }
@@ -460,7 +551,7 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, Stor
             if hook == Hook::Account {
                 if let Some(mark) = session.mark.take() {
                     if mark.user == name {
-                        return Ok(finish_marked(session, ctx, root, mark, &method));
+                        return Ok(finish_marked(ctx, mark, &method));
                     }
                 }
             }
@@ -475,18 +566,23 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, Stor
                 // not, the change failed and nothing is recorded.
                 if let ShadowChange::Day(d) = sys::shadow_change(&name) {
                     if d != policy::day_of(ctx.now) {
-                        ctx.log.at(Priority::Debug, "shadow not updated today; password change not recorded");
+                        ctx.log.at(
+                            Priority::Debug,
+                            "shadow not updated today; password change not recorded",
+                        );
                         return Ok(Outcome::plain(Verdict::Ignore));
                     }
                 }
             }
-            let st = store(session, cfg, root)?;
-            st.write(|t| {
-                let mut acc = t.account(&name)?.unwrap_or_else(|| Account::new(&name, ctx.now));
+            accounts(session, cfg, root)?.update(&name, false, |cur| {
+                let mut acc = cur.unwrap_or_else(|| Account::new(&name, ctx.now));
                 policy::password_changed(&mut acc, ctx.now);
-                t.put_account(&acc)
+                Ok((Some(acc), ()))
             })?;
-            ctx.log.at(Priority::Info, &format!("password change recorded for {}", escape(&name)));
+            ctx.log.at(
+                Priority::Info,
+                &format!("password change recorded for {}", escape(&name)),
+            );
             Ok(Outcome::plain(Verdict::Success))
         }
         Hook::Auth(None) => Ok(Outcome::plain(Verdict::Ignore)),
@@ -494,7 +590,13 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, Stor
 }
 
 /// A name NSS does not know: logged, no state, not named in syslog.
-fn unknown_user(session: &mut Session, ctx: &Ctx<'_>, root: bool, typed: &[u8], method: &[u8]) -> Result<Outcome, StoreError> {
+fn unknown_user(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    root: bool,
+    typed: &[u8],
+    method: &[u8],
+) -> Result<Outcome, FileError> {
     let (success, verdict) = match ctx.hook {
         Hook::Auth(Some(Mode::Preauth)) => return Ok(Outcome::plain(Verdict::Success)),
         Hook::Password { .. } => return Ok(Outcome::plain(Verdict::Ignore)),
@@ -502,9 +604,19 @@ fn unknown_user(session: &mut Session, ctx: &Ctx<'_>, root: bool, typed: &[u8], 
         Hook::Auth(Some(Mode::Authsucc)) => (true, Verdict::Success),
         Hook::Account | Hook::Auth(None) => (false, Verdict::Ignore),
     };
-    let st = store(session, ctx.cfg, root)?;
-    st.insert(&ctx.entry(typed, success, (!success).then_some(LogReason::Auth), method))?;
-    ctx.log.at(Priority::Debug, "attempt for a name that is not an account");
+    // The directories are checked (as for a known account) before the spool is used.
+    accounts(session, ctx.cfg, root)?;
+    log_attempt(
+        ctx,
+        &ctx.entry(
+            typed,
+            success,
+            (!success).then_some(LogReason::Auth),
+            method,
+        ),
+    )?;
+    ctx.log
+        .at(Priority::Debug, "attempt for a name that is not an account");
     Ok(Outcome::plain(verdict))
 }
 
@@ -518,35 +630,33 @@ fn login(
     name: &[u8],
     is_exempt: bool,
     method: &[u8],
-) -> Result<Outcome, StoreError> {
+) -> Result<Outcome, FileError> {
     let cfg = ctx.cfg;
     // The shadow lookup is done before the transaction to keep it short.
-    let shadow = (cfg.password_expiry_days > 0 && cfg.password_change_source == PasswordSource::Shadow)
+    let shadow = (cfg.password_expiry_days > 0
+        && cfg.password_change_source == PasswordSource::Shadow)
         .then(|| password_change(cfg, &Account::new(name, ctx.now)));
     if let Some((_, Some(warn))) = &shadow {
         ctx.log.at(Priority::Debug, warn);
     }
-    let st = store(session, cfg, root)?;
-    let (check, acc, log_id) = st.write(|t| {
-        let mut acc = t.account(name)?.unwrap_or_else(|| Account::new(name, ctx.now));
+    let (check, acc) = accounts(session, cfg, root)?.update(name, false, |cur| {
+        let mut acc = cur.unwrap_or_else(|| Account::new(name, ctx.now));
         let change = match &shadow {
             Some((c, _)) => *c,
             None => password_change(cfg, &acc).0,
         };
         let check = policy::check_login(&acc, cfg, ctx.now, change, is_exempt);
         policy::apply_login(&mut acc, check, cfg, ctx.now);
-        let (success, reason) = match check {
-            LoginCheck::Allow { .. } | LoginCheck::ChangePassword => (true, None),
-            LoginCheck::Refuse(r) => (false, Some(r)),
-            LoginCheck::Disable(r) => (false, Some(r.refusal())),
-        };
         // A refused attempt changes nothing; the others record their effect.
-        if !matches!(check, LoginCheck::Refuse(_)) {
-            t.put_account(&acc)?;
-        }
-        let id = t.insert(&ctx.entry(typed, success, reason, method))?;
-        Ok((check, acc, id))
+        let keep = !matches!(check, LoginCheck::Refuse(_));
+        Ok((keep.then(|| acc.clone()), (check, acc)))
     })?;
+    let (success, reason) = match check {
+        LoginCheck::Allow { .. } | LoginCheck::ChangePassword => (true, None),
+        LoginCheck::Refuse(r) => (false, Some(r)),
+        LoginCheck::Disable(r) => (false, Some(r.refusal())),
+    };
+    let logged = log_attempt(ctx, &ctx.entry(typed, success, reason, method));
     let now = ctx.now;
     let out = match check {
         LoginCheck::Allow { warn_days } => {
@@ -554,35 +664,73 @@ fn login(
                 (Hook::Account, Some(d)) => vec![Message::Info(policy::warning_text(d))],
                 _ => vec![],
             };
-            Outcome { verdict: Verdict::Success, messages }
+            Outcome {
+                verdict: Verdict::Success,
+                messages,
+            }
         }
         LoginCheck::ChangePassword => {
-            ctx.log.at(Priority::Notice, &format!("password of {} has expired; a new one is required", escape(name)));
+            ctx.log.at(
+                Priority::Notice,
+                &format!(
+                    "password of {} has expired; a new one is required",
+                    escape(name)
+                ),
+            );
             match ctx.hook {
                 Hook::Account => Outcome {
                     verdict: Verdict::NewAuthtokReqd,
-                    messages: vec![Message::Error("You are required to change your password immediately (password expired).".into())],
+                    messages: vec![Message::Error(
+                        "You are required to change your password immediately (password expired)."
+                            .into(),
+                    )],
                 },
                 _ => Outcome::plain(Verdict::Success),
             }
         }
         LoginCheck::Refuse(r) => {
-            ctx.log.at(Priority::Notice, &format!("refused {}: {}", escape(name), r.as_str()));
+            ctx.log.at(
+                Priority::Notice,
+                &format!("refused {}: {}", escape(name), r.as_str()),
+            );
             let texts = policy::refusal_text(&acc, policy::standing(&acc, cfg, now), now);
-            Outcome { verdict: refused_verdict(ctx.hook, r), messages: texts.into_iter().map(Message::Error).collect() }
+            Outcome {
+                verdict: refused_verdict(ctx.hook, r),
+                messages: texts.into_iter().map(Message::Error).collect(),
+            }
         }
         LoginCheck::Disable(r) => {
             let why = match r {
-                Reason::AccountExpired => format!("disabled: not used for more than {} days", cfg.account_expiry_days),
+                Reason::AccountExpired => format!(
+                    "disabled: not used for more than {} days",
+                    cfg.account_expiry_days
+                ),
                 _ => "disabled: password expired".to_string(),
             };
-            announce(cfg, &ctx.logf(), &ctx.notice(name, event_of(r), acc.failures), &why);
+            announce(
+                cfg,
+                &ctx.logf(),
+                &ctx.notice(name, event_of(r), acc.failures),
+                &why,
+            );
             let texts = policy::refusal_text(&acc, policy::standing(&acc, cfg, now), now);
-            Outcome { verdict: refused_verdict(ctx.hook, r.refusal()), messages: texts.into_iter().map(Message::Error).collect() }
+            Outcome {
+                verdict: refused_verdict(ctx.hook, r.refusal()),
+                messages: texts.into_iter().map(Message::Error).collect(),
+            }
         }
     };
+    // The state has changed either way (and a disable was announced); an
+    // entry that could not be logged is answered as an error.
+    logged?;
     if ctx.hook != Hook::Account && out.verdict == Verdict::Success {
-        session.mark = Some(LoginMark { user: name.to_vec(), log_id, method: method.to_vec(), check });
+        session.mark = Some(LoginMark {
+            user: name.to_vec(),
+            time: now,
+            typed: typed.to_vec(),
+            method: method.to_vec(),
+            check,
+        });
     }
     Ok(out)
 }
@@ -591,21 +739,28 @@ fn login(
 /// already logged and checked; deliver the verdict's messages, and fill in
 /// the auth method if it became known only now (sshd sets
 /// `SSH_AUTH_INFO_0` after authentication).
-fn finish_marked(session: &mut Session, ctx: &Ctx<'_>, root: bool, mark: LoginMark, method: &[u8]) -> Outcome {
-    let known = ctx.attempt.ssh_auth_info.as_deref().is_some_and(|i| i.iter().any(|b| !b.is_ascii_whitespace()));
+fn finish_marked(ctx: &Ctx<'_>, mark: LoginMark, method: &[u8]) -> Outcome {
+    let known = ctx
+        .attempt
+        .ssh_auth_info
+        .as_deref()
+        .is_some_and(|i| i.iter().any(|b| !b.is_ascii_whitespace()));
     if known && method != mark.method.as_slice() {
-        let r = store(session, ctx.cfg, root).and_then(|st| st.set_method(mark.log_id, method));
-        if let Err(e) = r {
+        if let Err(e) = spool::append_set_method(&ctx.cfg.database, mark.time, &mark.typed, method)
+        {
             ctx.log.at(Priority::Err, &format!("{e}"));
         }
     }
     match mark.check {
-        LoginCheck::Allow { warn_days: Some(d) } => {
-            Outcome { verdict: Verdict::Success, messages: vec![Message::Info(policy::warning_text(d))] }
-        }
+        LoginCheck::Allow { warn_days: Some(d) } => Outcome {
+            verdict: Verdict::Success,
+            messages: vec![Message::Info(policy::warning_text(d))],
+        },
         LoginCheck::ChangePassword => Outcome {
             verdict: Verdict::NewAuthtokReqd,
-            messages: vec![Message::Error("You are required to change your password immediately (password expired).".into())],
+            messages: vec![Message::Error(
+                "You are required to change your password immediately (password expired).".into(),
+            )],
         },
         _ => Outcome::plain(Verdict::Success),
     }
@@ -619,10 +774,19 @@ mod tests {
     fn auth_method_from_ssh_info() {
         assert_eq!(auth_method(None), b"pam");
         assert_eq!(auth_method(Some(b"")), b"pam");
-        assert_eq!(auth_method(Some(b"publickey ssh-ed25519 AAAAC3Nza")), b"publickey");
+        assert_eq!(
+            auth_method(Some(b"publickey ssh-ed25519 AAAAC3Nza")),
+            b"publickey"
+        );
         assert_eq!(auth_method(Some(b"password\n")), b"password");
-        assert_eq!(auth_method(Some(b"keyboard-interactive/pam\n")), b"keyboard-interactive/pam");
-        assert_eq!(auth_method(Some(b"publickey ssh-rsa AAA\npassword\n")), b"publickey,password");
+        assert_eq!(
+            auth_method(Some(b"keyboard-interactive/pam\n")),
+            b"keyboard-interactive/pam"
+        );
+        assert_eq!(
+            auth_method(Some(b"publickey ssh-rsa AAA\npassword\n")),
+            b"publickey,password"
+        );
     }
 
     #[test]
@@ -635,21 +799,57 @@ mod tests {
         };
         let auth = Hook::Auth(Some(Mode::Authfail));
         assert_eq!(method_for(&at(b"sshd", None, true), auth), b"password");
-        assert_eq!(method_for(&at(b"sshd", Some(b""), true), auth), b"keyboard-interactive/pam");
-        assert_eq!(method_for(&at(b"sshd", Some(b""), false), Hook::Account), b"publickey");
-        assert_eq!(method_for(&at(b"sshd", Some(b"publickey ssh-ed25519 AAAA"), false), Hook::Account), b"publickey");
+        assert_eq!(
+            method_for(&at(b"sshd", Some(b""), true), auth),
+            b"keyboard-interactive/pam"
+        );
+        assert_eq!(
+            method_for(&at(b"sshd", Some(b""), false), Hook::Account),
+            b"publickey"
+        );
+        assert_eq!(
+            method_for(
+                &at(b"sshd", Some(b"publickey ssh-ed25519 AAAA"), false),
+                Hook::Account
+            ),
+            b"publickey"
+        );
         assert_eq!(method_for(&at(b"login", None, true), auth), b"pam");
-        assert_eq!(method_for(&at(b"login", None, false), Hook::Account), b"pam");
+        assert_eq!(
+            method_for(&at(b"login", None, false), Hook::Account),
+            b"pam"
+        );
     }
 
     #[test]
     fn on_error_policy() {
-        assert_eq!(on_error(Hook::Auth(Some(Mode::Preauth)), OnError::Allow).verdict, Verdict::Success);
-        assert_eq!(on_error(Hook::Auth(Some(Mode::Authsucc)), OnError::Allow).verdict, Verdict::Success);
-        assert_eq!(on_error(Hook::Account, OnError::Allow).verdict, Verdict::Success);
-        assert_eq!(on_error(Hook::Auth(Some(Mode::Authfail)), OnError::Allow).verdict, Verdict::AuthErr);
-        assert_eq!(on_error(Hook::Auth(Some(Mode::Preauth)), OnError::Deny).verdict, Verdict::AuthErr);
-        assert_eq!(on_error(Hook::Account, OnError::Deny).verdict, Verdict::PermDenied);
-        assert_eq!(on_error(Hook::Password { update: true }, OnError::Deny).verdict, Verdict::Ignore);
+        assert_eq!(
+            on_error(Hook::Auth(Some(Mode::Preauth)), OnError::Allow).verdict,
+            Verdict::Success
+        );
+        assert_eq!(
+            on_error(Hook::Auth(Some(Mode::Authsucc)), OnError::Allow).verdict,
+            Verdict::Success
+        );
+        assert_eq!(
+            on_error(Hook::Account, OnError::Allow).verdict,
+            Verdict::Success
+        );
+        assert_eq!(
+            on_error(Hook::Auth(Some(Mode::Authfail)), OnError::Allow).verdict,
+            Verdict::AuthErr
+        );
+        assert_eq!(
+            on_error(Hook::Auth(Some(Mode::Preauth)), OnError::Deny).verdict,
+            Verdict::AuthErr
+        );
+        assert_eq!(
+            on_error(Hook::Account, OnError::Deny).verdict,
+            Verdict::PermDenied
+        );
+        assert_eq!(
+            on_error(Hook::Password { update: true }, OnError::Deny).verdict,
+            Verdict::Ignore
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! library behind `useraudit-admin`.
 //!
 //! Layout: [`config`] (file and module arguments), [`policy`] (pure rules),
-//! [`store`] (all SQL), [`audit`] (the core behind the PAM hooks), [`admin`]
+//! [`store`] (all SQL), [`spool`] (where the module appends log entries
+//! for the store), [`state`] (account state files), [`files`] (what those
+//! two share), [`audit`] (the core behind the PAM hooks), [`admin`]
 //! (the core behind the CLI), [`text`] (escaping and time formats),
 //! [`notify`]. `unsafe` lives only in `sys` (libc) and `pam_glue` (the PAM
 //! entry points).
@@ -12,10 +14,13 @@
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod files;
 pub mod notify;
 #[allow(unsafe_code)]
 mod pam_glue;
 pub mod policy;
+pub mod spool;
+pub mod state;
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -4,16 +4,17 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use crate::files::FileError;
 use crate::policy::{Account, LogReason, Reason, State};
+use crate::spool::{self, Record};
 
-/// Longest a login waits for another writer before giving up.
-pub const BUSY_TIMEOUT: Duration = Duration::from_millis(3000);
+pub use crate::files::BUSY_TIMEOUT;
 
 /// Longest a writer waits to checkpoint and truncate the WAL (best effort:
 /// a busy database is left for the next writer).
@@ -27,30 +28,13 @@ thread_local! {
     static BUSY_BUDGET_US: std::cell::Cell<u64> = const { std::cell::Cell::new(BUSY_TIMEOUT.as_micros() as u64) };
 }
 
-/// Microseconds slept before retry `n` (0-based): 25, 50, 100 ... 800, then 1000.
-fn busy_step_us(n: u64) -> u64 {
-    (25u64 << n.min(6)).min(1000)
-}
-
-/// Microseconds slept in the first `n` retries.
-fn busy_spent_us(n: u64) -> u64 {
-    if n <= 6 { 25 * ((1u64 << n) - 1) } else { 1575 + (n - 6) * 1000 }
-}
-
-/// The busy handler: short sleeps growing to 1 ms, bounded in total by the
-/// thread's budget. SQLite's own handler sleeps 1, 2, 5, 10 ... 100 ms,
-/// far longer than one login's write transaction (about 100 us), so under
-/// contention the waiters slept while the lock was free; these steps keep
-/// concurrent logins moving. A little per-process jitter keeps waiters
-/// from waking in lockstep.
+/// The busy handler: short sleeps growing to 1 ms ([`crate::files::busy_wait`]),
+/// bounded in total by the thread's budget. SQLite's own handler sleeps 1,
+/// 2, 5, 10 ... 100 ms, far longer than a write transaction, so under
+/// contention the waiters slept while the lock was free.
 fn busy_handler(n: i32) -> bool {
     let n = u64::try_from(n).unwrap_or(0);
-    if busy_spent_us(n) >= BUSY_BUDGET_US.with(std::cell::Cell::get) {
-        return false;
-    }
-    let jitter = u64::from(std::process::id() % 8) * 5;
-    std::thread::sleep(Duration::from_micros(busy_step_us(n) + jitter));
-    true
+    crate::files::busy_wait(n, BUSY_BUDGET_US.with(std::cell::Cell::get))
 }
 
 /// Per-connection settings: commits do not fsync (WAL + NORMAL: a crash of
@@ -107,6 +91,17 @@ const MIGRATIONS: &[&str] = &[
         pw_grace         INTEGER NOT NULL,
         note             BLOB
     ) WITHOUT ROWID;",
+    // 2: the PAM module no longer opens the database. Account state moved
+    // to files (crate::state; the old table is kept as account_v1 until
+    // useraudit-admin has copied it there), and log entries arrive through
+    // the spool (crate::spool), whose merged generations are remembered so
+    // that no merge is applied twice.
+    "CREATE TABLE spool_merged (
+        generation BLOB PRIMARY KEY,
+        upto       INTEGER NOT NULL,
+        time       INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE account RENAME TO account_v1;",
 ];
 
 /// The schema version this build writes.
@@ -116,11 +111,21 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 #[derive(Debug)]
 pub enum StoreError {
     /// The file or directory is missing, unreadable or has unsafe permissions.
-    Access { path: PathBuf, message: String, denied: bool },
+    Access {
+        path: PathBuf,
+        message: String,
+        denied: bool,
+    },
     /// SQLite failed.
-    Sql { path: PathBuf, context: &'static str, source: rusqlite::Error },
+    Sql {
+        path: PathBuf,
+        context: &'static str,
+        source: rusqlite::Error,
+    },
     /// The database was written by a newer useraudit.
     Newer { path: PathBuf, found: i64 },
+    /// The log spool beside the database cannot be merged.
+    Spool(FileError),
 }
 
 impl StoreError {
@@ -131,9 +136,14 @@ impl StoreError {
             StoreError::Access { denied, .. } => *denied,
             StoreError::Sql { source, .. } => matches!(
                 source.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::PermissionDenied)
+                Some(
+                    rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::ReadOnly
+                        | rusqlite::ErrorCode::PermissionDenied
+                )
             ),
             StoreError::Newer { .. } => false,
+            StoreError::Spool(e) => e.denied,
         }
     }
 }
@@ -141,8 +151,14 @@ impl StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Access { path, message, .. } => write!(f, "database {}: {message}", path.display()),
-            StoreError::Sql { path, context, source } => {
+            StoreError::Access { path, message, .. } => {
+                write!(f, "database {}: {message}", path.display())
+            }
+            StoreError::Sql {
+                path,
+                context,
+                source,
+            } => {
                 write!(f, "database {}: {context}: {source}", path.display())
             }
             StoreError::Newer { path, found } => write!(
@@ -150,6 +166,7 @@ impl fmt::Display for StoreError {
                 "database {}: schema version {found} is newer than this useraudit understands ({SCHEMA_VERSION}); upgrade useraudit",
                 path.display()
             ),
+            StoreError::Spool(e) => write!(f, "log spool {e}"),
         }
     }
 }
@@ -158,19 +175,7 @@ impl std::error::Error for StoreError {}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// One login attempt to record.
-#[derive(Debug, Clone, Default)]
-pub struct NewEntry<'a> {
-    pub time: i64,
-    pub success: bool,
-    pub user: &'a [u8],
-    pub service: Option<&'a [u8]>,
-    pub rhost: Option<&'a [u8]>,
-    pub ruser: Option<&'a [u8]>,
-    pub tty: Option<&'a [u8]>,
-    pub auth_method: Option<&'a [u8]>,
-    pub reason: Option<LogReason>,
-}
+pub use crate::spool::NewEntry;
 
 /// One stored login attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +214,15 @@ pub struct OpenOptions {
     pub require_root_owned: bool,
 }
 
+/// What [`Store::merge_spool`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Log entries moved from the spool.
+    pub entries: u64,
+    /// Bytes of the spool that were not intact records (skipped).
+    pub damaged: u64,
+}
+
 /// An open database.
 pub struct Store {
     conn: Connection,
@@ -223,19 +237,21 @@ pub struct Txn<'a> {
 }
 
 fn check_owner(path: &Path, md: &std::fs::Metadata, what: &str) -> Result<()> {
-    if md.uid() != 0 || md.mode() & 0o022 != 0 {
-        return Err(StoreError::Access {
-            path: path.into(),
-            message: format!(
-                "refusing {what} {} that others could write (owner uid {}, mode {:04o}); it must be owned by root and not writable by group or others",
-                path.display(),
-                md.uid(),
-                md.mode() & 0o7777
-            ),
-            denied: false,
-        });
+    crate::files::check_owner(path, md, what).map_err(|e| from_file(path, e))
+}
+
+/// A file problem as a database error, naming the database.
+fn from_file(db: &Path, e: FileError) -> StoreError {
+    let message = if e.path == db {
+        e.message
+    } else {
+        format!("{}: {}", e.path.display(), e.message)
+    };
+    StoreError::Access {
+        path: db.into(),
+        message,
+        denied: e.denied,
     }
-    Ok(())
 }
 
 fn access(path: &Path, message: String, e: &std::io::Error) -> StoreError {
@@ -249,24 +265,12 @@ fn access(path: &Path, message: String, e: &std::io::Error) -> StoreError {
 impl Store {
     /// Open (and if asked create) the database, and bring its schema up to date.
     pub fn open(path: &Path, opts: OpenOptions) -> Result<Store> {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        match std::fs::metadata(dir) {
-            Ok(md) => {
-                if opts.require_root_owned {
-                    check_owner(dir, &md, "directory")?;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && opts.create => {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(|e| access(path, format!("cannot create directory {}: {e}", dir.display()), &e))?;
-                // The mode is masked by the umask; make it exact.
-                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-            }
-            Err(e) => return Err(access(path, format!("directory {}: {e}", dir.display()), &e)),
-        }
+        crate::files::prepare_dir(
+            crate::files::parent(path),
+            opts.create,
+            opts.require_root_owned,
+        )
+        .map_err(|e| from_file(path, e))?;
         match std::fs::symlink_metadata(path) {
             Ok(md) => {
                 if !md.is_file() {
@@ -281,7 +285,12 @@ impl Store {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && opts.create => {
-                match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                {
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(access(path, format!("cannot create it: {e}"), &e)),
@@ -289,26 +298,46 @@ impl Store {
             }
             Err(e) => return Err(access(path, e.to_string(), &e)),
         }
-        let sql = |context: &'static str| move |source| StoreError::Sql { path: path.into(), context, source };
+        let sql = |context: &'static str| {
+            move |source| StoreError::Sql {
+                path: path.into(),
+                context,
+                source,
+            }
+        };
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(sql("cannot open"))?;
-        conn.busy_handler(Some(busy_handler)).map_err(sql("cannot set busy handler"))?;
+        conn.busy_handler(Some(busy_handler))
+            .map_err(sql("cannot set busy handler"))?;
         // Each login opens and closes the database. Without this, the last
         // connection to close checkpoints, fsyncs and deletes the WAL every
         // time; with it, checkpoints happen every WAL_AUTOCHECKPOINT pages.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .map_err(sql("cannot configure"))?;
+        conn.execute_batch(WAL_SETTINGS)
             .map_err(sql("cannot configure"))?;
-        conn.execute_batch(WAL_SETTINGS).map_err(sql("cannot configure"))?;
-        let mut store = Store { conn, path: path.into() };
+        let mut store = Store {
+            conn,
+            path: path.into(),
+        };
         store.migrate()?;
         Ok(store)
     }
 
     fn err(&self, context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sql { path: self.path.clone(), context, source }
+        move |source| StoreError::Sql {
+            path: self.path.clone(),
+            context,
+            source,
+        }
     }
 
     fn version(&self) -> Result<i64> {
@@ -323,12 +352,19 @@ impl Store {
             return Ok(());
         }
         if v > SCHEMA_VERSION {
-            return Err(StoreError::Newer { path: self.path.clone(), found: v });
+            return Err(StoreError::Newer {
+                path: self.path.clone(),
+                found: v,
+            });
         }
         let path = self.path.clone();
         let sql = |context: &'static str| {
             let path = path.clone();
-            move |source| StoreError::Sql { path, context, source }
+            move |source| StoreError::Sql {
+                path,
+                context,
+                source,
+            }
         };
         // WAL must be set outside a transaction; it is stored in the file.
         // Processes that meet a new file at once all try to switch it; the
@@ -337,9 +373,15 @@ impl Store {
         // so it is retried here within the same budget as any other wait.
         let mut tries = 0;
         loop {
-            match self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+            match self
+                .conn
+                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+            {
                 Ok(_) => break,
-                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) && busy_handler(tries) => {
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && busy_handler(tries) =>
+                {
                     tries += 1;
                 }
                 Err(e) => return Err(sql("cannot switch to WAL")(e)),
@@ -350,11 +392,15 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("cannot start migration"))?;
         // Another process may have migrated while we waited for the lock.
-        let mut v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql("cannot read schema version"))?;
+        let mut v: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql("cannot read schema version"))?;
         while v < SCHEMA_VERSION {
-            tx.execute_batch(MIGRATIONS[v as usize]).map_err(sql("cannot migrate schema"))?;
+            tx.execute_batch(MIGRATIONS[v as usize])
+                .map_err(sql("cannot migrate schema"))?;
             v += 1;
-            tx.execute_batch(&format!("PRAGMA user_version={v}")).map_err(sql("cannot migrate schema"))?;
+            tx.execute_batch(&format!("PRAGMA user_version={v}"))
+                .map_err(sql("cannot migrate schema"))?;
         }
         tx.commit().map_err(sql("cannot commit migration"))?;
         Ok(())
@@ -364,14 +410,88 @@ impl Store {
         &self.path
     }
 
-    /// Read one account.
-    pub fn account(&self, user: &[u8]) -> Result<Option<Account>> {
-        get_account(&self.conn, user).map_err(self.err("cannot read account"))
+    /// The account table of schema version 1 (kept as `account_v1` until
+    /// [`Store::drop_legacy_accounts`]), for copying into the state files.
+    pub fn legacy_accounts(&self) -> Result<Vec<Account>> {
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'account_v1'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err("cannot read the schema"))?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        self.conn
+            .prepare(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM account_v1 ORDER BY user"
+            ))
+            .and_then(|mut st| st.query_map([], row_account)?.collect())
+            .map_err(self.err("cannot read the old account table"))
     }
 
-    /// Every account, by name.
-    pub fn accounts(&self) -> Result<Vec<Account>> {
-        list_accounts(&self.conn).map_err(self.err("cannot list accounts"))
+    /// Drop the old account table once its rows are in the state files.
+    pub fn drop_legacy_accounts(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch("DROP TABLE IF EXISTS account_v1")
+            .map_err(self.err("cannot drop the old account table"))
+    }
+
+    /// Move the log spool's entries into the log: one transaction, which
+    /// also records how far this spool generation was merged, so a merge
+    /// interrupted after its commit is not applied twice; then the spool
+    /// file is removed. Returns the entries added and the damaged bytes
+    /// skipped.
+    pub fn merge_spool(&mut self) -> Result<Merged> {
+        let Some(p) = spool::take(&self.path).map_err(StoreError::Spool)? else {
+            return Ok(Merged::default());
+        };
+        let generation = p.generation.to_vec();
+        let now = crate::text::now_micros();
+        let entries = self.write(|t| {
+            let done: i64 =
+                t.tx.query_row(
+                    "SELECT upto FROM spool_merged WHERE generation = ?1",
+                    [&generation],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(t.err("cannot read the spool record"))?
+                .unwrap_or(0);
+            let mut n = 0u64;
+            for (end, rec) in &p.records {
+                if i64::try_from(*end).unwrap_or(i64::MAX) <= done {
+                    continue;
+                }
+                match rec {
+                    Record::Entry(e) => {
+                        insert_entry(&t.tx, &e.as_new()).map_err(t.err("cannot write the log"))?;
+                        n += 1;
+                    }
+                    Record::SetMethod { time, user, method } => {
+                        t.tx.prepare_cached(
+                            "UPDATE log SET auth_method = ?1 WHERE id =
+                             (SELECT max(id) FROM log WHERE user = ?2 AND time = ?3)",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![crate::text::cap(method), user, time])
+                        })
+                        .map_err(t.err("cannot write the log"))?;
+                    }
+                }
+            }
+            t.tx.execute(
+                "INSERT OR REPLACE INTO spool_merged (generation, upto, time) VALUES (?1, ?2, ?3)",
+                params![generation, i64::try_from(p.len).unwrap_or(i64::MAX), now],
+            )
+            .map_err(t.err("cannot write the spool record"))?;
+            Ok(n)
+        })?;
+        let damaged = p.damaged;
+        p.remove().map_err(StoreError::Spool)?;
+        Ok(Merged { entries, damaged })
     }
 
     /// Record an attempt outside a transaction (one statement, atomic).
@@ -388,7 +508,9 @@ impl Store {
         wal.push("-wal");
         if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT) {
             BUSY_BUDGET_US.with(|b| b.set(CHECKPOINT_WAIT.as_micros() as u64));
-            let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             BUSY_BUDGET_US.with(|b| b.set(BUSY_TIMEOUT.as_micros() as u64));
         }
     }
@@ -400,12 +522,18 @@ impl Store {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|source| StoreError::Sql { path: path.clone(), context: "cannot start a write (busy?)", source })?;
+                .map_err(|source| StoreError::Sql {
+                    path: path.clone(),
+                    context: "cannot start a write (busy?)",
+                    source,
+                })?;
             let txn = Txn { tx, path: &path };
             let out = f(&txn)?;
-            txn.tx
-                .commit()
-                .map_err(|source| StoreError::Sql { path: path.clone(), context: "cannot commit", source })?;
+            txn.tx.commit().map_err(|source| StoreError::Sql {
+                path: path.clone(),
+                context: "cannot commit",
+                source,
+            })?;
             out
         };
         self.trim_wal();
@@ -423,7 +551,11 @@ impl Store {
             sql.push_str(" AND success = ?");
             args.push(Value::Integer(i64::from(s)));
         }
-        for (col, v) in [("user", &q.user), ("rhost", &q.rhost), ("service", &q.service)] {
+        for (col, v) in [
+            ("user", &q.user),
+            ("rhost", &q.rhost),
+            ("service", &q.service),
+        ] {
             if let Some(v) = v {
                 sql.push_str(&format!(" AND {col} = ?"));
                 args.push(Value::Blob(v.clone()));
@@ -442,7 +574,10 @@ impl Store {
             sql.push_str(" LIMIT ?");
             args.push(Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
         }
-        let mut st = self.conn.prepare(&sql).map_err(self.err("cannot read the log"))?;
+        let mut st = self
+            .conn
+            .prepare(&sql)
+            .map_err(self.err("cannot read the log"))?;
         let rows = st
             .query_map(rusqlite::params_from_iter(args), |r| {
                 Ok(Entry {
@@ -482,14 +617,19 @@ impl Store {
     /// Number of log entries older than `before`.
     pub fn count_before(&self, before: i64) -> Result<u64> {
         self.conn
-            .query_row("SELECT count(*) FROM log WHERE time < ?1", [before], |r| r.get::<_, i64>(0))
+            .query_row("SELECT count(*) FROM log WHERE time < ?1", [before], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n as u64)
             .map_err(self.err("cannot count the log"))
     }
 
     /// `PRAGMA quick_check`: "ok" or what is wrong.
     pub fn quick_check(&self) -> Result<String> {
-        let mut st = self.conn.prepare("PRAGMA quick_check").map_err(self.err("cannot check"))?;
+        let mut st = self
+            .conn
+            .prepare("PRAGMA quick_check")
+            .map_err(self.err("cannot check"))?;
         let rows: Vec<String> = st
             .query_map([], |r| r.get(0))
             .and_then(|r| r.collect())
@@ -519,7 +659,10 @@ impl Store {
     }
 
     /// Load many entries quickly (for benchmarks and imports): one transaction.
-    pub fn bulk_insert<'a>(&mut self, entries: impl IntoIterator<Item = NewEntry<'a>>) -> Result<usize> {
+    pub fn bulk_insert<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = NewEntry<'a>>,
+    ) -> Result<usize> {
         self.write(|t| {
             let mut n = 0;
             for e in entries {
@@ -533,40 +676,11 @@ impl Store {
 
 impl Txn<'_> {
     fn err(&self, context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sql { path: self.path.into(), context, source }
-    }
-
-    pub fn account(&self, user: &[u8]) -> Result<Option<Account>> {
-        get_account(&self.tx, user).map_err(self.err("cannot read account"))
-    }
-
-    pub fn put_account(&self, a: &Account) -> Result<()> {
-        let times: Vec<u8> = a.fail_times.iter().flat_map(|t| t.to_le_bytes()).collect();
-        self.tx
-            .prepare_cached(
-                "INSERT OR REPLACE INTO account (user, state, reason, failures, fail_times, last_failure, last_login,
-                 locked_at, activated_at, first_seen, password_changed, pw_grace, note)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    a.user,
-                    a.state.as_str(),
-                    a.reason.map(Reason::as_str),
-                    a.failures,
-                    if times.is_empty() { None } else { Some(times) },
-                    a.last_failure,
-                    a.last_login,
-                    a.locked_at,
-                    a.activated_at,
-                    a.first_seen,
-                    a.password_changed,
-                    a.pw_grace,
-                    a.note,
-                ])
-            })
-            .map(|_| ())
-            .map_err(self.err("cannot write account"))
+        move |source| StoreError::Sql {
+            path: self.path.into(),
+            context,
+            source,
+        }
     }
 
     pub fn insert(&self, e: &NewEntry<'_>) -> Result<i64> {
@@ -594,25 +708,19 @@ fn insert_entry(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<i64> {
     Ok(c.last_insert_rowid())
 }
 
-fn list_accounts(c: &Connection) -> rusqlite::Result<Vec<Account>> {
-    c.prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM account ORDER BY user"))?.query_map([], row_account)?.collect()
-}
-
 /// The account columns in the order [`row_account`] reads them.
 const ACCOUNT_COLUMNS: &str = "user, state, reason, failures, fail_times, last_failure, last_login, \
      locked_at, activated_at, first_seen, password_changed, pw_grace, note";
-
-fn get_account(c: &Connection, user: &[u8]) -> rusqlite::Result<Option<Account>> {
-    c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM account WHERE user = ?1"))?
-        .query_row([user], row_account)
-        .optional()
-}
 
 /// One row of `SELECT ACCOUNT_COLUMNS`, read by position (reading by name
 /// looks every column name up again for every value).
 fn row_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     let bad = |i: usize, what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("bad {what}").into())
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("bad {what}").into(),
+        )
     };
     let state: String = r.get(1)?;
     let reason: Option<String> = r.get(2)?;
@@ -644,6 +752,7 @@ fn row_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn tmp() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
@@ -652,17 +761,30 @@ mod tests {
     }
 
     fn open(p: &Path) -> Store {
-        Store::open(p, OpenOptions { create: true, require_root_owned: false }).unwrap()
+        Store::open(
+            p,
+            OpenOptions {
+                create: true,
+                require_root_owned: false,
+            },
+        )
+        .unwrap()
     }
 
     #[test]
     fn creates_with_modes_and_schema() {
         let (_d, p) = tmp();
         let s = open(&p);
-        assert_eq!(std::fs::metadata(p.parent().unwrap()).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(p.parent().unwrap()).unwrap().mode() & 0o777,
+            0o700
+        );
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
         assert_eq!(s.version().unwrap(), SCHEMA_VERSION);
-        let jm: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let jm: String = s
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(jm, "wal");
         drop(s);
         // reopening is a no-op migration
@@ -673,11 +795,28 @@ mod tests {
     #[test]
     fn refuses_missing_without_create_and_newer_schema() {
         let (_d, p) = tmp();
-        assert!(Store::open(&p, OpenOptions { create: false, require_root_owned: false }).is_err());
+        assert!(
+            Store::open(
+                &p,
+                OpenOptions {
+                    create: false,
+                    require_root_owned: false
+                }
+            )
+            .is_err()
+        );
         let s = open(&p);
         s.conn.execute_batch("PRAGMA user_version=99").unwrap();
         drop(s);
-        let e = Store::open(&p, OpenOptions { create: false, require_root_owned: false }).err().unwrap();
+        let e = Store::open(
+            &p,
+            OpenOptions {
+                create: false,
+                require_root_owned: false,
+            },
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("newer"), "{e}");
     }
 
@@ -686,7 +825,15 @@ mod tests {
         let (d, _) = tmp();
         let p = d.path().join("junk.db");
         std::fs::write(&p, vec![b'x'; 4096]).unwrap();
-        let e = Store::open(&p, OpenOptions { create: true, require_root_owned: false }).err().unwrap();
+        let e = Store::open(
+            &p,
+            OpenOptions {
+                create: true,
+                require_root_owned: false,
+            },
+        )
+        .err()
+        .unwrap();
         assert!(matches!(e, StoreError::Sql { .. }), "{e}");
     }
 
@@ -696,7 +843,15 @@ mod tests {
         let dir = d.path().join("open");
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let e = Store::open(&dir.join("ua.db"), OpenOptions { create: true, require_root_owned: true }).err().unwrap();
+        let e = Store::open(
+            &dir.join("ua.db"),
+            OpenOptions {
+                create: true,
+                require_root_owned: true,
+            },
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("refusing directory"), "{e}");
     }
 
@@ -705,7 +860,10 @@ mod tests {
         let (_d, p) = tmp();
         let mut s = open(&p);
         let weird: &[u8] = b"al\xffice\n\x1b[31m";
-        for (i, (user, ok)) in [(&b"alice"[..], true), (weird, false), (b"bob", false)].iter().enumerate() {
+        for (i, (user, ok)) in [(&b"alice"[..], true), (weird, false), (b"bob", false)]
+            .iter()
+            .enumerate()
+        {
             s.insert(&NewEntry {
                 time: 1000 + i as i64,
                 success: *ok,
@@ -723,18 +881,51 @@ mod tests {
         assert_eq!(all[1].user, weird);
         assert_eq!(all[2].reason, None);
         assert_eq!(all[1].reason.as_deref(), Some("auth"));
-        let f = s.query(&LogQuery { success: Some(false), ..Default::default() }).unwrap();
+        let f = s
+            .query(&LogQuery {
+                success: Some(false),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(f.len(), 2);
-        let u = s.query(&LogQuery { user: Some(weird.to_vec()), ..Default::default() }).unwrap();
+        let u = s
+            .query(&LogQuery {
+                user: Some(weird.to_vec()),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(u.len(), 1);
-        let t = s.query(&LogQuery { since: Some(1001), until: Some(1002), ..Default::default() }).unwrap();
+        let t = s
+            .query(&LogQuery {
+                since: Some(1001),
+                until: Some(1002),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(t.len(), 1);
-        let l = s.query(&LogQuery { limit: Some(1), ..Default::default() }).unwrap();
+        let l = s
+            .query(&LogQuery {
+                limit: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(l[0].user, b"bob");
         // huge fields are capped
         let big = vec![b'x'; 70_000];
-        s.insert(&NewEntry { time: 5, user: &big, rhost: Some(&big), ..Default::default() }).unwrap();
-        let e = s.query(&LogQuery { since: Some(5), until: Some(6), ..Default::default() }).unwrap();
+        s.insert(&NewEntry {
+            time: 5,
+            user: &big,
+            rhost: Some(&big),
+            ..Default::default()
+        })
+        .unwrap();
+        let e = s
+            .query(&LogQuery {
+                since: Some(5),
+                until: Some(6),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(e[0].user.len(), crate::text::FIELD_CAP);
         assert_eq!(e[0].rhost.as_ref().unwrap().len(), crate::text::FIELD_CAP);
         // retention
@@ -750,45 +941,107 @@ mod tests {
         let (_d, p) = tmp();
         let mut s = open(&p);
         let old = 2 * DELETE_BATCH + 17;
-        let entries = (0..old + 500).map(|i| NewEntry { time: i as i64, user: b"u", ..Default::default() });
+        let entries = (0..old + 500).map(|i| NewEntry {
+            time: i as i64,
+            user: b"u",
+            ..Default::default()
+        });
         s.bulk_insert(entries).unwrap();
         assert_eq!(s.delete_before(old as i64).unwrap(), old as u64);
         assert_eq!(s.count().unwrap(), 500);
         assert_eq!(s.count_before(old as i64).unwrap(), 0);
         assert_eq!(s.count_before(old as i64 + 1).unwrap(), 1);
-        assert_eq!(s.delete_before(old as i64 + DELETE_BATCH as i64).unwrap(), 500);
+        assert_eq!(
+            s.delete_before(old as i64 + DELETE_BATCH as i64).unwrap(),
+            500
+        );
         assert_eq!(s.count().unwrap(), 0);
         assert_eq!(s.delete_before(i64::MAX).unwrap(), 0);
     }
 
+    /// A database of schema version 1 keeps its accounts for the state
+    /// files: readable as account_v1 until dropped.
     #[test]
-    fn account_round_trip() {
+    fn version_1_accounts_are_kept_for_the_state_files() {
         let (_d, p) = tmp();
+        {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch("PRAGMA user_version=1").unwrap();
+            c.execute(
+                "INSERT INTO account VALUES (?1, 'locked', 'login_failure_limit', 3, ?2, 5, 6, 3, NULL, 7, NULL, 1, ?3)",
+                params![&b"alice"[..], [1i64, 2, 3].iter().flat_map(|t| t.to_le_bytes()).collect::<Vec<u8>>(), &b"n"[..]],
+            )
+            .unwrap();
+        }
         let mut s = open(&p);
         let mut a = Account::new(b"alice", 7);
         a.fail_times = vec![1, 2, 3];
         a.failures = 3;
         a.state = State::Locked;
         a.reason = Some(Reason::LoginFailureLimit);
+        a.last_failure = Some(5);
+        a.last_login = Some(6);
         a.locked_at = Some(3);
         a.pw_grace = true;
-        s.write(|t| t.put_account(&a)).unwrap();
-        assert_eq!(s.account(b"alice").unwrap(), Some(a.clone()));
-        assert_eq!(s.account(b"bob").unwrap(), None);
-        assert_eq!(s.accounts().unwrap(), vec![a]);
+        a.note = Some(b"n".to_vec());
+        assert_eq!(s.legacy_accounts().unwrap(), vec![a]);
+        s.drop_legacy_accounts().unwrap();
+        assert_eq!(s.legacy_accounts().unwrap(), vec![]);
+        // a new database has none
+        let (_d2, p2) = tmp();
+        assert_eq!(open(&p2).legacy_accounts().unwrap(), vec![]);
     }
 
     #[test]
-    fn busy_waits_are_short_and_bounded() {
-        let mut sum = 0;
-        for n in 0..5000 {
-            assert_eq!(busy_spent_us(n), sum, "retry {n}");
-            assert!((25..=1000).contains(&busy_step_us(n)));
-            sum += busy_step_us(n);
-        }
-        // the 3 s budget runs out after about three thousand retries
-        let last = (0..).find(|&n| busy_spent_us(n) >= BUSY_TIMEOUT.as_micros() as u64).unwrap();
-        assert!((2900..3100).contains(&last), "{last}");
+    fn spool_is_merged_once_with_method_corrections() {
+        let (_d, p) = tmp();
+        let mut s = open(&p);
+        assert_eq!(s.merge_spool().unwrap(), Merged::default());
+        let e = |user: &'static [u8], time: i64| NewEntry {
+            time,
+            success: true,
+            user,
+            auth_method: Some(b"pam"),
+            ..Default::default()
+        };
+        spool::append(&p, &e(b"alice", 10)).unwrap();
+        spool::append(&p, &e(b"bob", 10)).unwrap();
+        spool::append_set_method(&p, 10, b"alice", b"publickey").unwrap();
+        // the same spool generation met twice (a merge whose file removal
+        // did not happen): the second pass adds only what came after
+        let copy = std::fs::read(spool::path_for(&p)).unwrap();
+        assert_eq!(
+            s.merge_spool().unwrap(),
+            Merged {
+                entries: 2,
+                damaged: 0
+            }
+        );
+        assert!(!spool::path_for(&p).exists());
+        std::fs::write(spool::path_for(&p), &copy).unwrap();
+        spool::append(&p, &e(b"carol", 11)).unwrap();
+        assert_eq!(
+            s.merge_spool().unwrap(),
+            Merged {
+                entries: 1,
+                damaged: 0
+            }
+        );
+        let all = s.query(&LogQuery::default()).unwrap();
+        let got: Vec<(&[u8], Option<&[u8]>)> = all
+            .iter()
+            .map(|e| (&e.user[..], e.auth_method.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (&b"carol"[..], Some(&b"pam"[..])),
+                (b"bob", Some(b"pam")),
+                (b"alice", Some(b"publickey"))
+            ]
+        );
     }
 
     /// Logins that meet a brand-new database at once all open it; none may
@@ -804,7 +1057,14 @@ mod tests {
                     let (p, gate) = (p.clone(), gate.clone());
                     std::thread::spawn(move || {
                         gate.wait();
-                        Store::open(&p, OpenOptions { create: true, require_root_owned: false }).map(|_| ())
+                        Store::open(
+                            &p,
+                            OpenOptions {
+                                create: true,
+                                require_root_owned: false,
+                            },
+                        )
+                        .map(|_| ())
                     })
                 })
                 .collect();
@@ -813,7 +1073,19 @@ mod tests {
                     panic!("{e}");
                 }
             }
-            assert_eq!(Store::open(&p, OpenOptions { create: false, require_root_owned: false }).unwrap().version().unwrap(), SCHEMA_VERSION);
+            assert_eq!(
+                Store::open(
+                    &p,
+                    OpenOptions {
+                        create: false,
+                        require_root_owned: false
+                    }
+                )
+                .unwrap()
+                .version()
+                .unwrap(),
+                SCHEMA_VERSION
+            );
         }
     }
 
@@ -822,8 +1094,15 @@ mod tests {
         let (_d, p) = tmp();
         let mut s = open(&p);
         let r: Result<()> = s.write(|t| {
-            t.insert(&NewEntry { time: 1, user: b"x", ..Default::default() })?;
-            Err(StoreError::Newer { path: "x".into(), found: 9 })
+            t.insert(&NewEntry {
+                time: 1,
+                user: b"x",
+                ..Default::default()
+            })?;
+            Err(StoreError::Newer {
+                path: "x".into(),
+                found: 9,
+            })
         });
         assert!(r.is_err());
         assert_eq!(s.count().unwrap(), 0);

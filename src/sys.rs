@@ -31,7 +31,9 @@ pub enum Lookup {
 }
 
 /// Run a `get*_r` style call with a growing buffer.
-fn with_buffer<T>(mut call: impl FnMut(&mut Vec<c_char>) -> Result<Option<T>, i32>) -> Result<Option<T>, i32> {
+fn with_buffer<T>(
+    mut call: impl FnMut(&mut Vec<c_char>) -> Result<Option<T>, i32>,
+) -> Result<Option<T>, i32> {
     let mut buf: Vec<c_char> = vec![0; 1024];
     loop {
         match call(&mut buf) {
@@ -46,19 +48,37 @@ fn with_buffer<T>(mut call: impl FnMut(&mut Vec<c_char>) -> Result<Option<T>, i3
 
 /// Look a name up through NSS (`getpwnam_r`).
 pub fn lookup_user(name: &[u8]) -> Lookup {
-    let Ok(cname) = CString::new(name) else { return Lookup::NotFound };
+    let Ok(cname) = CString::new(name) else {
+        return Lookup::NotFound;
+    };
     let r = with_buffer(|buf| {
         // SAFETY: a zeroed passwd is a valid value of a plain C struct.
         let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
         let mut out: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the call; buf.len() is the size of buf.
-        let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut out,
+            )
+        };
         if out.is_null() {
-            return if rc == 0 || rc == libc::ENOENT || rc == libc::ESRCH { Ok(None) } else { Err(rc) };
+            return if rc == 0 || rc == libc::ENOENT || rc == libc::ESRCH {
+                Ok(None)
+            } else {
+                Err(rc)
+            };
         }
         // SAFETY: on success pw_name points to a NUL-terminated string inside buf.
         let n = unsafe { CStr::from_ptr(pw.pw_name) }.to_bytes().to_vec();
-        Ok(Some(UserInfo { name: n, uid: pw.pw_uid, gid: pw.pw_gid }))
+        Ok(Some(UserInfo {
+            name: n,
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+        }))
     });
     match r {
         Ok(Some(u)) => Lookup::Found(u),
@@ -69,15 +89,29 @@ pub fn lookup_user(name: &[u8]) -> Lookup {
 
 /// Whether `user` (primary group `gid`) is a member of the group named `group`.
 pub fn in_group(user: &[u8], gid: u32, group: &str) -> bool {
-    let Ok(cgroup) = CString::new(group) else { return false };
+    let Ok(cgroup) = CString::new(group) else {
+        return false;
+    };
     let r = with_buffer(|buf| {
         // SAFETY: a zeroed group is a valid value of a plain C struct.
         let mut gr: libc::group = unsafe { std::mem::zeroed() };
         let mut out: *mut libc::group = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the call; buf.len() is the size of buf.
-        let rc = unsafe { libc::getgrnam_r(cgroup.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+        let rc = unsafe {
+            libc::getgrnam_r(
+                cgroup.as_ptr(),
+                &mut gr,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut out,
+            )
+        };
         if out.is_null() {
-            return if rc == 0 || rc == libc::ENOENT { Ok(None) } else { Err(rc) };
+            return if rc == 0 || rc == libc::ENOENT {
+                Ok(None)
+            } else {
+                Err(rc)
+            };
         }
         if gr.gr_gid == gid {
             return Ok(Some(true));
@@ -112,15 +146,29 @@ pub enum ShadowChange {
 
 /// `getspnam_r` for the last-change field.
 pub fn shadow_change(name: &[u8]) -> ShadowChange {
-    let Ok(cname) = CString::new(name) else { return ShadowChange::NotFound };
+    let Ok(cname) = CString::new(name) else {
+        return ShadowChange::NotFound;
+    };
     let r = with_buffer(|buf| {
         // SAFETY: a zeroed spwd is a valid value of a plain C struct.
         let mut sp: libc::spwd = unsafe { std::mem::zeroed() };
         let mut out: *mut libc::spwd = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the call; buf.len() is the size of buf.
-        let rc = unsafe { libc::getspnam_r(cname.as_ptr(), &mut sp, buf.as_mut_ptr(), buf.len(), &mut out) };
+        let rc = unsafe {
+            libc::getspnam_r(
+                cname.as_ptr(),
+                &mut sp,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut out,
+            )
+        };
         if out.is_null() {
-            return if rc == 0 || rc == libc::ENOENT { Ok(None) } else { Err(rc) };
+            return if rc == 0 || rc == libc::ENOENT {
+                Ok(None)
+            } else {
+                Err(rc)
+            };
         }
         Ok(Some(sp.sp_lstchg))
     });
@@ -155,7 +203,9 @@ pub fn syslog(p: Priority, line: &str) {
         Priority::Info => libc::LOG_INFO,
         Priority::Debug => libc::LOG_DEBUG,
     };
-    let Ok(msg) = CString::new(line.replace('\0', "\\x00")) else { return };
+    let Ok(msg) = CString::new(line.replace('\0', "\\x00")) else {
+        return;
+    };
     // SAFETY: the format is a constant "%s" and msg is a valid C string.
     unsafe { libc::syslog(libc::LOG_AUTHPRIV | prio, c"%s".as_ptr(), msg.as_ptr()) };
 }
@@ -175,7 +225,11 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
     // Everything the children need is prepared before fork: after it, only
     // async-signal-safe calls are made.
     let argv: [*const c_char; 2] = [prog.as_ptr(), std::ptr::null()];
-    let envp: Vec<*const c_char> = env.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let envp: Vec<*const c_char> = env
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
     let devnull = c"/dev/null";
     let root = c"/";
     // SAFETY: fork has no memory-safety preconditions; the child below only
@@ -210,7 +264,14 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            for sig in [libc::SIGALRM, libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGPIPE, libc::SIGCHLD] {
+            for sig in [
+                libc::SIGALRM,
+                libc::SIGTERM,
+                libc::SIGHUP,
+                libc::SIGINT,
+                libc::SIGPIPE,
+                libc::SIGCHLD,
+            ] {
                 libc::signal(sig, libc::SIG_DFL);
             }
             libc::alarm(timeout_secs);
@@ -227,6 +288,57 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
         }
     }
     Ok(())
+}
+
+/// Kinds of `flock(2)` lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileLock {
+    Shared,
+    Exclusive,
+}
+
+/// Try to take a `flock(2)` lock on an open file without waiting. Ok(false)
+/// when another holder is in the way. The lock belongs to the open file
+/// description and goes with its last close.
+pub fn try_flock(file: &std::fs::File, kind: FileLock) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let op = match kind {
+        FileLock::Shared => libc::LOCK_SH,
+        FileLock::Exclusive => libc::LOCK_EX,
+    } | libc::LOCK_NB;
+    loop {
+        // SAFETY: the descriptor is open for the life of `file`; flock
+        // only takes an advisory lock on it.
+        let r = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Bytes from the kernel's random source (`getrandom(2)`, no file to open).
+pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    let mut out = [0u8; N];
+    let mut got = 0;
+    while got < N {
+        // SAFETY: the pointer and length describe the unfilled tail of `out`.
+        let r = unsafe { libc::getrandom(out[got..].as_mut_ptr().cast(), N - got, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        got += r as usize;
+    }
+    Ok(out)
 }
 
 // The unwinder (panics are caught at the FFI edge, so the module needs one)

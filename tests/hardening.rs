@@ -46,13 +46,17 @@ fn bwrap_works() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         let ok = Command::new("bwrap")
-            .args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"])
+            .args([
+                "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("SKIP (syslog assertions): bwrap cannot run here, so /dev/log cannot be captured");
+            eprintln!(
+                "SKIP (syslog assertions): bwrap cannot run here, so /dev/log cannot be captured"
+            );
         }
         ok
     })
@@ -97,7 +101,12 @@ impl Syslog {
                 }
             }
         });
-        Syslog { _dir: dir, path, rx, seq: std::cell::Cell::new(0) }
+        Syslog {
+            _dir: dir,
+            path,
+            rx,
+            seq: std::cell::Cell::new(0),
+        }
     }
 
     fn send(&self, msg: &[u8]) {
@@ -158,7 +167,12 @@ fn is_module_line(d: &[u8]) -> bool {
 impl Run {
     /// The module's own lines (others, e.g. libpam's, may quote raw input).
     fn module_lines(&self) -> Vec<Vec<u8>> {
-        self.syslog.iter().flatten().filter(|d| is_module_line(d)).cloned().collect()
+        self.syslog
+            .iter()
+            .flatten()
+            .filter(|d| is_module_line(d))
+            .cloned()
+            .collect()
     }
 
     /// The module's LOG_ERR lines, as text.
@@ -177,12 +191,18 @@ impl Run {
         }
         let errs = self.errors();
         if std::env::var_os("HARDENING_DEBUG").is_some() {
-            eprintln!("{what}: {:?}", errs.iter().find(|l| needles.iter().all(|n| l.contains(n))));
+            eprintln!(
+                "{what}: {:?}",
+                errs.iter().find(|l| needles.iter().all(|n| l.contains(n)))
+            );
         }
         assert!(
             errs.iter().any(|l| needles.iter().all(|n| l.contains(n))),
             "{what}: no syslog error line containing {needles:?}; module lines: {:#?}",
-            self.module_lines().iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<Vec<_>>()
+            self.module_lines()
+                .iter()
+                .map(|d| String::from_utf8_lossy(d).into_owned())
+                .collect::<Vec<_>>()
         );
     }
 }
@@ -201,7 +221,13 @@ struct Runner<'a> {
 
 impl<'a> Runner<'a> {
     fn new(sb: &'a Sandbox) -> Runner<'a> {
-        Runner { sb, log: bwrap_works().then(Syslog::new), mounts: vec![], nobody: false, drop_dac: false }
+        Runner {
+            sb,
+            log: bwrap_works().then(Syslog::new),
+            mounts: vec![],
+            nobody: false,
+            drop_dac: false,
+        }
     }
 
     /// The environment of the sandbox, as `env` arguments for the innermost program.
@@ -223,7 +249,9 @@ impl<'a> Runner<'a> {
     fn prefix(&self, preload: &str) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
         if let Some(l) = &self.log {
-            for s in ["bwrap", "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind"] {
+            for s in [
+                "bwrap", "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind",
+            ] {
                 a.push(s.into());
             }
             a.push(l.path.clone().into());
@@ -234,7 +262,12 @@ impl<'a> Runner<'a> {
             assert!(self.mounts.is_empty(), "mounts need bwrap");
         }
         if self.nobody {
-            for s in ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] {
+            for s in [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ] {
                 a.push(s.into());
             }
         }
@@ -247,7 +280,14 @@ impl<'a> Runner<'a> {
     }
 
     /// pamtester with raw bytes for the user and the items.
-    fn run(&self, service: &str, user: &[u8], input: &str, items: &[(&str, &[u8])], ops: &[&str]) -> Run {
+    fn run(
+        &self,
+        service: &str,
+        user: &[u8],
+        input: &str,
+        items: &[(&str, &[u8])],
+        ops: &[&str],
+    ) -> Run {
         // bwrap shares /tmp, where pam_wrapper copies service files.
         let _one_at_a_time = pam_wrapper_lock();
         if let Some(l) = &self.log {
@@ -286,7 +326,13 @@ impl<'a> Runner<'a> {
 
     /// A whole login (authenticate, acct_mgmt) from 203.0.113.9.
     fn login(&self, service: &str, user: &[u8], password: &str) -> Run {
-        self.run(service, user, &format!("{password}\n"), &[("rhost", b"203.0.113.9")], &["authenticate", "acct_mgmt"])
+        self.run(
+            service,
+            user,
+            &format!("{password}\n"),
+            &[("rhost", b"203.0.113.9")],
+            &["authenticate", "acct_mgmt"],
+        )
     }
 }
 
@@ -338,8 +384,10 @@ fn sandbox_with_db(args: &str) -> Sandbox {
 
 /// Rows in the log, read directly (the CLI refuses unsafe files as root).
 fn rows(db: &Path) -> i64 {
-    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE).unwrap();
-    c.query_row("SELECT count(*) FROM log", [], |r| r.get(0)).unwrap()
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .unwrap();
+    c.query_row("SELECT count(*) FROM log", [], |r| r.get(0))
+        .unwrap()
 }
 
 fn integrity(db: &Path) -> String {
@@ -382,12 +430,20 @@ fn missing_database_directory_is_created_private() {
     sb.write_service("login", &sb.stack(&format!("db={}", db.display())));
     assert!(sb.login("alice", PASSWORD, "203.0.113.9").ok);
     assert_eq!(mode(db.parent().unwrap()), 0o700, "database directory");
-    assert_eq!(mode(db.parent().unwrap().parent().unwrap()), 0o700, "created parents");
+    assert_eq!(
+        mode(db.parent().unwrap().parent().unwrap()),
+        0o700,
+        "created parents"
+    );
     assert_eq!(mode(&db), 0o600, "database file");
     let mut wal = db.clone().into_os_string();
     wal.push("-wal");
     if Path::new(&wal).exists() {
-        assert_eq!(mode(Path::new(&wal)) & 0o077, 0, "the WAL is as private as the database");
+        assert_eq!(
+            mode(Path::new(&wal)) & 0o077,
+            0,
+            "the WAL is as private as the database"
+        );
     }
     assert_eq!(std::fs::metadata(&db).unwrap().uid(), euid());
     assert_eq!(rows(&db), 1, "the login was logged");
@@ -401,12 +457,23 @@ fn database_file_not_a_database() {
     let sb = Sandbox::new("");
     std::fs::create_dir(sb.db.parent().unwrap()).unwrap();
     chmod(sb.db.parent().unwrap(), 0o700);
-    let junk: Vec<u8> = (0..16384u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let junk: Vec<u8> = (0..16384u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&sb.db, &junk).unwrap();
     chmod(&sb.db, 0o600);
     let r = Runner::new(&sb);
-    assert_on_error(&r, "", &[&sb.db.display().to_string(), "not a database"], true);
-    assert_eq!(std::fs::read(&sb.db).unwrap(), junk, "the file is left alone");
+    assert_on_error(
+        &r,
+        "",
+        &[&sb.db.display().to_string(), "not a database"],
+        true,
+    );
+    assert_eq!(
+        std::fs::read(&sb.db).unwrap(),
+        junk,
+        "the file is left alone"
+    );
 }
 
 /// Keep page 1 (header and schema), overwrite every later page: each table
@@ -423,7 +490,8 @@ fn corrupt_database_pages() {
     }
     {
         let c = rusqlite::Connection::open(&sb.db).unwrap();
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
     }
     for ext in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", sb.db.display()));
@@ -451,14 +519,20 @@ fn truncated_database() {
     }
     {
         let c = rusqlite::Connection::open(&sb.db).unwrap();
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
     }
     for ext in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", sb.db.display()));
     }
     let len = std::fs::metadata(&sb.db).unwrap().len();
     assert!(len >= 8 * 4096, "{len}");
-    std::fs::OpenOptions::new().write(true).open(&sb.db).unwrap().set_len(len / 2 / 4096 * 4096).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sb.db)
+        .unwrap()
+        .set_len(len / 2 / 4096 * 4096)
+        .unwrap();
     let r = Runner::new(&sb);
     // Whether SQLite notices at once depends on which pages an attempt
     // reads; carol's account and the log's tail are in the lost half.
@@ -481,14 +555,24 @@ fn database_locked_longer_than_busy_timeout() {
     let sb = sandbox_with_db("");
     let before = rows(&sb.db);
     let holder = rusqlite::Connection::open(&sb.db).unwrap();
-    holder.execute_batch("BEGIN EXCLUSIVE; INSERT INTO log (time, success, user) VALUES (0, 0, 'holder');").unwrap();
+    holder
+        .execute_batch(
+            "BEGIN EXCLUSIVE; INSERT INTO log (time, success, user) VALUES (0, 0, 'holder');",
+        )
+        .unwrap();
     let r = Runner::new(&sb);
     let t = Instant::now();
     assert_on_error(&r, "", &[&sb.db.display().to_string(), "locked"], false);
     let took = t.elapsed();
     // allow-right (authsucc + account: 2 waits), allow-wrong (1), deny (1)
-    assert!(took >= Duration::from_millis(3 * 2900), "each write waited the busy timeout: {took:?}");
-    assert!(took < Duration::from_secs(4 * 3 + 8), "waits are bounded: {took:?}");
+    assert!(
+        took >= Duration::from_millis(3 * 2900),
+        "each write waited the busy timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(4 * 3 + 8),
+        "waits are bounded: {took:?}"
+    );
     holder.execute_batch("ROLLBACK").unwrap();
     drop(holder);
     assert_eq!(rows(&sb.db), before, "nothing was written while locked");
@@ -512,7 +596,10 @@ fn database_locked_briefly_the_login_waits_and_is_logged() {
     let db = sb.db.clone();
     let holder = std::thread::spawn(move || {
         let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("BEGIN EXCLUSIVE; INSERT INTO log (time, success, user) VALUES (0, 0, 'holder');").unwrap();
+        c.execute_batch(
+            "BEGIN EXCLUSIVE; INSERT INTO log (time, success, user) VALUES (0, 0, 'holder');",
+        )
+        .unwrap();
         held.send(()).unwrap();
         std::thread::sleep(Duration::from_millis(700));
         c.execute_batch("COMMIT").unwrap();
@@ -523,8 +610,14 @@ fn database_locked_briefly_the_login_waits_and_is_logged() {
     let took = t.elapsed();
     holder.join().unwrap();
     assert!(run.ok, "{run:?}");
-    assert!(took >= Duration::from_millis(500), "the login did not wait for the lock: {took:?}");
-    assert!(took < Duration::from_millis(2900), "the login waited out the busy timeout: {took:?}");
+    assert!(
+        took >= Duration::from_millis(500),
+        "the login did not wait for the lock: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(2900),
+        "the login waited out the busy timeout: {took:?}"
+    );
     assert_eq!(rows(&sb.db), before + 2, "the holder's row and the login");
     let log = sb.log(&["--user", "alice"]);
     assert_eq!(log.len(), 1, "{log:?}");
@@ -544,7 +637,12 @@ fn database_file_unreadable_or_unwritable() {
     let mut r = Runner::new(&sb);
     r.drop_dac = true;
     chmod(&sb.db, 0o000);
-    assert_on_error(&r, "", &[&sb.db.display().to_string(), "unable to open"], true);
+    assert_on_error(
+        &r,
+        "",
+        &[&sb.db.display().to_string(), "unable to open"],
+        true,
+    );
     chmod(&sb.db, 0o400);
     // the WAL and shm files are left writable: only the database is read-only
     assert_on_error(&r, "", &[&sb.db.display().to_string(), "readonly"], true);
@@ -564,7 +662,12 @@ fn database_directory_unreadable() {
     let mut r = Runner::new(&sb);
     r.drop_dac = true;
     chmod(&dir, 0o000);
-    assert_on_error(&r, "", &[&sb.db.display().to_string(), "Permission denied"], true);
+    assert_on_error(
+        &r,
+        "",
+        &[&sb.db.display().to_string(), "Permission denied"],
+        true,
+    );
     chmod(&dir, 0o700);
 }
 
@@ -584,7 +687,11 @@ fn read_only_filesystem() {
     assert_eq!(rows(&sb.db), before, "nothing was written");
     // The database file alone on a read-only mount (the directory writable).
     let mut r = Runner::new(&sb);
-    r.mounts = vec!["--ro-bind".into(), sb.db.clone().into(), sb.db.clone().into()];
+    r.mounts = vec![
+        "--ro-bind".into(),
+        sb.db.clone().into(),
+        sb.db.clone().into(),
+    ];
     assert_on_error(&r, "", &[&sb.db.display().to_string(), "readonly"], true);
     assert_eq!(rows(&sb.db), before, "nothing was written");
 }
@@ -603,7 +710,10 @@ fn full_disk() {
     std::fs::create_dir(&out).unwrap();
     let db = mnt.join("state/ua.db");
     sb.write_service("login", &sb.stack(&format!("db={}", db.display())));
-    sb.write_service("su", &sb.stack(&format!("db={} on_error=deny", db.display())));
+    sb.write_service(
+        "su",
+        &sb.stack(&format!("db={} on_error=deny", db.display())),
+    );
     let log = Syslog::new();
     let env = Runner::new(&sb).env_args("libpam_wrapper.so libnss_wrapper.so");
     let env: Vec<String> = env.iter().map(|s| sh_quote(s.to_str().unwrap())).collect();
@@ -614,7 +724,10 @@ fn full_disk() {
             out.display()
         )
     };
-    let fill = format!("dd if=/dev/zero of={}/fill bs=4096 2>/dev/null; true\n", mnt.display());
+    let fill = format!(
+        "dd if=/dev/zero of={}/fill bs=4096 2>/dev/null; true\n",
+        mnt.display()
+    );
     let free = format!("rm -f {}/fill\n", mnt.display());
     let script = [
         fill.clone(),
@@ -635,7 +748,9 @@ fn full_disk() {
     .concat();
     let one_at_a_time = pam_wrapper_lock();
     let st = Command::new("bwrap")
-        .args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind"])
+        .args([
+            "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind",
+        ])
         .arg(&log.path)
         .arg("/dev/log")
         .args(["--size", "1048576", "--tmpfs"])
@@ -645,13 +760,34 @@ fn full_disk() {
         .unwrap();
     drop(one_at_a_time);
     assert!(st.success());
-    let rc = |step: &str| std::fs::read_to_string(out.join(step)).unwrap().trim().to_string();
-    assert_eq!(rc("new-allow"), "0", "full disk, new database, allow: the right password gets in");
-    assert_ne!(rc("new-deny"), "0", "full disk, new database, deny: refused");
+    let rc = |step: &str| {
+        std::fs::read_to_string(out.join(step))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        rc("new-allow"),
+        "0",
+        "full disk, new database, allow: the right password gets in"
+    );
+    assert_ne!(
+        rc("new-deny"),
+        "0",
+        "full disk, new database, deny: refused"
+    );
     assert_eq!(rc("first"), "0");
     assert_ne!(rc("second"), "0");
-    assert_eq!(rc("full-allow"), "0", "full disk, allow: the right password gets in");
-    assert_ne!(rc("full-wrong"), "0", "full disk, allow: a wrong password stays out");
+    assert_eq!(
+        rc("full-allow"),
+        "0",
+        "full disk, allow: the right password gets in"
+    );
+    assert_ne!(
+        rc("full-wrong"),
+        "0",
+        "full disk, allow: a wrong password stays out"
+    );
     assert_ne!(rc("full-deny"), "0", "full disk, deny: refused");
     assert_eq!(rc("after"), "0");
     // syslog, split at the step markers
@@ -666,18 +802,49 @@ fn full_disk() {
     }
     if std::env::var_os("HARDENING_DEBUG").is_some() {
         for (s, l) in &steps {
-            eprintln!("{s}: {:#?}", l.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<Vec<_>>());
+            eprintln!(
+                "{s}: {:#?}",
+                l.iter()
+                    .map(|d| String::from_utf8_lossy(d).into_owned())
+                    .collect::<Vec<_>>()
+            );
         }
     }
-    for step in ["new-allow", "new-deny", "full-allow", "full-wrong", "full-deny"] {
-        let lines = &steps.iter().find(|(s, _)| s == step).unwrap_or_else(|| panic!("no syslog for {step}")).1;
-        let run = Run { ok: true, code: Some(0), stdout: String::new(), stderr: String::new(), syslog: Some(lines.clone()) };
+    for step in [
+        "new-allow",
+        "new-deny",
+        "full-allow",
+        "full-wrong",
+        "full-deny",
+    ] {
+        let lines = &steps
+            .iter()
+            .find(|(s, _)| s == step)
+            .unwrap_or_else(|| panic!("no syslog for {step}"))
+            .1;
+        let run = Run {
+            ok: true,
+            code: Some(0),
+            stdout: String::new(),
+            stderr: String::new(),
+            syslog: Some(lines.clone()),
+        };
         run.assert_error(step, &[&db.display().to_string(), "full"]);
     }
     for step in ["first", "second", "after"] {
         let lines = &steps.iter().find(|(s, _)| s == step).unwrap().1;
-        let run = Run { ok: true, code: Some(0), stdout: String::new(), stderr: String::new(), syslog: Some(lines.clone()) };
-        assert!(run.errors().is_empty(), "{step}: there was room: {:?}", run.errors());
+        let run = Run {
+            ok: true,
+            code: Some(0),
+            stdout: String::new(),
+            stderr: String::new(),
+            syslog: Some(lines.clone()),
+        };
+        assert!(
+            run.errors().is_empty(),
+            "{step}: there was room: {:?}",
+            run.errors()
+        );
     }
     // The copy taken before the tmpfs went away: intact, and exactly the
     // attempts made while there was room.
@@ -691,7 +858,10 @@ fn full_disk() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(hosts, [b"first".to_vec(), b"second".to_vec(), b"after".to_vec()]);
+    assert_eq!(
+        hosts,
+        [b"first".to_vec(), b"second".to_vec(), b"after".to_vec()]
+    );
 }
 
 // -------------------------------------------------- faults: configuration
@@ -714,13 +884,38 @@ fn configuration_missing_unparsable_wrong_type_unknown_key() {
     );
     // unparsable
     std::fs::write(&sb.conf, "# a comment\nlogin_failure_limit = = 3\n").unwrap();
-    assert_on_error(&r, "", &[&format!("{conf}, line 2"), "not valid TOML"], true);
+    assert_on_error(
+        &r,
+        "",
+        &[&format!("{conf}, line 2"), "not valid TOML"],
+        true,
+    );
     // wrong type
-    std::fs::write(&sb.conf, "on_error = \"allow\"\n\nlogin_failure_limit = \"three\"\n").unwrap();
-    assert_on_error(&r, "", &[&format!("{conf}, line 3, key login_failure_limit"), "whole number"], true);
+    std::fs::write(
+        &sb.conf,
+        "on_error = \"allow\"\n\nlogin_failure_limit = \"three\"\n",
+    )
+    .unwrap();
+    assert_on_error(
+        &r,
+        "",
+        &[
+            &format!("{conf}, line 3, key login_failure_limit"),
+            "whole number",
+        ],
+        true,
+    );
     // unknown key (a typo must not silently switch the limit off)
     std::fs::write(&sb.conf, "\nlogin_faillure_limit = 3\n").unwrap();
-    assert_on_error(&r, "", &[&format!("{conf}, line 2, key login_faillure_limit"), "unknown key"], true);
+    assert_on_error(
+        &r,
+        "",
+        &[
+            &format!("{conf}, line 2, key login_faillure_limit"),
+            "unknown key",
+        ],
+        true,
+    );
     // a section
     std::fs::write(&sb.conf, "[useraudit]\nlogin_failure_limit = 3\n").unwrap();
     assert_on_error(&r, "", &[&conf, "key useraudit", "sections"], false);
@@ -729,7 +924,12 @@ fn configuration_missing_unparsable_wrong_type_unknown_key() {
     assert_on_error(&r, "", &[&conf], false);
     // a bad module argument value is the same kind of error
     std::fs::write(&sb.conf, "").unwrap();
-    assert_on_error(&r, "unlock_after=soon", &["module argument, key unlock_after"], false);
+    assert_on_error(
+        &r,
+        "unlock_after=soon",
+        &["module argument, key unlock_after"],
+        false,
+    );
 }
 
 // ------------------------------------------------------------ panics
@@ -745,7 +945,9 @@ fn panic_in_the_module_is_caught_and_answered_as_on_error() {
         return;
     }
     if !cfg!(debug_assertions) || std::env::var_os("USERAUDIT_SO").is_some() {
-        eprintln!("SKIP: `debug_panic` needs the debug build of the module from this target directory");
+        eprintln!(
+            "SKIP: `debug_panic` needs the debug build of the module from this target directory"
+        );
         return;
     }
     let sb = sandbox_with_db("");
@@ -759,7 +961,10 @@ fn panic_in_the_module_is_caught_and_answered_as_on_error() {
     // operation failed; None: a signal).
     let check = |what: &str, run: &Run, code: i32, hooks: usize| {
         assert_eq!(run.code, Some(code), "{what}: pamtester exit code: {run:?}");
-        assert!(!run.stderr.contains("panicked"), "{what}: the panic reached stderr: {run:?}");
+        assert!(
+            !run.stderr.contains("panicked"),
+            "{what}: the panic reached stderr: {run:?}"
+        );
         if let Some(log) = &run.syslog {
             let caught: Vec<_> = log
                 .iter()
@@ -768,9 +973,15 @@ fn panic_in_the_module_is_caught_and_answered_as_on_error() {
                 .filter(|l| l.contains(NEEDLE))
                 .collect();
             let all: Vec<_> = log.iter().map(|d| String::from_utf8_lossy(d)).collect();
-            assert_eq!(caught.len(), hooks, "{what}: syslog lines {NEEDLE:?}: {all:#?}");
+            assert_eq!(
+                caught.len(),
+                hooks,
+                "{what}: syslog lines {NEEDLE:?}: {all:#?}"
+            );
             assert!(
-                caught.iter().all(|l| l.contains("pam_useraudit(login:") || l.contains("pam_useraudit(su:")),
+                caught
+                    .iter()
+                    .all(|l| l.contains("pam_useraudit(login:") || l.contains("pam_useraudit(su:")),
                 "{what}: prefix: {caught:#?}"
             );
         }
@@ -778,7 +989,10 @@ fn panic_in_the_module_is_caught_and_answered_as_on_error() {
     // allow: preauth, authsucc and account each panic and answer success
     let ok = r.login("login", b"alice", PASSWORD);
     check("allow, right password", &ok, 0, 3);
-    assert!(format!("{}{}", ok.stdout, ok.stderr).contains("successfully"), "{ok:?}");
+    assert!(
+        format!("{}{}", ok.stdout, ok.stderr).contains("successfully"),
+        "{ok:?}"
+    );
     // authfail still refuses
     let bad = r.login("login", b"alice", "wrong");
     check("allow, wrong password", &bad, 1, 2);
@@ -811,19 +1025,50 @@ fn module_links_its_unwinder_statically() {
         return;
     }
     let mut modules = vec![module_path()];
-    let release = admin_path().parent().unwrap().parent().unwrap().join("release/libpam_useraudit.so");
+    let release = admin_path()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("release/libpam_useraudit.so");
     if release.exists() && !modules.contains(&release) {
         modules.push(release);
     }
     for so in modules {
-        let out = Command::new("readelf").arg("--wide").arg("--dynamic").arg("--dyn-syms").arg(&so).output().unwrap();
-        assert!(out.status.success(), "readelf {}: {}", so.display(), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("readelf")
+            .arg("--wide")
+            .arg("--dynamic")
+            .arg("--dyn-syms")
+            .arg(&so)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "readelf {}: {}",
+            so.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let needed: Vec<&str> = text.lines().filter(|l| l.contains("(NEEDED)")).collect();
-        assert!(!needed.is_empty(), "{}: no NEEDED entries?\n{text}", so.display());
-        assert!(!needed.iter().any(|l| l.contains("libgcc_s")), "{}: {needed:#?}", so.display());
-        let unresolved: Vec<&str> = text.lines().filter(|l| l.contains(" UND ") && l.contains("_Unwind_")).collect();
-        assert!(unresolved.is_empty(), "{}: unwinder symbols left to the dynamic linker: {unresolved:#?}", so.display());
+        assert!(
+            !needed.is_empty(),
+            "{}: no NEEDED entries?\n{text}",
+            so.display()
+        );
+        assert!(
+            !needed.iter().any(|l| l.contains("libgcc_s")),
+            "{}: {needed:#?}",
+            so.display()
+        );
+        let unresolved: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" UND ") && l.contains("_Unwind_"))
+            .collect();
+        assert!(
+            unresolved.is_empty(),
+            "{}: unwinder symbols left to the dynamic linker: {unresolved:#?}",
+            so.display()
+        );
     }
 }
 
@@ -879,14 +1124,25 @@ fn kill_driver() -> Option<PathBuf> {
         let src = dir.join("kill_driver.c");
         let bin = dir.join("kill_driver");
         std::fs::write(&src, KILL_DRIVER).unwrap();
-        let out = Command::new("cc").args(["-O2", "-Wall", "-o"]).arg(&bin).arg(&src).arg("-lpam").output();
+        let out = Command::new("cc")
+            .args(["-O2", "-Wall", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .arg("-lpam")
+            .output();
         match out {
             Ok(o) if o.status.success() => Some(bin),
             Ok(o) => {
                 if std::env::var_os("CI").is_some() {
-                    panic!("cannot build the kill driver: {}", String::from_utf8_lossy(&o.stderr));
+                    panic!(
+                        "cannot build the kill driver: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    );
                 }
-                eprintln!("SKIP: cannot build the kill driver: {}", String::from_utf8_lossy(&o.stderr));
+                eprintln!(
+                    "SKIP: cannot build the kill driver: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
                 None
             }
             Err(e) => {
@@ -916,19 +1172,32 @@ fn sigkill_in_the_middle_of_logging_loses_nothing_returned() {
     }
     let Some(driver) = kill_driver() else { return };
     let sb = Sandbox::new("");
-    let seed = std::env::var("HARDENING_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
+    let seed = std::env::var("HARDENING_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     eprintln!("sigkill test seed: {seed} (HARDENING_SEED={seed} replays it)");
     let mut rng = Rng(seed);
     let outdir = tempfile::tempdir().unwrap();
     const ROUNDS: usize = 30;
     const PROCS: usize = 4;
     const COUNT: &str = "50";
-    let (mut started_total, mut returned_total, mut completed_rounds, mut killed) = (0i64, 0i64, 0, 0);
+    let (mut started_total, mut returned_total, mut completed_rounds, mut killed) =
+        (0i64, 0i64, 0, 0);
     // users and passwords: failures (authfail: account update + log in one
     // transaction) and successes (authsucc, account hook) interleaved
-    let who = [("alice", "wrong"), ("bob", PASSWORD), ("carol", "wrong"), ("nosuchuser", "x")];
+    let who = [
+        ("alice", "wrong"),
+        ("bob", PASSWORD),
+        ("carol", "wrong"),
+        ("nosuchuser", "x"),
+    ];
     for round in 0..ROUNDS {
         let mut children = Vec::new();
         for (p, (user, pw)) in who.iter().enumerate().take(PROCS) {
@@ -951,7 +1220,9 @@ fn sigkill_in_the_middle_of_logging_loses_nothing_returned() {
         }
         // kill at a random moment, each process at its own
         let t0 = Instant::now();
-        let mut deadlines: Vec<Duration> = (0..PROCS).map(|_| Duration::from_micros(rng.next() % 250_000)).collect();
+        let mut deadlines: Vec<Duration> = (0..PROCS)
+            .map(|_| Duration::from_micros(rng.next() % 250_000))
+            .collect();
         deadlines.sort();
         for (i, (child, _)) in children.iter_mut().enumerate() {
             let d = deadlines[i];
@@ -966,7 +1237,10 @@ fn sigkill_in_the_middle_of_logging_loses_nothing_returned() {
         for (mut child, out) in children {
             let st = child.wait().unwrap();
             let mut text = String::new();
-            std::fs::File::open(&out).unwrap().read_to_string(&mut text).unwrap();
+            std::fs::File::open(&out)
+                .unwrap()
+                .read_to_string(&mut text)
+                .unwrap();
             started_total += text.matches('s').count() as i64;
             returned_total += text.matches('r').count() as i64;
             if st.success() {
@@ -985,12 +1259,27 @@ fn sigkill_in_the_middle_of_logging_loses_nothing_returned() {
          {started_total} attempts started, {returned_total} returned, {} logged",
         rows(&sb.db)
     );
-    assert!(killed >= ROUNDS, "most processes were killed mid-run ({killed})");
+    assert!(
+        killed >= ROUNDS,
+        "most processes were killed mid-run ({killed})"
+    );
     // the account rows are consistent with the log: alice's failure count
     // is exactly her logged failures (nothing else reset it)
     let c = rusqlite::Connection::open(&sb.db).unwrap();
-    let logged: i64 = c.query_row("SELECT count(*) FROM log WHERE user = CAST('alice' AS BLOB)", [], |r| r.get(0)).unwrap();
-    let counted: i64 = c.query_row("SELECT failures FROM account WHERE user = CAST('alice' AS BLOB)", [], |r| r.get(0)).unwrap();
+    let logged: i64 = c
+        .query_row(
+            "SELECT count(*) FROM log WHERE user = CAST('alice' AS BLOB)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let counted: i64 = c
+        .query_row(
+            "SELECT failures FROM account WHERE user = CAST('alice' AS BLOB)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(counted, logged, "alice's count matches her logged failures");
     // and the module still works afterwards
     assert!(sb.login("erin", PASSWORD, "203.0.113.9").ok);
@@ -1007,7 +1296,9 @@ fn has_raw_control(s: &[u8]) -> bool {
 /// Characters that are not bytes < 0x20 but still act on terminals or
 /// reorder text: DEL, C1 controls, bidi overrides, line separators.
 fn has_invisible(s: &str) -> bool {
-    s.chars().any(|c| matches!(c as u32, 0x7f..=0x9f | 0x200b..=0x200f | 0x2028..=0x202e | 0x2066..=0x2069))
+    s.chars().any(
+        |c| matches!(c as u32, 0x7f..=0x9f | 0x200b..=0x200f | 0x2028..=0x202e | 0x2066..=0x2069),
+    )
 }
 
 /// User names typed at a login prompt and remote hosts as a client sends
@@ -1051,15 +1342,28 @@ fn hostile_attempts(r: &Runner<'_>, times: usize) -> usize {
     for (i, n) in names.iter().enumerate() {
         let h = &hosts[i % hosts.len()];
         for _ in 0..times {
-            let run = r.run("login", n, "secret\n", &[("rhost", h), ("ruser", n), ("tty", h)], &["authenticate", "acct_mgmt"]);
-            assert!(!run.ok, "{:?} is not an account and cannot log in", String::from_utf8_lossy(&n[..n.len().min(40)]));
+            let run = r.run(
+                "login",
+                n,
+                "secret\n",
+                &[("rhost", h), ("ruser", n), ("tty", h)],
+                &["authenticate", "acct_mgmt"],
+            );
+            assert!(
+                !run.ok,
+                "{:?} is not an account and cannot log in",
+                String::from_utf8_lossy(&n[..n.len().min(40)])
+            );
             attempts += 1;
             for line in run.module_lines() {
                 let body = &line[..line.len() - usize::from(line.ends_with(b"\n"))];
                 assert!(!has_raw_control(body), "raw control in syslog: {line:?}");
                 let s = String::from_utf8_lossy(&line);
                 assert!(
-                    !s.contains("hunter2") && !s.contains("DROP TABLE") && !s.contains("AAAA") && !s.contains("reboot"),
+                    !s.contains("hunter2")
+                        && !s.contains("DROP TABLE")
+                        && !s.contains("AAAA")
+                        && !s.contains("reboot"),
                     "an unknown name in syslog: {s}"
                 );
             }
@@ -1085,11 +1389,19 @@ fn hostile_names_and_hosts_are_stored_exactly_capped_and_kept_apart() {
     let st = sb.status("alice");
     assert_eq!(st["failures"], 0, "{st}");
     assert_eq!(st["state"], "active");
-    assert!(sb.login("alice", PASSWORD, "203.0.113.9").ok, "alice still gets in");
+    assert!(
+        sb.login("alice", PASSWORD, "203.0.113.9").ok,
+        "alice still gets in"
+    );
     attempts += 1;
     // the tables are intact and nothing else got state
     let all: Value = serde_json::from_str(&sb.admin_ok(&["status", "--format", "json"])).unwrap();
-    let users: Vec<&str> = all.as_array().unwrap().iter().map(|a| a["user"].as_str().unwrap()).collect();
+    let users: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["user"].as_str().unwrap())
+        .collect();
     assert_eq!(users, ["alice"], "only the real account has state");
     assert_eq!(sb.log(&[]).len(), attempts);
     // stored as raw bytes, exactly (cut at FIELD_CAP = 1024 bytes)
@@ -1104,14 +1416,27 @@ fn hostile_names_and_hosts_are_stored_exactly_capped_and_kept_apart() {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(k, 3, "{:?} stored exactly", String::from_utf8_lossy(&n[..n.len().min(40)]));
+        assert_eq!(
+            k,
+            3,
+            "{:?} stored exactly",
+            String::from_utf8_lossy(&n[..n.len().min(40)])
+        );
     }
-    let longest: i64 = c.query_row("SELECT max(length(user)) FROM log", [], |r| r.get(0)).unwrap();
+    let longest: i64 = c
+        .query_row("SELECT max(length(user)) FROM log", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(longest, pam_useraudit::text::FIELD_CAP as i64);
-    let longest: i64 = c.query_row("SELECT max(length(rhost)) FROM log", [], |r| r.get(0)).unwrap();
+    let longest: i64 = c
+        .query_row("SELECT max(length(rhost)) FROM log", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(longest, 1024);
     let long = sb.log(&["--user", &"A".repeat(1024)]);
-    assert_eq!(long.len(), 3, "the 64 KiB name is found by its first 1024 bytes");
+    assert_eq!(
+        long.len(),
+        3,
+        "the 64 KiB name is found by its first 1024 bytes"
+    );
     assert_eq!(long[0]["rhost"].as_str().unwrap(), "h".repeat(1024));
     // --user finds exactly the look-alike asked for
     assert_eq!(sb.log(&["--user", "alice "]).len(), 3);
@@ -1134,32 +1459,58 @@ fn hostile_names_and_hosts_are_escaped_in_table_and_csv() {
     let table = sb.admin(&["log"]).stdout;
     let csv = sb.admin(&["log", "--format", "csv"]).stdout;
     for (fmt, out) in [("table", &table), ("csv", &csv)] {
-        let text = String::from_utf8(out.clone()).unwrap_or_else(|_| panic!("{fmt} output is not UTF-8"));
+        let text =
+            String::from_utf8(out.clone()).unwrap_or_else(|_| panic!("{fmt} output is not UTF-8"));
         for l in text.lines() {
-            assert!(!has_raw_control(l.as_bytes()), "{fmt}: raw control character in {l:?}");
-            assert!(!has_invisible(l), "{fmt}: invisible/bidi character in {l:?}");
+            assert!(
+                !has_raw_control(l.as_bytes()),
+                "{fmt}: raw control character in {l:?}"
+            );
+            assert!(
+                !has_invisible(l),
+                "{fmt}: invisible/bidi character in {l:?}"
+            );
         }
-        assert_eq!(text.lines().count(), attempts + 1, "{fmt}: one line per entry");
+        assert_eq!(
+            text.lines().count(),
+            attempts + 1,
+            "{fmt}: one line per entry"
+        );
         assert!(text.contains("al\\x1b[2J\\x1b[31mice"), "{fmt}");
         assert!(text.contains("alice\\n"), "{fmt}");
-        assert!(text.contains("alice\\nMar  1 00:00:00 host sshd[1]: Accepted"), "{fmt}");
+        assert!(
+            text.contains("alice\\nMar  1 00:00:00 host sshd[1]: Accepted"),
+            "{fmt}"
+        );
         assert!(text.contains("\\xff\\xfe\\xc3("), "{fmt}");
         assert!(text.contains("ali\\u{202e}ecila\\u{009b}31m\\x7f"), "{fmt}");
         assert!(text.contains("host\\r\\nEvil: 1"), "{fmt}");
         assert!(text.contains("\\x1b]0;title\\x07"), "{fmt}");
         assert!(text.contains("\\xc0\\xaf"), "{fmt}");
         // a literal backslash and a byte that is not UTF-8 stay distinct
-        assert!(text.contains("al\\\\xffice") && text.contains("al\\xffice"), "{fmt}");
-        assert!(!text.contains(&"A".repeat(1025)) && text.contains(&"A".repeat(1024)), "{fmt}: capped");
+        assert!(
+            text.contains("al\\\\xffice") && text.contains("al\\xffice"),
+            "{fmt}"
+        );
+        assert!(
+            !text.contains(&"A".repeat(1025)) && text.contains(&"A".repeat(1024)),
+            "{fmt}: capped"
+        );
     }
     let table = String::from_utf8(table).unwrap();
-    assert!(table.contains("alice\\x20") && table.contains("\\x20alice"), "look-alikes with spaces are visible");
+    assert!(
+        table.contains("alice\\x20") && table.contains("\\x20alice"),
+        "look-alikes with spaces are visible"
+    );
     // the table still lines up: OUTCOME at the same column on every line
     let lines: Vec<&str> = table.lines().collect();
     let col = lines[0].find("OUTCOME").unwrap(); // the header is ASCII
     for l in &lines[1..] {
         let rest: String = l.chars().skip(col).collect();
-        assert!(rest.starts_with("failure") || rest.starts_with("success"), "{l}");
+        assert!(
+            rest.starts_with("failure") || rest.starts_with("success"),
+            "{l}"
+        );
     }
 }
 
@@ -1181,14 +1532,29 @@ fn hostile_names_in_json_are_unambiguous_and_terminal_safe() {
     // UTF-8 text comes back exactly
     for n in hostile_names() {
         if let Ok(s) = std::str::from_utf8(capped(&n)) {
-            assert_eq!(log.iter().filter(|e| e["user"] == s).count(), 1, "{s:?} exactly once");
+            assert_eq!(
+                log.iter().filter(|e| e["user"] == s).count(),
+                1,
+                "{s:?} exactly once"
+            );
         }
     }
     // distinct stored names, distinct JSON strings
-    let users: std::collections::BTreeSet<&str> = log.iter().map(|e| e["user"].as_str().unwrap()).collect();
-    assert_eq!(users.len(), hostile_names().len(), "two different names print as the same JSON string: {users:#?}");
-    assert!(!has_raw_control(json.trim_end().as_bytes()), "json: raw control character");
-    assert!(!has_invisible(&json), "json: raw DEL, C1 or bidi character: a terminal would act on it");
+    let users: std::collections::BTreeSet<&str> =
+        log.iter().map(|e| e["user"].as_str().unwrap()).collect();
+    assert_eq!(
+        users.len(),
+        hostile_names().len(),
+        "two different names print as the same JSON string: {users:#?}"
+    );
+    assert!(
+        !has_raw_control(json.trim_end().as_bytes()),
+        "json: raw control character"
+    );
+    assert!(
+        !has_invisible(&json),
+        "json: raw DEL, C1 or bidi character: a terminal would act on it"
+    );
 }
 
 /// Known accounts whose names hold control characters: every line the
@@ -1211,22 +1577,39 @@ fn syslog_lines_cannot_be_forged_by_account_names() {
         std::fs::write(sb.path().join(format!("passdb-{s}")), p).unwrap();
     }
     let r = Runner::new(&sb);
-    let bad = r.run("login", evil, "wrong\n", &[("rhost", b"203.0.113.9\nfake")], &["authenticate"]);
+    let bad = r.run(
+        "login",
+        evil,
+        "wrong\n",
+        &[("rhost", b"203.0.113.9\nfake")],
+        &["authenticate"],
+    );
     assert!(!bad.ok);
     let locked = r.login("login", evil, PASSWORD);
     assert!(!locked.ok, "locked after one failure: {locked:?}");
     let st = sb.status(&String::from_utf8_lossy(evil));
     assert_eq!(st["state"], "locked", "{st}");
     if bad.syslog.is_some() {
-        let lines: Vec<Vec<u8>> = bad.module_lines().into_iter().chain(locked.module_lines()).collect();
+        let lines: Vec<Vec<u8>> = bad
+            .module_lines()
+            .into_iter()
+            .chain(locked.module_lines())
+            .collect();
         assert!(!lines.is_empty());
         for l in &lines {
             let body = &l[..l.len() - usize::from(l.ends_with(b"\n"))];
-            assert!(!has_raw_control(body), "raw control character in a module syslog line: {l:?}");
+            assert!(
+                !has_raw_control(body),
+                "raw control character in a module syslog line: {l:?}"
+            );
         }
-        let text: Vec<String> = lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+        let text: Vec<String> = lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
         assert!(
-            text.iter().any(|l| l.contains("ev\\ril\\x1b[31m\\x7f") && l.contains("locked")),
+            text.iter()
+                .any(|l| l.contains("ev\\ril\\x1b[31m\\x7f") && l.contains("locked")),
             "the lock is announced with the name escaped: {text:#?}"
         );
     }
@@ -1248,7 +1631,10 @@ fn database_and_directory_created_0600_0700_even_with_a_lax_umask() {
     let _one_at_a_time = pam_wrapper_lock();
     let st = Command::new("sh")
         .arg("-c")
-        .arg(format!("umask 000; printf 'secret\\n' | {} pamtester login alice authenticate acct_mgmt", cmd.join(" ")))
+        .arg(format!(
+            "umask 000; printf 'secret\\n' | {} pamtester login alice authenticate acct_mgmt",
+            cmd.join(" ")
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -1259,7 +1645,12 @@ fn database_and_directory_created_0600_0700_even_with_a_lax_umask() {
     for ext in ["-wal", "-shm"] {
         let p = PathBuf::from(format!("{}{ext}", sb.db.display()));
         if p.exists() {
-            assert_eq!(mode(&p) & 0o022, 0, "{ext} is not writable by group or others: {:o}", mode(&p));
+            assert_eq!(
+                mode(&p) & 0o022,
+                0,
+                "{ext} is not writable by group or others: {:o}",
+                mode(&p)
+            );
         }
     }
 }
@@ -1280,10 +1671,20 @@ fn unsafe_database_or_directory_refused_as_root() {
     let cases: [(&Path, u32, u32, [&str; 3]); 6] = [
         (&dir, 0o770, 0, [&d, "refusing directory", "mode 0770"]),
         (&dir, 0o707, 0, [&d, "refusing directory", "mode 0707"]),
-        (&dir, 0o700, 1000, [&d, "refusing directory", "owner uid 1000"]),
+        (
+            &dir,
+            0o700,
+            1000,
+            [&d, "refusing directory", "owner uid 1000"],
+        ),
         (&sb.db, 0o620, 0, [&f, "refusing database", "mode 0620"]),
         (&sb.db, 0o602, 0, [&f, "refusing database", "mode 0602"]),
-        (&sb.db, 0o600, 1000, [&f, "refusing database", "owner uid 1000"]),
+        (
+            &sb.db,
+            0o600,
+            1000,
+            [&f, "refusing database", "owner uid 1000"],
+        ),
     ];
     for (path, m, uid, needles) in cases {
         chmod(path, m);
@@ -1291,7 +1692,11 @@ fn unsafe_database_or_directory_refused_as_root() {
         assert_on_error(&r, "", &needles, true);
         chmod(path, if path == dir { 0o700 } else { 0o600 });
         std::os::unix::fs::chown(path, Some(0), None).unwrap();
-        assert_eq!(rows(&sb.db), before, "nothing written to a refused database ({needles:?})");
+        assert_eq!(
+            rows(&sb.db),
+            before,
+            "nothing written to a refused database ({needles:?})"
+        );
     }
     // a symlink in place of the database is refused, its target untouched
     let target = sb.path().join("elsewhere.db");
@@ -1313,14 +1718,28 @@ fn configuration_writable_by_others_refused_as_root() {
     let sb = sandbox_with_db("");
     let before = rows(&sb.db);
     let other = sb.path().join("attacker.db");
-    std::fs::write(&sb.conf, format!("exempt_users = [\"alice\"]\ndatabase = \"{}\"\n", other.display())).unwrap();
+    std::fs::write(
+        &sb.conf,
+        format!(
+            "exempt_users = [\"alice\"]\ndatabase = \"{}\"\n",
+            other.display()
+        ),
+    )
+    .unwrap();
     let r = Runner::new(&sb);
     let c = sb.conf.display().to_string();
-    for (m, uid, needle) in [(0o664, 0, "mode 0664"), (0o646, 0, "mode 0646"), (0o644, 1000, "owner uid 1000")] {
+    for (m, uid, needle) in [
+        (0o664, 0, "mode 0664"),
+        (0o646, 0, "mode 0646"),
+        (0o644, 1000, "owner uid 1000"),
+    ] {
         chmod(&sb.conf, m);
         std::os::unix::fs::chown(&sb.conf, Some(uid), None).unwrap();
         // without db= on the line, so the file's `database` would apply
-        let no_db = |extra: &str| sb.stack(extra).replace(&format!("db={}", sb.db.display()), "");
+        let no_db = |extra: &str| {
+            sb.stack(extra)
+                .replace(&format!("db={}", sb.db.display()), "")
+        };
         sb.write_service("login", &no_db(""));
         sb.write_service("su", &no_db("on_error=deny"));
         let ok = r.login("login", b"alice", PASSWORD);
@@ -1365,9 +1784,22 @@ fn notify_command_rules_are_enforced() {
     let sb = Sandbox::new("login_failure_limit=1");
     let r = Runner::new(&sb);
     // not absolute: a configuration error (module argument and file)
-    assert_on_error(&r, "notify_command=bin/notify", &["module argument, key notify_command", "absolute path"], false);
+    assert_on_error(
+        &r,
+        "notify_command=bin/notify",
+        &["module argument, key notify_command", "absolute path"],
+        false,
+    );
     std::fs::write(&sb.conf, "notify_command = \"notify.sh\"\n").unwrap();
-    assert_on_error(&r, "", &[&format!("{}, line 1, key notify_command", sb.conf.display())], false);
+    assert_on_error(
+        &r,
+        "",
+        &[&format!(
+            "{}, line 1, key notify_command",
+            sb.conf.display()
+        )],
+        false,
+    );
     std::fs::write(&sb.conf, "").unwrap();
 
     // a script that records its environment and proves no shell saw the name
@@ -1401,22 +1833,46 @@ fn notify_command_rules_are_enforced() {
     std::fs::write(sb.path().join("passwd"), pw).unwrap();
 
     for (users, cmd, needle) in [
-        (["alice"], &group_w, "writable by group or others (mode 0775)"),
+        (
+            ["alice"],
+            &group_w,
+            "writable by group or others (mode 0775)",
+        ),
         (["bob"], &world_w, "writable by group or others (mode 0757)"),
         (["carol"], &foreign, "owned by uid 1000, not root"),
         (["erin"], &in_open, "directory"),
     ] {
-        sb.write_service("login", &sb.stack(&format!("notify_command={}", cmd.display())));
+        sb.write_service(
+            "login",
+            &sb.stack(&format!("notify_command={}", cmd.display())),
+        );
         let run = r.login("login", users[0].as_bytes(), "wrong");
         assert!(!run.ok);
-        assert_eq!(sb.status(users[0])["state"], "locked", "the lock itself still happens");
-        run.assert_error("notify refused", &["refusing notify_command", &cmd.display().to_string(), needle]);
+        assert_eq!(
+            sb.status(users[0])["state"],
+            "locked",
+            "the lock itself still happens"
+        );
+        run.assert_error(
+            "notify refused",
+            &[
+                "refusing notify_command",
+                &cmd.display().to_string(),
+                needle,
+            ],
+        );
     }
     // the good one runs, once, with the name passed verbatim and no shell
-    sb.write_service("login", &sb.stack(&format!("notify_command={}", good.display())));
+    sb.write_service(
+        "login",
+        &sb.stack(&format!("notify_command={}", good.display())),
+    );
     assert!(!r.login("login", shell_name.as_bytes(), "wrong").ok);
     let env = wait_for(&good_out, Duration::from_secs(10)).expect("the good notify command ran");
-    assert!(env.contains(&format!("USERAUDIT_USER={shell_name}\n")), "{env}");
+    assert!(
+        env.contains(&format!("USERAUDIT_USER={shell_name}\n")),
+        "{env}"
+    );
     assert!(env.contains("USERAUDIT_EVENT=locked\n"), "{env}");
     assert!(!pwned.exists(), "the account name reached a shell");
     // the refused ones never ran (the good one, started later, has finished)
@@ -1454,14 +1910,20 @@ fn non_root_caller_cannot_read_or_change_state() {
     if ok.syslog.is_some() {
         assert!(ok.errors().is_empty(), "{:?}", ok.errors());
         assert!(
-            ok.module_lines().iter().any(|l| String::from_utf8_lossy(l).contains("not root")),
+            ok.module_lines()
+                .iter()
+                .any(|l| String::from_utf8_lossy(l).contains("not root")),
             "a debug line says why: {:?}",
             ok.module_lines()
         );
     }
     assert_eq!(rows(&sb.db), before_rows, "nothing was logged by nobody");
     assert_eq!(sb.status("bob")["failures"], 1, "bob's count was not reset");
-    assert_eq!(sb.status("alice")["state"], "locked", "alice's lock was not lifted");
+    assert_eq!(
+        sb.status("alice")["state"],
+        "locked",
+        "alice's lock was not lifted"
+    );
     // the CLI as nobody cannot read the log or reset anyone
     for args in [&["log"][..], &["status", "alice"], &["activate", "alice"]] {
         let o = Command::new("setpriv")

@@ -13,10 +13,16 @@ use serde_json::{Value, json};
 
 use pam_useraudit::admin::{self, Activated, AdminError, StatusRow};
 use pam_useraudit::store::{Entry, LogQuery};
-use pam_useraudit::text::{date, escape, escape_visible, is_invisible, now_micros, parse_time, rfc3339, width};
+use pam_useraudit::text::{
+    date, escape, escape_visible, is_invisible, now_micros, parse_time, rfc3339, width,
+};
 
 #[derive(Parser)]
-#[command(name = "useraudit-admin", version, about = "Read the useraudit login log and manage account states")]
+#[command(
+    name = "useraudit-admin",
+    version,
+    about = "Read the useraudit login log and manage account states"
+)]
 struct Cli {
     /// Configuration file [default: /etc/security/useraudit.toml]
     #[arg(long, global = true, value_name = "PATH")]
@@ -140,60 +146,101 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
     let mut out = Out::new();
     let mut code = ExitCode::SUCCESS;
     match cli.command {
-        Command::Log { failed, succeeded, user, rhost, service, since, until, limit, format } => {
+        Command::Log {
+            failed,
+            succeeded,
+            user,
+            rhost,
+            service,
+            since,
+            until,
+            limit,
+            format,
+        } => {
             let q = LogQuery {
-                success: if failed { Some(false) } else if succeeded { Some(true) } else { None },
+                success: if failed {
+                    Some(false)
+                } else if succeeded {
+                    Some(true)
+                } else {
+                    None
+                },
                 user: user.map(String::into_bytes),
                 rhost: rhost.map(String::into_bytes),
                 service: service.map(String::into_bytes),
-                since: since.map(|t| parse_time(&t, now).map_err(|e| AdminError(format!("--since: {e}")))).transpose()?,
-                until: until.map(|t| parse_time(&t, now).map_err(|e| AdminError(format!("--until: {e}")))).transpose()?,
+                since: since
+                    .map(|t| parse_time(&t, now).map_err(|e| AdminError(format!("--since: {e}"))))
+                    .transpose()?,
+                until: until
+                    .map(|t| parse_time(&t, now).map_err(|e| AdminError(format!("--until: {e}"))))
+                    .transpose()?,
                 limit,
             };
-            let store = admin::open_store(&cfg)?;
-            let rows = store.query(&q)?;
+            let db = admin::open_store(&cfg)?;
+            db.require_merged()?;
+            let rows = db.store.query(&q)?;
             match format {
                 LogFormat::Table => print_log_table(&mut out, &rows)?,
                 LogFormat::Csv => print_log_csv(&mut out, &rows)?,
-                LogFormat::Json => out.line(&json_text(&Value::Array(rows.iter().map(log_json).collect())))?,
+                LogFormat::Json => out.line(&json_text(&Value::Array(
+                    rows.iter().map(log_json).collect(),
+                )))?,
             }
         }
         Command::Status { users, format } => {
-            let store = admin::open_store(&cfg)?;
-            let rows = admin::status(&cfg, &store, &users, now)?;
+            let db = admin::open_store(&cfg)?;
+            warn_unmerged(&db);
+            let rows = admin::status(&cfg, &db.accounts, &users, now)?;
             match format {
                 StatusFormat::Table => print_status_table(&mut out, &rows)?,
-                StatusFormat::Json => out.line(&json_text(&Value::Array(rows.iter().map(status_json).collect())))?,
+                StatusFormat::Json => out.line(&json_text(&Value::Array(
+                    rows.iter().map(status_json).collect(),
+                )))?,
             }
             if users.len() == 1 && rows.first().is_some_and(|r| !r.may_login) {
                 code = ExitCode::from(3);
             }
         }
         Command::Activate { users } => {
-            let mut store = admin::open_store(&cfg)?;
+            let db = admin::open_store(&cfg)?;
+            warn_unmerged(&db);
             // Check every name first, so a typo changes nothing.
-            admin::status(&cfg, &store, &users, now)?;
             for u in &users {
-                let (name, what) = admin::activate(&cfg, &mut store, u, now)?;
+                admin::resolve(&db.accounts, u)?;
+            }
+            for u in &users {
+                let (name, what) = admin::activate(&cfg, &db.accounts, u, now)?;
                 let name = escape_visible(&name);
                 out.line(&match what {
-                    Activated::Reactivated { was_state, was_reason, failures } => format!(
+                    Activated::Reactivated {
+                        was_state,
+                        was_reason,
+                        failures,
+                    } => format!(
                         "{name}: activated (was {was_state}{}, {failures} failures)",
                         was_reason.map(|r| format!(", {r}")).unwrap_or_default()
                     ),
-                    Activated::AlreadyActive => format!("{name}: already active (inactivity clock restarted)"),
+                    Activated::AlreadyActive => {
+                        format!("{name}: already active (inactivity clock restarted)")
+                    }
                 })?;
             }
         }
         Command::Lock { user, reason } => {
-            let mut store = admin::open_store(&cfg)?;
-            let (name, newly) = admin::lock(&cfg, &mut store, &user, reason.as_deref(), now)?;
+            let db = admin::open_store(&cfg)?;
+            warn_unmerged(&db);
+            let (name, newly) = admin::lock(&cfg, &db.accounts, &user, reason.as_deref(), now)?;
             let name = escape_visible(&name);
-            out.line(&if newly { format!("{name}: disabled") } else { format!("{name}: already locked or disabled; now disabled by hand") })?;
+            out.line(&if newly {
+                format!("{name}: disabled")
+            } else {
+                format!("{name}: already locked or disabled; now disabled by hand")
+            })?;
         }
         Command::Sweep { dry_run } => {
-            let mut store = admin::open_store(&cfg)?;
-            let r = admin::sweep(&cfg, &mut store, dry_run, now)?;
+            let mut db = admin::open_store(&cfg)?;
+            warn_unmerged(&db);
+            let r = admin::sweep(&cfg, &mut db, dry_run, now)?;
             let verb = if dry_run { "would disable" } else { "disabled" };
             if cfg.account_expiry_days == 0 {
                 out.line("account_expiry_days is 0: no account is disabled for inactivity")?;
@@ -217,14 +264,23 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
             out.line(&format!("{} account(s) {verb}", r.disabled.len()))?;
         }
         Command::Check => {
-            let store = admin::open_store(&cfg)?;
-            for l in admin::check(&cfg, &store)? {
+            let db = admin::open_store(&cfg)?;
+            for l in admin::check(&cfg, &db)? {
                 out.line(&l)?;
             }
         }
     }
     out.done()?;
     Ok(code)
+}
+
+/// Commands that do not show the log go on when the spool cannot be
+/// merged (an administrator re-activating an account must not be stopped
+/// by it), with a warning.
+fn warn_unmerged(db: &admin::Db) {
+    if let Err(e) = &db.merged {
+        eprintln!("useraudit-admin: warning: the log spool was not merged: {e}");
+    }
 }
 
 fn time_or_dash(t: Option<i64>) -> String {
@@ -275,21 +331,41 @@ fn log_fields(e: &Entry, text: fn(&[u8]) -> String, absent: &str) -> Vec<String>
     ]
 }
 
-const LOG_HEADER: [&str; 9] = ["TIME", "OUTCOME", "USER", "SERVICE", "RHOST", "RUSER", "TTY", "METHOD", "REASON"];
+const LOG_HEADER: [&str; 9] = [
+    "TIME", "OUTCOME", "USER", "SERVICE", "RHOST", "RUSER", "TTY", "METHOD", "REASON",
+];
 
 fn print_log_table(out: &mut Out, rows: &[Entry]) -> Result<(), AdminError> {
-    table(out, &LOG_HEADER, rows.iter().map(|e| log_fields(e, escape_visible, "-")).collect())
+    table(
+        out,
+        &LOG_HEADER,
+        rows.iter()
+            .map(|e| log_fields(e, escape_visible, "-"))
+            .collect(),
+    )
 }
 
 fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', ' ']) || s.is_empty() { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', ' ']) || s.is_empty() {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 fn print_log_csv(out: &mut Out, rows: &[Entry]) -> Result<(), AdminError> {
     out.line("id,time,outcome,user,service,rhost,ruser,tty,auth_method,reason")?;
     for e in rows {
-        let cells: Vec<String> = std::iter::once(e.id.to_string()).chain(log_fields(e, escape, "")).collect();
-        out.line(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","))?;
+        let cells: Vec<String> = std::iter::once(e.id.to_string())
+            .chain(log_fields(e, escape, ""))
+            .collect();
+        out.line(
+            &cells
+                .iter()
+                .map(|c| csv_cell(c))
+                .collect::<Vec<_>>()
+                .join(","),
+        )?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! bench-fill: load a useraudit database with many log entries, quickly,
-//! through the store's own API (`Store::bulk_insert`, `Store::write`), so
-//! the benchmark measures the schema, indexes and settings the module
-//! really uses.
+//! through the store's own API (`Store::bulk_insert`) and the account
+//! state files' (`Accounts::update`), so the benchmark measures the
+//! schema, indexes and files that are really used.
 //!
 //! Built as a Cargo example (see `[[example]] name = "bench-fill"` in
 //! Cargo.toml): `cargo build --release --example bench-fill`, then
@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use pam_useraudit::policy::{Account, LogReason};
+use pam_useraudit::state::Accounts;
 use pam_useraudit::store::{NewEntry, OpenOptions, Store};
 use pam_useraudit::text::now_micros;
 
@@ -50,16 +51,32 @@ fn main() {
     }
 }
 
-fn run(db: &Path, rows: u64, accounts: u64, days: u64, prefix: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn run(
+    db: &Path,
+    rows: u64,
+    accounts: u64,
+    days: u64,
+    prefix: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let root = pam_useraudit::sys::euid() == 0;
-    let mut store = Store::open(db, OpenOptions { create: true, require_root_owned: root })?;
+    let mut store = Store::open(
+        db,
+        OpenOptions {
+            create: true,
+            require_root_owned: root,
+        },
+    )?;
     let now = now_micros();
     let span = i64::try_from(days * 86_400_000_000)?;
     let start = now - span;
     let step = span / i64::try_from(rows.max(1))?;
-    let names: Vec<Vec<u8>> = (0..accounts).map(|i| format!("{prefix}{i}").into_bytes()).collect();
-    let hosts: Vec<Vec<u8>> = (0..1000u32).map(|i| format!("198.51.{}.{}", i / 250, i % 250 + 1).into_bytes()).collect();
+    let names: Vec<Vec<u8>> = (0..accounts)
+        .map(|i| format!("{prefix}{i}").into_bytes())
+        .collect();
+    let hosts: Vec<Vec<u8>> = (0..1000u32)
+        .map(|i| format!("198.51.{}.{}", i / 250, i % 250 + 1).into_bytes())
+        .collect();
     let mut last_login: Vec<Option<i64>> = vec![None; names.len()];
     let mut done = 0u64;
     while done < rows {
@@ -89,14 +106,15 @@ fn run(db: &Path, rows: u64, accounts: u64, days: u64, prefix: &str) -> Result<(
         store.bulk_insert(batch)?;
         done += n;
     }
-    store.write(|t| {
-        for (u, name) in names.iter().enumerate() {
-            let mut a = Account::new(name, start);
-            a.last_login = last_login[u];
-            t.put_account(&a)?;
-        }
-        Ok(())
-    })?;
-    println!("rows={rows} accounts={accounts} seconds={:.1}", t0.elapsed().as_secs_f64());
+    let state = Accounts::open(db, true, root)?;
+    for (u, name) in names.iter().enumerate() {
+        let mut a = Account::new(name, start);
+        a.last_login = last_login[u];
+        state.update(name, false, |_| Ok((Some(a), ())))?;
+    }
+    println!(
+        "rows={rows} accounts={accounts} seconds={:.1}",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
