@@ -11,6 +11,7 @@ use crate::spool::{self, NewEntry};
 use crate::state::Accounts;
 use crate::sys::{self, Lookup, Priority, ShadowChange, UserInfo};
 use crate::text::escape;
+use std::rc::Rc;
 
 /// Which PAM entry point was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +99,7 @@ struct LoginMark {
 pub struct Session {
     pid: u32,
     key: Vec<String>,
-    cfg: Option<Result<Config, ConfigError>>,
+    cfg: Option<Result<Rc<Config>, ConfigError>>,
     /// The account state directory, checked, for this database path.
     accounts: Option<(std::path::PathBuf, Accounts)>,
     mark: Option<LoginMark>,
@@ -127,17 +128,16 @@ pub fn syslog_prefix(service: Option<&[u8]>, hook: Hook) -> String {
 }
 
 /// Syslog with the `pam_useraudit(SERVICE:TYPE):` prefix.
-struct Log {
-    prefix: String,
+/// The prefix is made only when a line is logged (most hooks log none).
+struct Log<'a> {
+    service: Option<&'a [u8]>,
+    hook: Hook,
     debug: bool,
 }
 
-impl Log {
-    fn new(service: Option<&[u8]>, hook: Hook, debug: bool) -> Log {
-        Log {
-            prefix: syslog_prefix(service, hook),
-            debug,
-        }
+impl<'a> Log<'a> {
+    fn new(service: Option<&'a [u8]>, hook: Hook, debug: bool) -> Log<'a> {
+        Log { service, hook, debug }
     }
     /// Log; debug lines only with the `debug` argument.
     fn at(&self, p: Priority, msg: &str) {
@@ -149,7 +149,7 @@ impl Log {
     /// Log at this priority whatever `debug` says (syslog's own
     /// configuration decides whether a debug line is kept).
     fn always(&self, p: Priority, msg: &str) {
-        sys::syslog(p, &format!("{}{msg}", self.prefix));
+        sys::syslog(p, &format!("{}{msg}", syslog_prefix(self.service, self.hook)));
     }
 }
 
@@ -287,18 +287,14 @@ pub fn handle(
     // The configuration depends on the arguments but not on the mode word,
     // so the hooks of one login (preauth, authfail/authsucc, account) share
     // one parse and one check of the state directory.
-    let key: Vec<String> = args
-        .iter()
-        .filter(|a| !matches!(a.as_str(), "preauth" | "authfail" | "authsucc"))
-        .cloned()
-        .collect();
-    if session.key != key || session.cfg.is_none() {
-        session.key = key;
-        session.cfg = Some(margs.config(root));
+    let key = || args.iter().filter(|a| !matches!(a.as_str(), "preauth" | "authfail" | "authsucc"));
+    if session.cfg.is_none() || !session.key.iter().eq(key()) {
+        session.key = key().cloned().collect();
+        session.cfg = Some(margs.config(root).map(Rc::new));
     }
-    let on_error_hint = margs.on_error_hint();
+    let on_error_hint = || margs.on_error_hint();
     let cfg = match session.cfg.as_ref() {
-        Some(Ok(c)) => c.clone(),
+        Some(Ok(c)) => Rc::clone(c),
         Some(Err(e)) => {
             if !root && e.permission_denied() {
                 log.always(
@@ -308,9 +304,9 @@ pub fn handle(
                 return on_error(hook, OnError::Allow);
             }
             log.at(Priority::Err, &format!("configuration error: {e}"));
-            return on_error(hook, on_error_hint);
+            return on_error(hook, on_error_hint());
         }
-        None => return on_error(hook, on_error_hint),
+        None => return on_error(hook, on_error_hint()),
     };
     let silent = silent_flag || margs.silent;
     let ctx = Ctx {
@@ -359,7 +355,7 @@ struct Ctx<'a> {
     attempt: &'a Attempt,
     hook: Hook,
     now: i64,
-    log: &'a Log,
+    log: &'a Log<'a>,
 }
 
 impl Ctx<'_> {

@@ -584,13 +584,13 @@ impl ModuleArgs {
 
     /// `on_error` as given on the module line, for when the file cannot be read.
     pub fn on_error_hint(&self) -> OnError {
-        let mut c = Config::default();
-        for (k, v) in &self.settings {
-            if k == "on_error" {
-                let _ = c.apply_arg(k, v);
-            }
-        }
-        c.on_error
+        // As `apply_arg` would: the last valid value wins, invalid ones are
+        // ignored here (the configuration error itself is logged).
+        self.settings.iter().filter(|(k, _)| k == "on_error").fold(OnError::Allow, |cur, (_, v)| match v.as_str() {
+            "allow" => OnError::Allow,
+            "deny" => OnError::Deny,
+            _ => cur,
+        })
     }
 
     /// Build the effective configuration: the file (`conf=` or the
