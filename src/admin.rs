@@ -137,7 +137,8 @@ pub fn resolve(accounts: &Accounts, name: &str) -> Result<(Vec<u8>, Option<UserI
     match sys::lookup_user(name.as_bytes()) {
         Lookup::Found(u) => Ok((u.name.clone(), Some(u))),
         Lookup::NotFound | Lookup::Error(_) => {
-            if accounts.get(name.as_bytes())?.is_some() {
+            // A damaged state file still names an account (activate repairs it).
+            if accounts.get(name.as_bytes()).map_or(true, |a| a.is_some()) {
                 Ok((name.as_bytes().to_vec(), None))
             } else {
                 Err(AdminError(format!(
@@ -234,8 +235,9 @@ pub fn status(
 ) -> Result<Vec<StatusRow>> {
     if users.is_empty() {
         let (all, bad) = accounts.list()?;
-        if let Some(e) = bad.first() {
-            return Err(AdminError(format!("account state {e}")));
+        if !bad.is_empty() {
+            let lines: Vec<String> = bad.iter().map(|e| format!("account state {e}")).collect();
+            return Err(AdminError(lines.join("; ")));
         }
         return Ok(all
             .iter()
@@ -277,6 +279,8 @@ pub enum Activated {
     },
     /// It was already active with no failures; its inactivity clock restarted.
     AlreadyActive,
+    /// Its state file was damaged and has been replaced by a fresh one.
+    Repaired,
 }
 
 /// `activate USER`: clear lock, disable and count; restart the inactivity clock.
@@ -288,6 +292,7 @@ pub fn activate(
 ) -> Result<(Vec<u8>, Activated)> {
     let (name, _) = resolve(accounts, user)?;
     // A damaged state file is replaced: activation starts the account afresh.
+    let damaged = accounts.get(&name).is_err();
     let result = accounts.update(&name, true, |cur| {
         let mut acc = cur.unwrap_or_else(|| Account::new(&name, now));
         let standing = policy::standing(&acc, cfg, now);
@@ -304,7 +309,9 @@ pub fn activate(
         let changed = policy::activate(&mut acc, cfg, now);
         Ok((
             Some(acc),
-            if changed && (was_state != "active" || failures > 0) {
+            if damaged {
+                Activated::Repaired
+            } else if changed && (was_state != "active" || failures > 0) {
                 Activated::Reactivated {
                     was_state,
                     was_reason,
@@ -321,6 +328,7 @@ pub fn activate(
         match &result {
             Activated::Reactivated { was_state, .. } => format!("was {was_state}, now active"),
             Activated::AlreadyActive => "already active; inactivity clock restarted".into(),
+            Activated::Repaired => "its damaged state file was replaced; now active".into(),
         }
     ));
     Ok((name, result))

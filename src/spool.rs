@@ -10,18 +10,19 @@
 //!
 //! File: a 24-byte header (`UASPOOL1` and a random 16-byte generation id),
 //! then records: `UAr1`, payload length (u32), CRC-32 of the payload, the
-//! payload. Writers append under a shared `flock`; the merger takes the
-//! lock exclusively, copies every record into SQLite in one transaction
-//! that also records (generation, end offset), and removes the file while
-//! still holding the lock. A merge cut short after its commit is therefore
-//! never applied twice, and a writer that opened the file just before it
-//! was removed notices (no links left) and starts a new one. A damaged
-//! record (a short write on a full disk, a power cut) is skipped up to the
-//! next record mark and counted, never misread.
+//! payload. Writers append under a shared `flock`. The merger takes the
+//! lock exclusively only to rename the file aside (a writer that then gets
+//! its lock sees that the name leads elsewhere and starts a new spool), so
+//! logins never wait for a merge; it then copies every record into SQLite
+//! in one transaction that also records (generation, end offset), and
+//! removes the file. A merge cut short after its commit is therefore never
+//! applied twice, and one cut short before it leaves the file set aside for
+//! the next. A damaged record (a short write on a full disk, a power cut)
+//! is skipped up to the next record mark and counted, never misread.
 #![forbid(unsafe_code)]
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -227,14 +228,9 @@ fn write_record(db: &Path, rec: &[u8]) -> Result<(), FileError> {
             Err(e) => return Err(FileError::io(&path, "cannot open", &e)),
         };
         lock(&f, &path, FileLock::Shared)?;
-        let md = f
-            .metadata()
-            .map_err(|e| FileError::io(&path, "cannot stat", &e))?;
-        if md.nlink() == 0 {
+        if !still_named(&f, &path)? {
+            // Set aside for a merge between our open and our lock.
             continue;
-        }
-        if !md.is_file() {
-            return Err(FileError::new(&path, "not a regular file"));
         }
         // One write(2) with O_APPEND: concurrent writers never interleave
         // within a record. A short write (a full disk) leaves a partial
@@ -293,11 +289,9 @@ fn create(path: &Path) -> Result<(), FileError> {
     r
 }
 
-/// The spool's contents, held under its exclusive lock until [`Pending::remove`]
-/// or drop.
+/// A spool file set aside for merging, read.
 #[derive(Debug)]
 pub struct Pending {
-    file: File,
     path: PathBuf,
     /// The generation id from the header.
     pub generation: [u8; 16],
@@ -309,75 +303,89 @@ pub struct Pending {
     pub len: u64,
 }
 
-/// What a spool file with an unreadable header was renamed to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetAside(pub PathBuf);
+/// The name prefix of spool files set aside for merging.
+fn merging_prefix(db: &Path) -> String {
+    format!("{}.merging-", path_for(db).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+}
 
-/// Lock and read the spool of `db`; None when there is none. A file whose
-/// header is not a spool's is renamed aside (so logins can start a new
-/// one) and reported as the error.
-pub fn take(db: &Path) -> Result<Option<Pending>, FileError> {
+/// Set the spool aside for merging: under its exclusive lock (so no
+/// append is half done), rename it to `DATABASE.spool.merging-TIME-PID`.
+/// Logins that then take their lock on the old file see that the name no
+/// longer leads to it and start a new spool, so they never wait for the
+/// merge itself, however long it takes. Returns whether there was one.
+pub fn set_aside(db: &Path) -> Result<bool, FileError> {
     let path = path_for(db);
     let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
     while std::time::Instant::now() < deadline {
-        let mut f = match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
+        let f = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(FileError::io(&path, "cannot open", &e)),
         };
         lock(&f, &path, FileLock::Exclusive)?;
-        let md = f
-            .metadata()
-            .map_err(|e| FileError::io(&path, "cannot stat", &e))?;
-        if md.nlink() == 0 {
-            // Another merge took it while we waited.
+        if !still_named(&f, &path)? {
+            // Another merge set it aside while we waited.
             continue;
         }
-        if !md.is_file() {
-            return Err(FileError::new(&path, "not a regular file"));
-        }
-        let mut buf = Vec::with_capacity(md.len() as usize);
-        f.read_to_end(&mut buf)
-            .map_err(|e| FileError::io(&path, "cannot read", &e))?;
-        if buf.len() < HEADER_LEN || &buf[..8] != HEADER_MAGIC {
-            let aside = beside(&path, &format!(".damaged-{}", std::process::id()));
-            let moved = std::fs::rename(&path, &aside);
-            return Err(FileError::new(
-                &path,
-                match moved {
-                    Ok(()) => format!(
-                        "not a useraudit spool (bad header); moved aside to {}",
-                        aside.display()
-                    ),
-                    Err(e) => {
-                        format!("not a useraudit spool (bad header), and cannot move it aside: {e}")
-                    }
-                },
-            ));
-        }
-        let generation: [u8; 16] = buf[8..HEADER_LEN].try_into().unwrap_or_default();
-        let (records, damaged) = parse(&buf[HEADER_LEN..], HEADER_LEN as u64);
-        return Ok(Some(Pending {
-            file: f,
-            path,
-            generation,
-            records,
-            damaged,
-            len: buf.len() as u64,
-        }));
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let aside = beside(&path, &format!(".merging-{nanos:020}-{}", std::process::id()));
+        std::fs::rename(&path, &aside).map_err(|e| FileError::io(&path, "cannot set the spool aside for merging", &e))?;
+        return Ok(true);
     }
-    Err(FileError::new(
-        &path,
-        format!(
-            "the spool kept being replaced for {} s while reading; giving up",
-            BUSY_TIMEOUT.as_secs()
-        ),
-    ))
+    Err(FileError::new(&path, format!("the spool kept being replaced for {} s; giving up", BUSY_TIMEOUT.as_secs())))
+}
+
+/// Whether `path` still names the open file `f` (a merge renames it).
+fn still_named(f: &File, path: &Path) -> Result<bool, FileError> {
+    let md = f.metadata().map_err(|e| FileError::io(path, "cannot stat", &e))?;
+    if !md.is_file() {
+        return Err(FileError::new(path, "not a regular file"));
+    }
+    Ok(match std::fs::symlink_metadata(path) {
+        Ok(cur) => cur.ino() == md.ino() && cur.dev() == md.dev(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(FileError::io(path, "cannot stat", &e)),
+    })
+}
+
+/// The spool files set aside and not yet merged (a merge that stopped
+/// half-way leaves one), oldest first.
+pub fn set_aside_files(db: &Path) -> Result<Vec<PathBuf>, FileError> {
+    let dir = crate::files::parent(db);
+    let prefix = merging_prefix(db);
+    let rd = std::fs::read_dir(dir).map_err(|e| FileError::io(dir, "cannot list", &e))?;
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|e| FileError::io(dir, "cannot list", &e))?;
+        if ent.file_name().to_string_lossy().starts_with(&prefix) && ent.file_type().is_ok_and(|t| t.is_file()) {
+            out.push(ent.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Read a spool file set aside. One whose header is not a spool's is
+/// renamed `DATABASE.spool.damaged-...` and reported as the error.
+pub fn read(path: &Path) -> Result<Pending, FileError> {
+    let buf = std::fs::read(path).map_err(|e| FileError::io(path, "cannot read", &e))?;
+    if buf.len() < HEADER_LEN || &buf[..8] != HEADER_MAGIC {
+        // DATABASE.spool.merging-T-P becomes DATABASE.spool.damaged-T-P,
+        // which the next merge does not pick up again.
+        let name = path.file_name().map(|n| n.to_string_lossy().replacen(".merging-", ".damaged-", 1)).unwrap_or_default();
+        let aside = path.with_file_name(name);
+        let moved = std::fs::rename(path, &aside);
+        return Err(FileError::new(
+            path,
+            match moved {
+                Ok(()) => format!("not a useraudit spool (bad header); moved aside to {}", aside.display()),
+                Err(e) => format!("not a useraudit spool (bad header), and cannot move it aside: {e}"),
+            },
+        ));
+    }
+    let generation: [u8; 16] = buf[8..HEADER_LEN].try_into().unwrap_or_default();
+    let (records, damaged) = parse(&buf[HEADER_LEN..], HEADER_LEN as u64);
+    Ok(Pending { path: path.into(), generation, records, damaged, len: buf.len() as u64 })
 }
 
 /// Intact records after the header (offsets counted from `base`), and the
@@ -421,19 +429,25 @@ fn record_at(b: &[u8]) -> Option<(usize, Record)> {
 }
 
 impl Pending {
-    /// Remove the merged spool file, still under the lock: writers that
-    /// were waiting for it see it gone and start a new one.
+    /// Remove the merged file.
     pub fn remove(self) -> Result<(), FileError> {
-        let r = std::fs::remove_file(&self.path)
-            .map_err(|e| FileError::io(&self.path, "cannot remove merged spool", &e));
-        drop(self.file);
-        r
+        std::fs::remove_file(&self.path).map_err(|e| FileError::io(&self.path, "cannot remove merged spool", &e))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Set the spool aside and read it (the merge's first steps).
+    fn take(db: &Path) -> Result<Option<Pending>, FileError> {
+        if !set_aside(db)? {
+            return Ok(None);
+        }
+        let files = set_aside_files(db)?;
+        assert_eq!(files.len(), 1, "{files:?}");
+        read(&files[0]).map(Some)
+    }
 
     fn entry(user: &[u8], t: i64) -> NewEntry<'_> {
         NewEntry {

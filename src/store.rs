@@ -439,24 +439,35 @@ impl Store {
             .map_err(self.err("cannot drop the old account table"))
     }
 
-    /// Move the log spool's entries into the log: one transaction, which
-    /// also records how far this spool generation was merged, so a merge
-    /// interrupted after its commit is not applied twice; then the spool
-    /// file is removed. Returns the entries added and the damaged bytes
-    /// skipped.
+    /// Move the log spool's entries into the log. The spool is first set
+    /// aside (logins start a new one at once); each file set aside is
+    /// merged in one transaction that also records how far its generation
+    /// was merged, so a merge interrupted after its commit is not applied
+    /// twice, and then removed. The commit is synced before the file goes
+    /// (`synchronous=FULL` for it), so a power cut cannot lose both copies.
+    /// Returns the entries added and the damaged bytes skipped.
     pub fn merge_spool(&mut self) -> Result<Merged> {
-        let Some(p) = spool::take(&self.path).map_err(StoreError::Spool)? else {
-            return Ok(Merged::default());
-        };
+        spool::set_aside(&self.path).map_err(StoreError::Spool)?;
+        let mut total = Merged::default();
+        for file in spool::set_aside_files(&self.path).map_err(StoreError::Spool)? {
+            let p = spool::read(&file).map_err(StoreError::Spool)?;
+            self.conn.execute_batch("PRAGMA synchronous=FULL").map_err(self.err("cannot configure"))?;
+            let r = self.merge_one(&p);
+            self.conn.execute_batch(WAL_SETTINGS).map_err(self.err("cannot configure"))?;
+            total.entries += r?;
+            total.damaged += p.damaged;
+            p.remove().map_err(StoreError::Spool)?;
+        }
+        Ok(total)
+    }
+
+    fn merge_one(&mut self, p: &spool::Pending) -> Result<u64> {
         let generation = p.generation.to_vec();
         let now = crate::text::now_micros();
-        let entries = self.write(|t| {
-            let done: i64 =
-                t.tx.query_row(
-                    "SELECT upto FROM spool_merged WHERE generation = ?1",
-                    [&generation],
-                    |r| r.get(0),
-                )
+        self.write(|t| {
+            let done: i64 = t
+                .tx
+                .query_row("SELECT upto FROM spool_merged WHERE generation = ?1", [&generation], |r| r.get(0))
                 .optional()
                 .map_err(t.err("cannot read the spool record"))?
                 .unwrap_or(0);
@@ -475,9 +486,7 @@ impl Store {
                             "UPDATE log SET auth_method = ?1 WHERE id =
                              (SELECT max(id) FROM log WHERE user = ?2 AND time = ?3)",
                         )
-                        .and_then(|mut st| {
-                            st.execute(params![crate::text::cap(method), user, time])
-                        })
+                        .and_then(|mut st| st.execute(params![crate::text::cap(method), user, time]))
                         .map_err(t.err("cannot write the log"))?;
                     }
                 }
@@ -488,10 +497,7 @@ impl Store {
             )
             .map_err(t.err("cannot write the spool record"))?;
             Ok(n)
-        })?;
-        let damaged = p.damaged;
-        p.remove().map_err(StoreError::Spool)?;
-        Ok(Merged { entries, damaged })
+        })
     }
 
     /// Record an attempt outside a transaction (one statement, atomic).
@@ -1012,15 +1018,11 @@ mod tests {
         // the same spool generation met twice (a merge whose file removal
         // did not happen): the second pass adds only what came after
         let copy = std::fs::read(spool::path_for(&p)).unwrap();
-        assert_eq!(
-            s.merge_spool().unwrap(),
-            Merged {
-                entries: 2,
-                damaged: 0
-            }
-        );
+        assert_eq!(s.merge_spool().unwrap(), Merged { entries: 2, damaged: 0 });
         assert!(!spool::path_for(&p).exists());
-        std::fs::write(spool::path_for(&p), &copy).unwrap();
+        assert!(spool::set_aside_files(&p).unwrap().is_empty());
+        let again = crate::files::beside(&spool::path_for(&p), ".merging-00000000000000000001-1");
+        std::fs::write(&again, &copy).unwrap();
         spool::append(&p, &e(b"carol", 11)).unwrap();
         assert_eq!(
             s.merge_spool().unwrap(),

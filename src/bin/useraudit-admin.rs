@@ -223,6 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
                     Activated::AlreadyActive => {
                         format!("{name}: already active (inactivity clock restarted)")
                     }
+                    Activated::Repaired => format!("{name}: activated (its damaged state file was replaced)"),
                 })?;
             }
         }
