@@ -72,30 +72,20 @@ pub fn open_store(cfg: &Config) -> Result<Db> {
     let root = sys::euid() == 0;
     let hint = |e: String, denied: bool| {
         if !root && denied {
-            AdminError(format!(
-                "{e} (the database is readable by root only; run as root)"
-            ))
+            AdminError(format!("{e} (the database is readable by root only; run as root)"))
         } else {
             AdminError(e)
         }
     };
-    let accounts = Accounts::open(&cfg.database, true, root)
-        .map_err(|e| hint(format!("account state {e}"), e.denied))?;
-    let mut store = Store::open(
-        &cfg.database,
-        OpenOptions {
-            create: true,
-            require_root_owned: root,
-        },
-    )
-    .map_err(|e| hint(e.to_string(), e.permission_denied()))?;
+    let accounts =
+        Accounts::open(&cfg.database, true, root).map_err(|e| hint(format!("account state {e}"), e.denied))?;
+    let mut store = Store::open(&cfg.database, OpenOptions { create: true, require_root_owned: root })
+        .map_err(|e| hint(e.to_string(), e.permission_denied()))?;
     let legacy = store.legacy_accounts()?;
     if !legacy.is_empty() {
         for a in &legacy {
             // State written since the upgrade is newer than the old table.
-            accounts.update(&a.user, false, |cur| {
-                Ok((cur.is_none().then(|| a.clone()), ()))
-            })?;
+            accounts.update(&a.user, false, |cur| Ok((cur.is_none().then(|| a.clone()), ())))?;
         }
         syslog_admin(&format!(
             "copied {} account(s) from the version 1 database into {}",
@@ -112,24 +102,14 @@ pub fn open_store(cfg: &Config) -> Result<Db> {
             m.damaged,
             m.entries
         )),
-        Err(e) => sys::syslog(
-            Priority::Err,
-            &format!("useraudit-admin (uid {}): {e}", sys::euid()),
-        ),
+        Err(e) => sys::syslog(Priority::Err, &format!("useraudit-admin (uid {}): {e}", sys::euid())),
         Ok(_) => {}
     }
-    Ok(Db {
-        store,
-        accounts,
-        merged,
-    })
+    Ok(Db { store, accounts, merged })
 }
 
 fn syslog_admin(msg: &str) {
-    sys::syslog(
-        Priority::Notice,
-        &format!("useraudit-admin (uid {}): {msg}", sys::euid()),
-    );
+    sys::syslog(Priority::Notice, &format!("useraudit-admin (uid {}): {msg}", sys::euid()));
 }
 
 /// An account named on the command line: through NSS, else as stored.
@@ -141,10 +121,7 @@ pub fn resolve(accounts: &Accounts, name: &str) -> Result<(Vec<u8>, Option<UserI
             if accounts.get(name.as_bytes()).map_or(true, |a| a.is_some()) {
                 Ok((name.as_bytes().to_vec(), None))
             } else {
-                Err(AdminError(format!(
-                    "no such account: {}",
-                    escape(name.as_bytes())
-                )))
+                Err(AdminError(format!("no such account: {}", escape(name.as_bytes()))))
             }
         }
     }
@@ -184,9 +161,7 @@ fn status_row(cfg: &Config, a: &Account, is_exempt: bool, now: i64) -> StatusRow
     let standing = policy::standing(a, cfg, now);
     let (state, reason, unlocks_at) = match standing {
         Standing::Active => ("active", None, None),
-        Standing::Locked { until, .. } => {
-            ("locked", Some(Reason::LoginFailureLimit.as_str()), until)
-        }
+        Standing::Locked { until, .. } => ("locked", Some(Reason::LoginFailureLimit.as_str()), until),
         Standing::Disabled(r) => ("disabled", Some(r.as_str()), None),
     };
     let (change, _) = password_change(cfg, a);
@@ -195,28 +170,16 @@ fn status_row(cfg: &Config, a: &Account, is_exempt: bool, now: i64) -> StatusRow
         (PasswordSource::Shadow, PasswordChange::Day(d)) => Some(d * DAY_MICROS),
         _ => a.password_changed,
     };
-    let expires = if is_exempt {
-        None
-    } else {
-        policy::password_expires(change, cfg)
-    };
+    let expires = if is_exempt { None } else { policy::password_expires(change, cfg) };
     StatusRow {
         user: a.user.clone(),
         state,
         reason,
         note: a.note.clone(),
-        failures: if standing == Standing::Active && a.state == policy::State::Locked {
-            0
-        } else {
-            a.failures
-        },
+        failures: if standing == Standing::Active && a.state == policy::State::Locked { 0 } else { a.failures },
         last_login: a.last_login,
         last_failure: a.last_failure,
-        locked_at: if standing == Standing::Active {
-            None
-        } else {
-            a.locked_at
-        },
+        locked_at: if standing == Standing::Active { None } else { a.locked_at },
         unlocks_at,
         password_changed,
         password_expires: expires.map(|d| d * DAY_MICROS),
@@ -227,12 +190,7 @@ fn status_row(cfg: &Config, a: &Account, is_exempt: bool, now: i64) -> StatusRow
 }
 
 /// `status`: every stored account, or the named ones.
-pub fn status(
-    cfg: &Config,
-    accounts: &Accounts,
-    users: &[String],
-    now: i64,
-) -> Result<Vec<StatusRow>> {
+pub fn status(cfg: &Config, accounts: &Accounts, users: &[String], now: i64) -> Result<Vec<StatusRow>> {
     if users.is_empty() {
         let (all, bad) = accounts.list()?;
         if !bad.is_empty() {
@@ -255,15 +213,8 @@ pub fn status(
         let (name, info) = resolve(accounts, u)?;
         // An account known to the system but never seen by the module is
         // shown as it would start: active, nothing recorded.
-        let acc = accounts
-            .get(&name)?
-            .unwrap_or_else(|| Account::new(&name, now));
-        rows.push(status_row(
-            cfg,
-            &acc,
-            is_exempt(cfg, &name, info.as_ref()),
-            now,
-        ));
+        let acc = accounts.get(&name)?.unwrap_or_else(|| Account::new(&name, now));
+        rows.push(status_row(cfg, &acc, is_exempt(cfg, &name, info.as_ref()), now));
     }
     Ok(rows)
 }
@@ -272,11 +223,7 @@ pub fn status(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Activated {
     /// It was locked or disabled (state, reason) or had failures; now active.
-    Reactivated {
-        was_state: &'static str,
-        was_reason: Option<&'static str>,
-        failures: u32,
-    },
+    Reactivated { was_state: &'static str, was_reason: Option<&'static str>, failures: u32 },
     /// It was already active with no failures; its inactivity clock restarted.
     AlreadyActive,
     /// Its state file was damaged and has been replaced by a fresh one.
@@ -284,12 +231,7 @@ pub enum Activated {
 }
 
 /// `activate USER`: clear lock, disable and count; restart the inactivity clock.
-pub fn activate(
-    cfg: &Config,
-    accounts: &Accounts,
-    user: &str,
-    now: i64,
-) -> Result<(Vec<u8>, Activated)> {
+pub fn activate(cfg: &Config, accounts: &Accounts, user: &str, now: i64) -> Result<(Vec<u8>, Activated)> {
     let (name, _) = resolve(accounts, user)?;
     // A damaged state file is replaced: activation starts the account afresh.
     let damaged = accounts.get(&name).is_err();
@@ -301,22 +243,15 @@ pub fn activate(
             Standing::Locked { .. } => ("locked", Some(Reason::LoginFailureLimit.as_str())),
             Standing::Disabled(r) => ("disabled", Some(r.as_str())),
         };
-        let failures = if standing == Standing::Active && acc.state == policy::State::Locked {
-            0
-        } else {
-            acc.failures
-        };
+        let failures =
+            if standing == Standing::Active && acc.state == policy::State::Locked { 0 } else { acc.failures };
         let changed = policy::activate(&mut acc, cfg, now);
         Ok((
             Some(acc),
             if damaged {
                 Activated::Repaired
             } else if changed && (was_state != "active" || failures > 0) {
-                Activated::Reactivated {
-                    was_state,
-                    was_reason,
-                    failures,
-                }
+                Activated::Reactivated { was_state, was_reason, failures }
             } else {
                 Activated::AlreadyActive
             },
@@ -335,13 +270,7 @@ pub fn activate(
 }
 
 /// `lock USER [--reason TEXT]`: disable by hand.
-pub fn lock(
-    cfg: &Config,
-    accounts: &Accounts,
-    user: &str,
-    reason: Option<&str>,
-    now: i64,
-) -> Result<(Vec<u8>, bool)> {
+pub fn lock(cfg: &Config, accounts: &Accounts, user: &str, reason: Option<&str>, now: i64) -> Result<(Vec<u8>, bool)> {
     let (name, info) = resolve(accounts, user)?;
     if is_exempt(cfg, &name, info.as_ref()) {
         return Err(AdminError(format!(
@@ -358,9 +287,7 @@ pub fn lock(
     syslog_admin(&format!(
         "lock {}: disabled by hand{}",
         escape(&name),
-        reason
-            .map(|r| format!(" ({})", escape(r.as_bytes())))
-            .unwrap_or_default()
+        reason.map(|r| format!(" ({})", escape(r.as_bytes()))).unwrap_or_default()
     ));
     Ok((name, newly))
 }
@@ -386,9 +313,7 @@ pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<Sweep
         let (all, _bad) = db.accounts.list()?;
         let candidates: Vec<Vec<u8>> = all
             .into_iter()
-            .filter(|a| {
-                policy::standing(a, cfg, now) == Standing::Active && policy::inactive(a, cfg, now)
-            })
+            .filter(|a| policy::standing(a, cfg, now) == Standing::Active && policy::inactive(a, cfg, now))
             .filter(|a| {
                 let info = match sys::lookup_user(&a.user) {
                     Lookup::Found(u) => Some(u),
@@ -404,15 +329,10 @@ pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<Sweep
                 let Some(mut acc) = cur else {
                     return Ok((None, None));
                 };
-                if policy::standing(&acc, cfg, now) != Standing::Active
-                    || !policy::inactive(&acc, cfg, now)
-                {
+                if policy::standing(&acc, cfg, now) != Standing::Active || !policy::inactive(&acc, cfg, now) {
                     return Ok((None, None));
                 }
-                let last = acc
-                    .last_login
-                    .unwrap_or(0)
-                    .max(acc.activated_at.unwrap_or(0));
+                let last = acc.last_login.unwrap_or(0).max(acc.activated_at.unwrap_or(0));
                 if dry_run {
                     return Ok((None, Some(last)));
                 }
@@ -433,15 +353,7 @@ pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<Sweep
                     service: Some(b"sweep"),
                     failures: 0,
                 };
-                announce(
-                    cfg,
-                    &log,
-                    &n,
-                    &format!(
-                        "disabled: not used for more than {} days",
-                        cfg.account_expiry_days
-                    ),
-                );
+                announce(cfg, &log, &n, &format!("disabled: not used for more than {} days", cfg.account_expiry_days));
             }
         }
     }
@@ -468,10 +380,7 @@ pub fn check(cfg: &Config, db: &Db) -> Result<Vec<String>> {
     }
     let qc = store.quick_check()?;
     if qc != "ok" {
-        return Err(AdminError(format!(
-            "database {}: integrity check failed: {qc}",
-            store.path().display()
-        )));
+        return Err(AdminError(format!("database {}: integrity check failed: {qc}", store.path().display())));
     }
     let (accounts, bad) = db.accounts.list()?;
     if let Some(e) = bad.first() {
@@ -483,24 +392,14 @@ pub fn check(cfg: &Config, db: &Db) -> Result<Vec<String>> {
         crate::store::SCHEMA_VERSION,
         store.count()?,
     ));
-    out.push(format!(
-        "# account state {}: {} accounts",
-        db.accounts.dir().display(),
-        accounts.len()
-    ));
+    out.push(format!("# account state {}: {} accounts", db.accounts.dir().display(), accounts.len()));
     if let Ok(m) = &db.merged {
         if m.damaged > 0 {
-            out.push(format!(
-                "# warning: the log spool had {} damaged byte(s), skipped",
-                m.damaged
-            ));
+            out.push(format!("# warning: the log spool had {} damaged byte(s), skipped", m.damaged));
         }
     }
     if cfg.unlock_after > 0 {
-        out.push(format!(
-            "# locks lift after {}",
-            format_duration(cfg.unlock_after)
-        ));
+        out.push(format!("# locks lift after {}", format_duration(cfg.unlock_after)));
     }
     if let Some(cmd) = &cfg.notify_command {
         if let Err(e) = crate::notify::check_command(cmd) {

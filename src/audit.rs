@@ -75,10 +75,7 @@ pub struct Outcome {
 
 impl Outcome {
     fn plain(verdict: Verdict) -> Outcome {
-        Outcome {
-            verdict,
-            messages: Vec::new(),
-        }
+        Outcome { verdict, messages: Vec::new() }
     }
 }
 
@@ -110,14 +107,7 @@ pub struct Session {
 
 impl Default for Session {
     fn default() -> Self {
-        Session {
-            pid: std::process::id(),
-            key: Vec::new(),
-            cfg: None,
-            accounts: None,
-            mark: None,
-            user: None,
-        }
+        Session { pid: std::process::id(), key: Vec::new(), cfg: None, accounts: None, mark: None, user: None }
     }
 }
 
@@ -162,11 +152,7 @@ pub fn auth_method(info: Option<&[u8]>) -> Vec<u8> {
         .filter_map(|l| l.split(|&b| b == b' ').next())
         .filter(|w| !w.is_empty())
         .collect();
-    if names.is_empty() {
-        b"pam".to_vec()
-    } else {
-        names.join(&b","[..])
-    }
+    if names.is_empty() { b"pam".to_vec() } else { names.join(&b","[..]) }
 }
 
 /// The auth method of an attempt. sshd fills `SSH_AUTH_INFO_0` only for the
@@ -192,13 +178,8 @@ pub fn method_for(a: &Attempt, hook: Hook) -> Vec<u8> {
 
 /// Whether the account is exempt from locking and expiry.
 pub fn exempt(cfg: &Config, u: &UserInfo) -> bool {
-    cfg.exempt_users
-        .iter()
-        .any(|n| n.as_bytes() == u.name.as_slice())
-        || cfg
-            .exempt_groups
-            .iter()
-            .any(|g| sys::in_group(&u.name, u.gid, g))
+    cfg.exempt_users.iter().any(|n| n.as_bytes() == u.name.as_slice())
+        || cfg.exempt_groups.iter().any(|g| sys::in_group(&u.name, u.gid, g))
 }
 
 /// The last password change day for an account, from the configured source.
@@ -236,12 +217,7 @@ fn notify(cfg: &Config, log: &dyn Fn(Priority, &str), n: &Notice<'_>) {
 pub fn announce(cfg: &Config, log: &dyn Fn(Priority, &str), n: &Notice<'_>, why: &str) {
     log(
         Priority::Warning,
-        &format!(
-            "account {} {why} (event {}, {} failures)",
-            escape(n.user),
-            n.event.as_str(),
-            n.failures
-        ),
+        &format!("account {} {why} (event {}, {} failures)", escape(n.user), n.event.as_str(), n.failures),
     );
     notify(cfg, log, n);
 }
@@ -274,10 +250,7 @@ pub fn handle(
     let margs = ModuleArgs::parse(args.iter().map(String::as_str));
     let log = Log::new(attempt.service.as_deref(), hook, margs.debug);
     for a in &margs.unknown {
-        log.at(
-            Priority::Err,
-            &format!("unknown module argument ignored: {}", escape(a.as_bytes())),
-        );
+        log.at(Priority::Err, &format!("unknown module argument ignored: {}", escape(a.as_bytes())));
     }
     if session.pid != std::process::id() {
         // Inherited across fork: start afresh.
@@ -297,10 +270,7 @@ pub fn handle(
         Some(Ok(c)) => Rc::clone(c),
         Some(Err(e)) => {
             if !root && e.permission_denied() {
-                log.always(
-                    Priority::Debug,
-                    &format!("not root and cannot read the configuration; allowing: {e}"),
-                );
+                log.always(Priority::Debug, &format!("not root and cannot read the configuration; allowing: {e}"));
                 return on_error(hook, OnError::Allow);
             }
             log.at(Priority::Err, &format!("configuration error: {e}"));
@@ -309,23 +279,14 @@ pub fn handle(
         None => return on_error(hook, on_error_hint()),
     };
     let silent = silent_flag || margs.silent;
-    let ctx = Ctx {
-        cfg: &cfg,
-        attempt,
-        hook,
-        now,
-        log: &log,
-    };
+    let ctx = Ctx { cfg: &cfg, attempt, hook, now, log: &log };
     let result = run(session, &ctx, root);
     let mut out = match result {
         Ok(o) => o,
         Err(e) => {
             session.accounts = None;
             if !root && e.denied {
-                log.always(
-                    Priority::Debug,
-                    &format!("not root and cannot use the database; allowing: {e}"),
-                );
+                log.always(Priority::Debug, &format!("not root and cannot use the database; allowing: {e}"));
                 return on_error(hook, OnError::Allow);
             }
             log.at(Priority::Err, &format!("{e}"));
@@ -359,13 +320,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn entry<'e>(
-        &'e self,
-        user: &'e [u8],
-        success: bool,
-        reason: Option<LogReason>,
-        method: &'e [u8],
-    ) -> NewEntry<'e> {
+    fn entry<'e>(&'e self, user: &'e [u8], success: bool, reason: Option<LogReason>, method: &'e [u8]) -> NewEntry<'e> {
         let a = self.attempt;
         NewEntry {
             time: self.now,
@@ -380,13 +335,7 @@ impl Ctx<'_> {
         }
     }
     fn notice<'n>(&'n self, user: &'n [u8], event: Event, failures: u32) -> Notice<'n> {
-        Notice {
-            event,
-            user,
-            rhost: self.attempt.rhost.as_deref(),
-            service: self.attempt.service.as_deref(),
-            failures,
-        }
+        Notice { event, user, rhost: self.attempt.rhost.as_deref(), service: self.attempt.service.as_deref(), failures }
     }
     fn logf(&self) -> impl Fn(Priority, &str) + '_ {
         |p, m| self.log.at(p, m)
@@ -395,23 +344,12 @@ impl Ctx<'_> {
 
 /// The checked account state directory (the database's directory is
 /// checked, and created if missing, on the way; the spool lives there).
-fn accounts<'s>(
-    session: &'s mut Session,
-    cfg: &Config,
-    root: bool,
-) -> Result<&'s Accounts, FileError> {
-    if session
-        .accounts
-        .as_ref()
-        .is_some_and(|(p, _)| *p != cfg.database)
-    {
+fn accounts<'s>(session: &'s mut Session, cfg: &Config, root: bool) -> Result<&'s Accounts, FileError> {
+    if session.accounts.as_ref().is_some_and(|(p, _)| *p != cfg.database) {
         session.accounts = None;
     }
     if session.accounts.is_none() {
-        session.accounts = Some((
-            cfg.database.clone(),
-            Accounts::open(&cfg.database, true, root)?,
-        ));
+        session.accounts = Some((cfg.database.clone(), Accounts::open(&cfg.database, true, root)?));
     }
     Ok(&session.accounts.as_ref().expect("just opened").1)
 }
@@ -426,10 +364,7 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
     let a = ctx.attempt;
     let hook = ctx.hook;
     if hook == Hook::Auth(None) {
-        ctx.log.at(
-            Priority::Err,
-            "auth line without a mode word (preauth, authfail or authsucc); ignored",
-        );
+        ctx.log.at(Priority::Err, "auth line without a mode word (preauth, authfail or authsucc); ignored");
         return Ok(Outcome::plain(Verdict::Ignore));
     }
     if let Hook::Password { update } = hook {
@@ -439,18 +374,13 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
     }
     if hook == Hook::Account {
         if let Some(svc) = &a.service {
-            if cfg
-                .ignore_services
-                .iter()
-                .any(|s| s.as_bytes() == svc.as_slice())
-            {
+            if cfg.ignore_services.iter().any(|s| s.as_bytes() == svc.as_slice()) {
                 return Ok(Outcome::plain(Verdict::Ignore));
             }
         }
     }
     let Some(typed) = a.user.clone() else {
-        ctx.log
-            .at(Priority::Err, "no user name (PAM_USER is not set); ignored");
+        ctx.log.at(Priority::Err, "no user name (PAM_USER is not set); ignored");
         return Ok(Outcome::plain(match hook {
             Hook::Auth(Some(Mode::Authfail)) => Verdict::AuthErr,
             _ => Verdict::Ignore,
@@ -473,10 +403,7 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
                 Lookup::Error(e) => {
                     ctx.log.at(
                         Priority::Err,
-                        &format!(
-                            "cannot look the user up through NSS: {}",
-                            std::io::Error::from_raw_os_error(e)
-                        ),
+                        &format!("cannot look the user up through NSS: {}", std::io::Error::from_raw_os_error(e)),
                     );
                     None
                 }
@@ -501,45 +428,25 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
                 return Ok(Outcome::plain(Verdict::Success));
             };
             log_attempt(ctx, &ctx.entry(&typed, false, Some(reason), &method))?;
-            ctx.log.at(
-                Priority::Notice,
-                &format!(
-                    "refused {} before authentication: {}",
-                    escape(&name),
-                    reason.as_str()
-                ),
-            );
+            ctx.log
+                .at(Priority::Notice, &format!("refused {} before authentication: {}", escape(&name), reason.as_str()));
             let texts = policy::refusal_text(&acc, standing, ctx.now);
-            Ok(Outcome {
-                verdict: Verdict::AuthErr,
-                messages: texts.into_iter().map(Message::Error).collect(),
-            })
+            Ok(Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() })
         }
         Hook::Auth(Some(Mode::Authfail)) => {
             let accts = accounts(session, cfg, root)?;
             // Logged first: the entry does not depend on the count, and a
             // count that cannot be kept must not cost the log its entry.
-            log_attempt(
-                ctx,
-                &ctx.entry(&typed, false, Some(LogReason::Auth), &method),
-            )?;
+            log_attempt(ctx, &ctx.entry(&typed, false, Some(LogReason::Auth), &method))?;
             let (outcome, failures) = accts.update(&name, false, |cur| {
                 let mut acc = cur.unwrap_or_else(|| Account::new(&name, ctx.now));
                 let o = policy::record_failure(&mut acc, cfg, ctx.now, is_exempt);
                 let failures = acc.failures;
                 Ok((Some(acc), (o, failures)))
             })?;
-            ctx.log.at(
-                Priority::Debug,
-                &format!("failure {} for {}", failures, escape(&name)),
-            );
+            ctx.log.at(Priority::Debug, &format!("failure {} for {}", failures, escape(&name)));
             if outcome.locked_now {
-                announce(
-                    cfg,
-                    &ctx.logf(),
-                    &ctx.notice(&name, Event::Locked, failures),
-                    "locked after failed logins",
-                );
+                announce(cfg, &ctx.logf(), &ctx.notice(&name, Event::Locked, failures), "locked after failed logins");
             }
             Ok(Outcome::plain(Verdict::AuthErr))
         }
@@ -562,10 +469,7 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
                 // not, the change failed and nothing is recorded.
                 if let ShadowChange::Day(d) = sys::shadow_change(&name) {
                     if d != policy::day_of(ctx.now) {
-                        ctx.log.at(
-                            Priority::Debug,
-                            "shadow not updated today; password change not recorded",
-                        );
+                        ctx.log.at(Priority::Debug, "shadow not updated today; password change not recorded");
                         return Ok(Outcome::plain(Verdict::Ignore));
                     }
                 }
@@ -575,10 +479,7 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
                 policy::password_changed(&mut acc, ctx.now);
                 Ok((Some(acc), ()))
             })?;
-            ctx.log.at(
-                Priority::Info,
-                &format!("password change recorded for {}", escape(&name)),
-            );
+            ctx.log.at(Priority::Info, &format!("password change recorded for {}", escape(&name)));
             Ok(Outcome::plain(Verdict::Success))
         }
         Hook::Auth(None) => Ok(Outcome::plain(Verdict::Ignore)),
@@ -602,17 +503,8 @@ fn unknown_user(
     };
     // The directories are checked (as for a known account) before the spool is used.
     accounts(session, ctx.cfg, root)?;
-    log_attempt(
-        ctx,
-        &ctx.entry(
-            typed,
-            success,
-            (!success).then_some(LogReason::Auth),
-            method,
-        ),
-    )?;
-    ctx.log
-        .at(Priority::Debug, "attempt for a name that is not an account");
+    log_attempt(ctx, &ctx.entry(typed, success, (!success).then_some(LogReason::Auth), method))?;
+    ctx.log.at(Priority::Debug, "attempt for a name that is not an account");
     Ok(Outcome::plain(verdict))
 }
 
@@ -629,8 +521,7 @@ fn login(
 ) -> Result<Outcome, FileError> {
     let cfg = ctx.cfg;
     // The shadow lookup is done before the transaction to keep it short.
-    let shadow = (cfg.password_expiry_days > 0
-        && cfg.password_change_source == PasswordSource::Shadow)
+    let shadow = (cfg.password_expiry_days > 0 && cfg.password_change_source == PasswordSource::Shadow)
         .then(|| password_change(cfg, &Account::new(name, ctx.now)));
     if let Some((_, Some(warn))) = &shadow {
         ctx.log.at(Priority::Debug, warn);
@@ -660,55 +551,31 @@ fn login(
                 (Hook::Account, Some(d)) => vec![Message::Info(policy::warning_text(d))],
                 _ => vec![],
             };
-            Outcome {
-                verdict: Verdict::Success,
-                messages,
-            }
+            Outcome { verdict: Verdict::Success, messages }
         }
         LoginCheck::ChangePassword => {
-            ctx.log.at(
-                Priority::Notice,
-                &format!(
-                    "password of {} has expired; a new one is required",
-                    escape(name)
-                ),
-            );
+            ctx.log.at(Priority::Notice, &format!("password of {} has expired; a new one is required", escape(name)));
             match ctx.hook {
                 Hook::Account => Outcome {
                     verdict: Verdict::NewAuthtokReqd,
                     messages: vec![Message::Error(
-                        "You are required to change your password immediately (password expired)."
-                            .into(),
+                        "You are required to change your password immediately (password expired).".into(),
                     )],
                 },
                 _ => Outcome::plain(Verdict::Success),
             }
         }
         LoginCheck::Refuse(r) => {
-            ctx.log.at(
-                Priority::Notice,
-                &format!("refused {}: {}", escape(name), r.as_str()),
-            );
+            ctx.log.at(Priority::Notice, &format!("refused {}: {}", escape(name), r.as_str()));
             let texts = policy::refusal_text(&acc, policy::standing(&acc, cfg, now), now);
-            Outcome {
-                verdict: refused_verdict(ctx.hook, r),
-                messages: texts.into_iter().map(Message::Error).collect(),
-            }
+            Outcome { verdict: refused_verdict(ctx.hook, r), messages: texts.into_iter().map(Message::Error).collect() }
         }
         LoginCheck::Disable(r) => {
             let why = match r {
-                Reason::AccountExpired => format!(
-                    "disabled: not used for more than {} days",
-                    cfg.account_expiry_days
-                ),
+                Reason::AccountExpired => format!("disabled: not used for more than {} days", cfg.account_expiry_days),
                 _ => "disabled: password expired".to_string(),
             };
-            announce(
-                cfg,
-                &ctx.logf(),
-                &ctx.notice(name, event_of(r), acc.failures),
-                &why,
-            );
+            announce(cfg, &ctx.logf(), &ctx.notice(name, event_of(r), acc.failures), &why);
             let texts = policy::refusal_text(&acc, policy::standing(&acc, cfg, now), now);
             Outcome {
                 verdict: refused_verdict(ctx.hook, r.refusal()),
@@ -720,13 +587,8 @@ fn login(
     // entry that could not be logged is answered as an error.
     logged?;
     if ctx.hook != Hook::Account && out.verdict == Verdict::Success {
-        session.mark = Some(LoginMark {
-            user: name.to_vec(),
-            time: now,
-            typed: typed.to_vec(),
-            method: method.to_vec(),
-            check,
-        });
+        session.mark =
+            Some(LoginMark { user: name.to_vec(), time: now, typed: typed.to_vec(), method: method.to_vec(), check });
     }
     Ok(out)
 }
@@ -736,22 +598,16 @@ fn login(
 /// the auth method if it became known only now (sshd sets
 /// `SSH_AUTH_INFO_0` after authentication).
 fn finish_marked(ctx: &Ctx<'_>, mark: LoginMark, method: &[u8]) -> Outcome {
-    let known = ctx
-        .attempt
-        .ssh_auth_info
-        .as_deref()
-        .is_some_and(|i| i.iter().any(|b| !b.is_ascii_whitespace()));
+    let known = ctx.attempt.ssh_auth_info.as_deref().is_some_and(|i| i.iter().any(|b| !b.is_ascii_whitespace()));
     if known && method != mark.method.as_slice() {
-        if let Err(e) = spool::append_set_method(&ctx.cfg.database, mark.time, &mark.typed, method)
-        {
+        if let Err(e) = spool::append_set_method(&ctx.cfg.database, mark.time, &mark.typed, method) {
             ctx.log.at(Priority::Err, &format!("{e}"));
         }
     }
     match mark.check {
-        LoginCheck::Allow { warn_days: Some(d) } => Outcome {
-            verdict: Verdict::Success,
-            messages: vec![Message::Info(policy::warning_text(d))],
-        },
+        LoginCheck::Allow { warn_days: Some(d) } => {
+            Outcome { verdict: Verdict::Success, messages: vec![Message::Info(policy::warning_text(d))] }
+        }
         LoginCheck::ChangePassword => Outcome {
             verdict: Verdict::NewAuthtokReqd,
             messages: vec![Message::Error(
@@ -770,19 +626,10 @@ mod tests {
     fn auth_method_from_ssh_info() {
         assert_eq!(auth_method(None), b"pam");
         assert_eq!(auth_method(Some(b"")), b"pam");
-        assert_eq!(
-            auth_method(Some(b"publickey ssh-ed25519 AAAAC3Nza")),
-            b"publickey"
-        );
+        assert_eq!(auth_method(Some(b"publickey ssh-ed25519 AAAAC3Nza")), b"publickey");
         assert_eq!(auth_method(Some(b"password\n")), b"password");
-        assert_eq!(
-            auth_method(Some(b"keyboard-interactive/pam\n")),
-            b"keyboard-interactive/pam"
-        );
-        assert_eq!(
-            auth_method(Some(b"publickey ssh-rsa AAA\npassword\n")),
-            b"publickey,password"
-        );
+        assert_eq!(auth_method(Some(b"keyboard-interactive/pam\n")), b"keyboard-interactive/pam");
+        assert_eq!(auth_method(Some(b"publickey ssh-rsa AAA\npassword\n")), b"publickey,password");
     }
 
     #[test]
@@ -795,57 +642,21 @@ mod tests {
         };
         let auth = Hook::Auth(Some(Mode::Authfail));
         assert_eq!(method_for(&at(b"sshd", None, true), auth), b"password");
-        assert_eq!(
-            method_for(&at(b"sshd", Some(b""), true), auth),
-            b"keyboard-interactive/pam"
-        );
-        assert_eq!(
-            method_for(&at(b"sshd", Some(b""), false), Hook::Account),
-            b"publickey"
-        );
-        assert_eq!(
-            method_for(
-                &at(b"sshd", Some(b"publickey ssh-ed25519 AAAA"), false),
-                Hook::Account
-            ),
-            b"publickey"
-        );
+        assert_eq!(method_for(&at(b"sshd", Some(b""), true), auth), b"keyboard-interactive/pam");
+        assert_eq!(method_for(&at(b"sshd", Some(b""), false), Hook::Account), b"publickey");
+        assert_eq!(method_for(&at(b"sshd", Some(b"publickey ssh-ed25519 AAAA"), false), Hook::Account), b"publickey");
         assert_eq!(method_for(&at(b"login", None, true), auth), b"pam");
-        assert_eq!(
-            method_for(&at(b"login", None, false), Hook::Account),
-            b"pam"
-        );
+        assert_eq!(method_for(&at(b"login", None, false), Hook::Account), b"pam");
     }
 
     #[test]
     fn on_error_policy() {
-        assert_eq!(
-            on_error(Hook::Auth(Some(Mode::Preauth)), OnError::Allow).verdict,
-            Verdict::Success
-        );
-        assert_eq!(
-            on_error(Hook::Auth(Some(Mode::Authsucc)), OnError::Allow).verdict,
-            Verdict::Success
-        );
-        assert_eq!(
-            on_error(Hook::Account, OnError::Allow).verdict,
-            Verdict::Success
-        );
-        assert_eq!(
-            on_error(Hook::Auth(Some(Mode::Authfail)), OnError::Allow).verdict,
-            Verdict::AuthErr
-        );
-        assert_eq!(
-            on_error(Hook::Auth(Some(Mode::Preauth)), OnError::Deny).verdict,
-            Verdict::AuthErr
-        );
-        assert_eq!(
-            on_error(Hook::Account, OnError::Deny).verdict,
-            Verdict::PermDenied
-        );
-        assert_eq!(
-            on_error(Hook::Password { update: true }, OnError::Deny).verdict,
-            Verdict::Ignore
-        );
+        assert_eq!(on_error(Hook::Auth(Some(Mode::Preauth)), OnError::Allow).verdict, Verdict::Success);
+        assert_eq!(on_error(Hook::Auth(Some(Mode::Authsucc)), OnError::Allow).verdict, Verdict::Success);
+        assert_eq!(on_error(Hook::Account, OnError::Allow).verdict, Verdict::Success);
+        assert_eq!(on_error(Hook::Auth(Some(Mode::Authfail)), OnError::Allow).verdict, Verdict::AuthErr);
+        assert_eq!(on_error(Hook::Auth(Some(Mode::Preauth)), OnError::Deny).verdict, Verdict::AuthErr);
+        assert_eq!(on_error(Hook::Account, OnError::Deny).verdict, Verdict::PermDenied);
+        assert_eq!(on_error(Hook::Password { update: true }, OnError::Deny).verdict, Verdict::Ignore);
     }
 }

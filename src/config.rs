@@ -70,9 +70,7 @@ impl Default for Config {
             password_expired_action: ExpiredAction::Disable,
             exempt_users: vec!["root".into()],
             exempt_groups: vec![],
-            ignore_services: ["cron", "crond", "atd", "systemd-user"]
-                .map(String::from)
-                .to_vec(),
+            ignore_services: ["cron", "crond", "atd", "systemd-user"].map(String::from).to_vec(),
             notify_command: None,
             retention_days: 0,
             on_error: OnError::Allow,
@@ -119,10 +117,7 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.origin {
-            Origin::File {
-                path,
-                line: Some(l),
-            } => write!(f, "{}, line {l}", path.display())?,
+            Origin::File { path, line: Some(l) } => write!(f, "{}, line {l}", path.display())?,
             Origin::File { path, line: None } => write!(f, "{}", path.display())?,
             Origin::Argument => write!(f, "module argument")?,
         }
@@ -178,18 +173,10 @@ fn get_duration(raw: &Raw<'_>) -> Result<u64, String> {
         Raw::Toml(toml::Value::Integer(i)) => u64::try_from(*i)
             .ok()
             .filter(|&n| n <= 100 * 365 * 86_400)
-            .ok_or_else(|| {
-                bad(
-                    raw,
-                    "a duration such as 900, \"15m\", \"2h\" or \"7d\" (at most 100 years)",
-                )
-            }),
+            .ok_or_else(|| bad(raw, "a duration such as 900, \"15m\", \"2h\" or \"7d\" (at most 100 years)")),
         Raw::Toml(toml::Value::String(s)) => parse_duration(s),
         Raw::Arg(s) => parse_duration(s),
-        _ => Err(bad(
-            raw,
-            "a duration such as 900, \"15m\", \"2h\" or \"7d\"",
-        )),
+        _ => Err(bad(raw, "a duration such as 900, \"15m\", \"2h\" or \"7d\"")),
     }
 }
 
@@ -213,33 +200,18 @@ fn get_choice<T: Copy>(raw: &Raw<'_>, choices: &[(&str, T)]) -> Result<T, String
 }
 
 fn get_list(raw: &Raw<'_>) -> Result<Vec<String>, String> {
-    let allowed =
-        "a list of names such as [\"root\", \"admin\"] (as a module argument: root,admin)";
+    let allowed = "a list of names such as [\"root\", \"admin\"] (as a module argument: root,admin)";
     let items: Vec<String> = match raw {
         Raw::Toml(toml::Value::Array(a)) => a
             .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(String::from)
-                    .ok_or_else(|| bad(raw, allowed))
-            })
+            .map(|v| v.as_str().map(String::from).ok_or_else(|| bad(raw, allowed)))
             .collect::<Result<_, _>>()?,
-        Raw::Arg(s) => s
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .map(String::from)
-            .collect(),
+        Raw::Arg(s) => s.split(',').filter(|p| !p.is_empty()).map(String::from).collect(),
         _ => return Err(bad(raw, allowed)),
     };
     for it in &items {
-        if it.is_empty()
-            || it
-                .chars()
-                .any(|c| c.is_control() || c == ',' || c.is_whitespace())
-        {
-            return Err(format!(
-                "{it:?} is not a valid name (no spaces, commas or control characters)"
-            ));
+        if it.is_empty() || it.chars().any(|c| c.is_control() || c == ',' || c.is_whitespace()) {
+            return Err(format!("{it:?} is not a valid name (no spaces, commas or control characters)"));
         }
     }
     Ok(items)
@@ -271,20 +243,12 @@ impl Config {
             "password_change_source" => {
                 self.password_change_source = get_choice(
                     raw,
-                    &[
-                        ("shadow", PasswordSource::Shadow),
-                        ("useraudit", PasswordSource::Useraudit),
-                    ],
+                    &[("shadow", PasswordSource::Shadow), ("useraudit", PasswordSource::Useraudit)],
                 )?
             }
             "password_expired_action" => {
-                self.password_expired_action = get_choice(
-                    raw,
-                    &[
-                        ("disable", ExpiredAction::Disable),
-                        ("change", ExpiredAction::Change),
-                    ],
-                )?
+                self.password_expired_action =
+                    get_choice(raw, &[("disable", ExpiredAction::Disable), ("change", ExpiredAction::Change)])?
             }
             "exempt_users" => self.exempt_users = get_list(raw)?,
             "exempt_groups" => self.exempt_groups = get_list(raw)?,
@@ -298,8 +262,7 @@ impl Config {
             }
             "retention_days" => self.retention_days = get_uint(raw, DAYS_MAX)? as u32,
             "on_error" => {
-                self.on_error =
-                    get_choice(raw, &[("allow", OnError::Allow), ("deny", OnError::Deny)])?
+                self.on_error = get_choice(raw, &[("allow", OnError::Allow), ("deny", OnError::Deny)])?
             }
             _ => return Err(format!("unknown key; known keys are {}", KEYS.join(", "))),
         }
@@ -308,9 +271,7 @@ impl Config {
 
     /// Check combinations of keys that are each valid alone.
     fn check_combination(&self) -> Result<(), (String, String)> {
-        if self.password_expiry_days > 0
-            && self.password_expiry_warning_days >= self.password_expiry_days
-        {
+        if self.password_expiry_days > 0 && self.password_expiry_warning_days >= self.password_expiry_days {
             return Err((
                 "password_expiry_warning_days".into(),
                 format!(
@@ -327,10 +288,7 @@ impl Config {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             let line = e.span().map(|s| line_of_offset(text, s.start));
             ConfigError {
-                origin: Origin::File {
-                    path: path.into(),
-                    line,
-                },
+                origin: Origin::File { path: path.into(), line },
                 key: None,
                 message: format!("not valid TOML: {}", e.message().trim()),
                 denied: false,
@@ -339,92 +297,67 @@ impl Config {
         let mut cfg = Config::default();
         for (key, value) in &table {
             let at = |message: String| ConfigError {
-                origin: Origin::File {
-                    path: path.into(),
-                    line: line_of_key(text, key),
-                },
+                origin: Origin::File { path: path.into(), line: line_of_key(text, key) },
                 key: Some(key.clone()),
                 message,
                 denied: false,
             };
             if let toml::Value::Table(_) = value {
-                return Err(at(
-                    "sections are not used; write every key at the top level".into(),
-                ));
+                return Err(at("sections are not used; write every key at the top level".into()));
             }
             cfg.set(key, &Raw::Toml(value)).map_err(at)?;
         }
-        cfg.check_combination()
-            .map_err(|(key, message)| ConfigError {
-                origin: Origin::File {
-                    path: path.into(),
-                    line: line_of_key(text, &key),
-                },
-                key: Some(key),
-                message,
-                denied: false,
-            })?;
+        cfg.check_combination().map_err(|(key, message)| ConfigError {
+            origin: Origin::File { path: path.into(), line: line_of_key(text, &key) },
+            key: Some(key),
+            message,
+            denied: false,
+        })?;
         Ok(cfg)
     }
 
     /// Apply one `key=value` module argument.
     pub fn apply_arg(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        self.set(key, &Raw::Arg(value))
-            .map_err(|message| ConfigError {
-                origin: Origin::Argument,
-                key: Some(key.into()),
-                message,
-                denied: false,
-            })
+        self.set(key, &Raw::Arg(value)).map_err(|message| ConfigError {
+            origin: Origin::Argument,
+            key: Some(key.into()),
+            message,
+            denied: false,
+        })
     }
 
     /// Check combinations after module arguments were applied.
     pub fn finish(&self) -> Result<(), ConfigError> {
-        self.check_combination()
-            .map_err(|(key, message)| ConfigError {
-                origin: Origin::Argument,
-                key: Some(key),
-                message,
-                denied: false,
-            })
+        self.check_combination().map_err(|(key, message)| ConfigError {
+            origin: Origin::Argument,
+            key: Some(key),
+            message,
+            denied: false,
+        })
     }
 
     /// Read a configuration file. `explicit` is true when the path was given
     /// (`conf=`, `--conf`): then a missing file is an error; the default
     /// file may be missing and means built-in defaults. `must_be_root_owned`
     /// refuses a file that anyone but root could have written.
-    pub fn load(
-        path: &Path,
-        explicit: bool,
-        must_be_root_owned: bool,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path, explicit: bool, must_be_root_owned: bool) -> Result<Config, ConfigError> {
         let err = |message: String| ConfigError {
-            origin: Origin::File {
-                path: path.into(),
-                line: None,
-            },
+            origin: Origin::File { path: path.into(), line: None },
             key: None,
             message,
             denied: false,
         };
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                return Ok(Config::default());
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
             Err(e) => {
                 let denied = e.kind() == std::io::ErrorKind::PermissionDenied;
-                return Err(ConfigError {
-                    denied,
-                    ..err(format!("cannot read it: {e}"))
-                });
+                return Err(ConfigError { denied, ..err(format!("cannot read it: {e}")) });
             }
         };
         if must_be_root_owned {
             use std::os::unix::fs::MetadataExt;
-            let md = file
-                .metadata()
-                .map_err(|e| err(format!("cannot read it: {e}")))?;
+            let md = file.metadata().map_err(|e| err(format!("cannot read it: {e}")))?;
             if md.uid() != 0 || md.mode() & 0o022 != 0 {
                 return Err(err(format!(
                     "refusing a configuration that others could have written (owner uid {}, mode {:04o}); \
@@ -441,9 +374,7 @@ impl Config {
             .read_to_string(&mut text)
             .map_err(|e| err(format!("cannot read it as UTF-8 text: {e}")))?;
         if text.len() as u64 > MAX {
-            return Err(err(
-                "larger than 1 MiB; this is not a useraudit configuration".into(),
-            ));
+            return Err(err("larger than 1 MiB; this is not a useraudit configuration".into()));
         }
         Config::parse_file_text(&text, path)
     }
@@ -456,27 +387,15 @@ impl Config {
             let items: Vec<String> = v.iter().map(|s| quote(s)).collect();
             format!("[{}]", items.join(", "))
         };
-        let dur = |s: u64| {
-            if s == 0 {
-                "0".to_string()
-            } else {
-                format!("\"{}\"", format_duration(s))
-            }
-        };
+        let dur = |s: u64| if s == 0 { "0".to_string() } else { format!("\"{}\"", format_duration(s)) };
         vec![
             ("database", quote(&self.database.display().to_string())),
             ("login_failure_limit", self.login_failure_limit.to_string()),
             ("failure_window", dur(self.failure_window)),
             ("unlock_after", dur(self.unlock_after)),
             ("account_expiry_days", self.account_expiry_days.to_string()),
-            (
-                "password_expiry_days",
-                self.password_expiry_days.to_string(),
-            ),
-            (
-                "password_expiry_warning_days",
-                self.password_expiry_warning_days.to_string(),
-            ),
+            ("password_expiry_days", self.password_expiry_days.to_string()),
+            ("password_expiry_warning_days", self.password_expiry_warning_days.to_string()),
             (
                 "password_change_source",
                 match self.password_change_source {
@@ -517,26 +436,21 @@ impl Config {
 }
 
 fn line_of_offset(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// The line where `key` is assigned (the file is flat, so the first
 /// assignment is the only one).
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            let rest = l
-                .strip_prefix(key)
-                .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
-                .or_else(|| l.strip_prefix(&format!("'{key}'")));
-            rest.is_some_and(|r| r.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+    text.lines().position(|l| {
+        let l = l.trim_start();
+        let rest = l
+            .strip_prefix(key)
+            .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
+            .or_else(|| l.strip_prefix(&format!("'{key}'")));
+        rest.is_some_and(|r| r.trim_start().starts_with('='))
+    })
+    .map(|i| i + 1)
 }
 
 /// The mode word of a module line.
@@ -584,8 +498,8 @@ impl ModuleArgs {
 
     /// `on_error` as given on the module line, for when the file cannot be read.
     pub fn on_error_hint(&self) -> OnError {
-        // As `apply_arg` would: the last valid value wins, invalid ones are
-        // ignored here (the configuration error itself is logged).
+        // As `apply_arg` would: the last valid value wins; an invalid one is
+        // skipped here (the configuration error itself is logged).
         self.settings.iter().filter(|(k, _)| k == "on_error").fold(OnError::Allow, |cur, (_, v)| match v.as_str() {
             "allow" => OnError::Allow,
             "deny" => OnError::Deny,
@@ -660,10 +574,7 @@ on_error = "deny"
         assert_eq!(c.exempt_users, vec!["root", "ops"]);
         assert_eq!(c.exempt_groups, vec!["wheel"]);
         assert_eq!(c.ignore_services, vec!["cron"]);
-        assert_eq!(
-            c.notify_command,
-            Some(PathBuf::from("/usr/local/sbin/notify"))
-        );
+        assert_eq!(c.notify_command, Some(PathBuf::from("/usr/local/sbin/notify")));
         assert_eq!(c.retention_days, 365);
         assert_eq!(c.on_error, OnError::Deny);
     }
@@ -672,26 +583,14 @@ on_error = "deny"
     fn errors_name_file_line_and_key() {
         let e = parse("# c\nlogin_failure_limit = \"three\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("login_failure_limit"));
-        assert_eq!(
-            e.origin,
-            Origin::File {
-                path: "/etc/security/useraudit.toml".into(),
-                line: Some(2)
-            }
-        );
+        assert_eq!(e.origin, Origin::File { path: "/etc/security/useraudit.toml".into(), line: Some(2) });
         let s = e.to_string();
-        assert!(
-            s.contains("/etc/security/useraudit.toml, line 2, key login_failure_limit"),
-            "{s}"
-        );
+        assert!(s.contains("/etc/security/useraudit.toml, line 2, key login_failure_limit"), "{s}");
         assert!(s.contains("whole number"), "{s}");
 
         let e = parse("\n\nlogin_faillure_limit = 3\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("login_faillure_limit"));
-        assert!(
-            e.to_string().contains("line 3") && e.to_string().contains("unknown key"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("line 3") && e.to_string().contains("unknown key"), "{e}");
 
         let e = parse("on_error = \"maybe\"").unwrap_err();
         assert!(e.to_string().contains("\"allow\", \"deny\""), "{e}");
@@ -714,8 +613,7 @@ on_error = "deny"
         let e = parse("[section]\nx = 1\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("section"));
 
-        let e =
-            parse("password_expiry_days = 10\npassword_expiry_warning_days = 10\n").unwrap_err();
+        let e = parse("password_expiry_days = 10\npassword_expiry_warning_days = 10\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("password_expiry_warning_days"));
         assert!(e.to_string().contains("line 2"), "{e}");
     }
@@ -723,33 +621,20 @@ on_error = "deny"
     #[test]
     fn syntax_error_has_line() {
         let e = parse("a = 1\nlogin_failure_limit = = 3\n").unwrap_err();
-        assert!(
-            matches!(e.origin, Origin::File { line: Some(2), .. }),
-            "{e:?}"
-        );
+        assert!(matches!(e.origin, Origin::File { line: Some(2), .. }), "{e:?}");
         assert!(e.to_string().contains("not valid TOML"), "{e}");
     }
 
     #[test]
     fn module_args() {
-        let m = ModuleArgs::parse([
-            "authfail",
-            "conf=/x.toml",
-            "db=/y.db",
-            "debug",
-            "silent",
-            "login_failure_limit=3",
-            "bogus",
-            "foo=bar",
-        ]);
+        let m = ModuleArgs::parse(
+            ["authfail", "conf=/x.toml", "db=/y.db", "debug", "silent", "login_failure_limit=3", "bogus", "foo=bar"],
+        );
         assert_eq!(m.mode, Some(Mode::Authfail));
         assert_eq!(m.conf, Some(PathBuf::from("/x.toml")));
         assert_eq!(m.db, Some(PathBuf::from("/y.db")));
         assert!(m.debug && m.silent);
-        assert_eq!(
-            m.settings,
-            vec![("login_failure_limit".to_string(), "3".to_string())]
-        );
+        assert_eq!(m.settings, vec![("login_failure_limit".to_string(), "3".to_string())]);
         assert_eq!(m.unknown, vec!["bogus", "foo=bar"]);
 
         let mut c = Config::default();
@@ -758,10 +643,7 @@ on_error = "deny"
         c.apply_arg("unlock_after", "15m").unwrap();
         assert_eq!(c.unlock_after, 900);
         let e = c.apply_arg("login_failure_limit", "x").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "module argument, key login_failure_limit: expected a whole number from 0 to 1000000, found \"x\""
-        );
+        assert_eq!(e.to_string(), "module argument, key login_failure_limit: expected a whole number from 0 to 1000000, found \"x\"");
     }
 
     #[test]
@@ -787,30 +669,15 @@ on_error = "deny"
         let on: String = text
             .lines()
             .map(|l| match l.strip_prefix('#') {
-                Some(r)
-                    if r.split('=')
-                        .next()
-                        .is_some_and(|k| KEYS.contains(&k.trim())) =>
-                {
-                    format!("{r}\n")
-                }
+                Some(r) if r.split('=').next().is_some_and(|k| KEYS.contains(&k.trim())) => format!("{r}\n"),
                 _ => format!("{l}\n"),
             })
             .collect();
         let c = parse(&on).unwrap();
         for k in KEYS {
-            assert!(
-                on.lines().any(|l| l.starts_with(&format!("{k} ="))),
-                "{k} is not in conf/useraudit.toml"
-            );
+            assert!(on.lines().any(|l| l.starts_with(&format!("{k} ="))), "{k} is not in conf/useraudit.toml");
         }
-        assert_eq!(
-            Config {
-                notify_command: None,
-                ..c
-            },
-            Config::default()
-        );
+        assert_eq!(Config { notify_command: None, ..c }, Config::default());
     }
 
     #[test]
@@ -822,26 +689,14 @@ on_error = "deny"
             exempt_users: vec!["r\"o\\ot\u{ad}".into()],
             ..Config::default()
         };
-        let text: String = c
-            .render()
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}\n"))
-            .collect();
+        let text: String = c.render().iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
         assert_eq!(parse(&text).unwrap(), c, "{text}");
     }
 
     #[test]
     fn render_round_trips() {
-        let c = Config {
-            failure_window: 900,
-            notify_command: Some("/usr/sbin/n".into()),
-            ..Config::default()
-        };
-        let text: String = c
-            .render()
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}\n"))
-            .collect();
+        let c = Config { failure_window: 900, notify_command: Some("/usr/sbin/n".into()), ..Config::default() };
+        let text: String = c.render().iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
         assert_eq!(parse(&text).unwrap(), c);
     }
 }

@@ -22,11 +22,7 @@ pub fn busy_step_us(n: u64) -> u64 {
 
 /// Microseconds slept in the first `n` retries.
 pub fn busy_spent_us(n: u64) -> u64 {
-    if n <= 6 {
-        25 * ((1u64 << n) - 1)
-    } else {
-        1575 + (n - 6) * 1000
-    }
+    if n <= 6 { 25 * ((1u64 << n) - 1) } else { 1575 + (n - 6) * 1000 }
 }
 
 /// Sleep before retry `n` unless `budget_us` would be exceeded; false
@@ -56,11 +52,7 @@ pub struct FileError {
 
 impl FileError {
     pub fn new(path: &Path, message: impl Into<String>) -> FileError {
-        FileError {
-            path: path.into(),
-            message: message.into(),
-            denied: false,
-        }
+        FileError { path: path.into(), message: message.into(), denied: false }
     }
     /// From an I/O error, with what was being done.
     pub fn io(path: &Path, doing: &str, e: &std::io::Error) -> FileError {
@@ -91,10 +83,7 @@ pub fn lock(file: &File, path: &Path, kind: FileLock) -> Result<(), FileError> {
             Ok(false) => {
                 return Err(FileError::new(
                     path,
-                    format!(
-                        "still locked by another process after {} s",
-                        BUSY_TIMEOUT.as_secs()
-                    ),
+                    format!("still locked by another process after {} s", BUSY_TIMEOUT.as_secs()),
                 ));
             }
             Err(e) => return Err(FileError::io(path, "cannot lock", &e)),
@@ -145,9 +134,7 @@ pub fn prepare_dir(dir: &Path, create: bool, require_root_owned: bool) -> Result
 
 /// The directory a path lives in (`.` for a bare name).
 pub fn parent(path: &Path) -> &Path {
-    path.parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 /// `PATH` + `suffix`, for the files that live beside the database.
@@ -187,8 +174,7 @@ impl Enc {
                 // Callers cap what they store (text::FIELD_CAP); a length
                 // that does not fit a u32 cannot arise.
                 self.u32(u32::try_from(b.len()).unwrap_or(u32::MAX - 1));
-                self.0
-                    .extend_from_slice(&b[..b.len().min(u32::MAX as usize - 1)]);
+                self.0.extend_from_slice(&b[..b.len().min(u32::MAX as usize - 1)]);
             }
             None => self.u32(u32::MAX),
         }
@@ -216,12 +202,10 @@ impl<'a> Dec<'a> {
         self.take(1).map(|b| b[0])
     }
     pub fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
+        self.take(4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
     }
     pub fn i64(&mut self) -> Option<i64> {
-        self.take(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
+        self.take(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
     }
     pub fn opt_i64(&mut self) -> Option<Option<i64>> {
         match self.u8()? {
@@ -281,9 +265,7 @@ mod tests {
             sum += busy_step_us(n);
         }
         // the 3 s budget runs out after about three thousand retries
-        let last = (0..)
-            .find(|&n| busy_spent_us(n) >= BUSY_TIMEOUT.as_micros() as u64)
-            .unwrap();
+        let last = (0..).find(|&n| busy_spent_us(n) >= BUSY_TIMEOUT.as_micros() as u64).unwrap();
         assert!((2900..3100).contains(&last), "{last}");
     }
 

@@ -45,18 +45,11 @@ pub struct Notice<'a> {
 /// group or others.
 pub fn check_command(cmd: &Path) -> Result<(), String> {
     if !cmd.is_absolute() {
-        return Err(format!(
-            "notify_command {} is not an absolute path",
-            cmd.display()
-        ));
+        return Err(format!("notify_command {} is not an absolute path", cmd.display()));
     }
-    let md =
-        std::fs::metadata(cmd).map_err(|e| format!("notify_command {}: {e}", cmd.display()))?;
+    let md = std::fs::metadata(cmd).map_err(|e| format!("notify_command {}: {e}", cmd.display()))?;
     if !md.is_file() {
-        return Err(format!(
-            "notify_command {} is not a regular file",
-            cmd.display()
-        ));
+        return Err(format!("notify_command {} is not a regular file", cmd.display()));
     }
     let me = sys::euid();
     if md.uid() != 0 && md.uid() != me {
@@ -74,10 +67,7 @@ pub fn check_command(cmd: &Path) -> Result<(), String> {
         ));
     }
     if md.mode() & 0o111 == 0 {
-        return Err(format!(
-            "notify_command {} is not executable",
-            cmd.display()
-        ));
+        return Err(format!("notify_command {} is not executable", cmd.display()));
     }
     // Whoever can write to a directory on the way can put another program
     // in the command's place: check the path as written and, through any
@@ -96,18 +86,9 @@ pub fn check_command(cmd: &Path) -> Result<(), String> {
 /// cannot rename or remove what they do not own, and what lies below is
 /// checked in turn).
 fn check_dirs(cmd: &Path, me: u32) -> Result<(), String> {
-    for dir in cmd
-        .ancestors()
-        .skip(1)
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        let md = std::fs::metadata(dir).map_err(|e| {
-            format!(
-                "notify_command {}: directory {}: {e}",
-                cmd.display(),
-                dir.display()
-            )
-        })?;
+    for dir in cmd.ancestors().skip(1).filter(|d| !d.as_os_str().is_empty()) {
+        let md = std::fs::metadata(dir)
+            .map_err(|e| format!("notify_command {}: directory {}: {e}", cmd.display(), dir.display()))?;
         if md.uid() != 0 && md.uid() != me {
             return Err(format!(
                 "refusing notify_command {}: directory {} is owned by uid {}, not root",
@@ -153,8 +134,7 @@ pub fn environment(n: &Notice<'_>) -> Vec<CString> {
 /// it is refused or cannot be started; never waits for the command.
 pub fn run(cmd: &Path, n: &Notice<'_>) -> Result<(), String> {
     check_command(cmd)?;
-    let prog = CString::new(cmd.as_os_str().as_bytes())
-        .map_err(|_| "notify_command contains NUL".to_string())?;
+    let prog = CString::new(cmd.as_os_str().as_bytes()).map_err(|_| "notify_command contains NUL".to_string())?;
     sys::spawn_detached(&prog, &environment(n), NOTIFY_TIMEOUT_SECS)
         .map_err(|e| format!("cannot start notify_command {}: {e}", cmd.display()))
 }
@@ -172,21 +152,13 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(check_command(&p), Ok(()));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o775)).unwrap();
-        assert!(
-            check_command(&p)
-                .unwrap_err()
-                .contains("writable by group or others")
-        );
+        assert!(check_command(&p).unwrap_err().contains("writable by group or others"));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o757)).unwrap();
         assert!(check_command(&p).is_err());
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(check_command(&p).unwrap_err().contains("not executable"));
         assert!(check_command(Path::new("relative/n.sh")).is_err());
-        assert!(
-            check_command(d.path())
-                .unwrap_err()
-                .contains("not a regular file")
-        );
+        assert!(check_command(d.path()).unwrap_err().contains("not a regular file"));
         assert!(check_command(&d.path().join("missing")).is_err());
     }
 
@@ -203,13 +175,7 @@ mod tests {
         assert_eq!(check_command(&p), Ok(()));
         mode(0o775);
         let e = check_command(&p).unwrap_err();
-        assert!(
-            e.contains(&format!(
-                "directory {} is writable by group or others",
-                dir.display()
-            )),
-            "{e}"
-        );
+        assert!(e.contains(&format!("directory {} is writable by group or others", dir.display())), "{e}");
         mode(0o777);
         assert!(check_command(&p).is_err());
         // sticky, like /tmp: others cannot replace what they do not own
@@ -221,11 +187,7 @@ mod tests {
         std::fs::create_dir(&link_dir).unwrap();
         let link = link_dir.join("n.sh");
         std::os::unix::fs::symlink(&p, &link).unwrap();
-        assert!(
-            check_command(&link)
-                .unwrap_err()
-                .contains("writable by group or others")
-        );
+        assert!(check_command(&link).unwrap_err().contains("writable by group or others"));
         mode(0o755);
         assert_eq!(check_command(&link), Ok(()));
     }
@@ -235,22 +197,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("out");
         let p = d.path().join("n.sh");
-        std::fs::write(
-            &p,
-            format!(
-                "#!/bin/sh\nenv | grep ^USERAUDIT_ | sort > {}.tmp\nmv {0}.tmp {0}\n",
-                out.display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&p, format!("#!/bin/sh\nenv | grep ^USERAUDIT_ | sort > {}.tmp\nmv {0}.tmp {0}\n", out.display())).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let n = Notice {
-            event: Event::Locked,
-            user: b"alice",
-            rhost: Some(b"203.0.113.9"),
-            service: Some(b"sshd"),
-            failures: 3,
-        };
+        let n = Notice { event: Event::Locked, user: b"alice", rhost: Some(b"203.0.113.9"), service: Some(b"sshd"), failures: 3 };
         run(&p, &n).unwrap();
         let mut text = String::new();
         for _ in 0..200 {

@@ -24,8 +24,7 @@ const DATA_KEY: &str = "pam_useraudit_session";
 
 #[link(name = "pam")]
 unsafe extern "C" {
-    fn pam_get_user(pamh: *mut PamHandle, user: *mut *const c_char, prompt: *const c_char)
-    -> c_int;
+    fn pam_get_user(pamh: *mut PamHandle, user: *mut *const c_char, prompt: *const c_char) -> c_int;
     fn pam_getenv(pamh: *mut PamHandle, name: *const c_char) -> *const c_char;
 }
 
@@ -43,14 +42,7 @@ impl PamHooks for UserAudit {
     }
 
     fn sm_chauthtok(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
-        entry(
-            pamh,
-            &args,
-            flags,
-            Hook::Password {
-                update: flags & PAM_UPDATE_AUTHTOK != 0,
-            },
-        )
+        entry(pamh, &args, flags, Hook::Password { update: flags & PAM_UPDATE_AUTHTOK != 0 })
     }
 
     fn sm_setcred(_: &mut PamHandle, _: Vec<&CStr>, _: PamFlag) -> PamResultCode {
@@ -68,14 +60,9 @@ impl PamHooks for UserAudit {
 
 /// Every hook: catch panics and answer them like a database error.
 fn entry(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag, hook: Hook) -> PamResultCode {
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     // Read here, outside the guard, so a caught panic's syslog line can name it.
-    let service = catch_unwind(AssertUnwindSafe(|| bytes(pamh.get_item::<Service>())))
-        .ok()
-        .flatten();
+    let service = catch_unwind(AssertUnwindSafe(|| bytes(pamh.get_item::<Service>()))).ok().flatten();
     guarded(&args, service.as_deref(), hook, || {
         debug_panic(&args);
         call(pamh, &args, flags, hook, service.clone())
@@ -97,12 +84,7 @@ fn debug_panic(args: &[String]) {
 fn debug_panic(_: &[String]) {}
 
 /// Run `f`; a panic becomes the `on_error` answer of the module line.
-fn guarded(
-    args: &[String],
-    service: Option<&[u8]>,
-    hook: Hook,
-    f: impl FnOnce() -> PamResultCode,
-) -> PamResultCode {
+fn guarded(args: &[String], service: Option<&[u8]>, hook: Hook, f: impl FnOnce() -> PamResultCode) -> PamResultCode {
     // The panic goes to syslog below, not to the application's stderr
     // (a user's terminal under login or su). The hook belongs to the
     // module's own copy of the Rust runtime, not to the application.
@@ -119,30 +101,17 @@ fn guarded(
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             let what = crate::text::escape(crate::text::cap(what.as_bytes()));
-            sys::syslog(
-                Priority::Err,
-                &format!(
-                    "{prefix}internal error (panic: {what}) caught; answering as on_error says"
-                ),
-            );
+            sys::syslog(Priority::Err, &format!("{prefix}internal error (panic: {what}) caught; answering as on_error says"));
             map(audit::on_error(hook, margs.on_error_hint()).verdict)
         }
     }
 }
 
-fn bytes<'a, T: std::ops::Deref<Target = &'a CStr>>(
-    item: Result<Option<T>, PamResultCode>,
-) -> Option<Vec<u8>> {
+fn bytes<'a, T: std::ops::Deref<Target = &'a CStr>>(item: Result<Option<T>, PamResultCode>) -> Option<Vec<u8>> {
     item.ok().flatten().map(|c| c.to_bytes().to_vec())
 }
 
-fn call(
-    pamh: &mut PamHandle,
-    args: &[String],
-    flags: PamFlag,
-    hook: Hook,
-    service: Option<Vec<u8>>,
-) -> PamResultCode {
+fn call(pamh: &mut PamHandle, args: &[String], flags: PamFlag, hook: Hook, service: Option<Vec<u8>>) -> PamResultCode {
     let user = if hook == Hook::Auth(Some(Mode::Preauth)) {
         // preauth may run first in the stack: ask for the name if needed.
         let mut p: *const c_char = std::ptr::null();
@@ -178,7 +147,7 @@ fn call(
     };
 
     // The session lives in the handle's data, so the hooks of one login
-    // share one configuration and one database connection.
+    // share one configuration and one check of the state directory.
     // SAFETY: DATA_KEY is only ever set by this module, to a RefCell<Session>.
     if unsafe { pamh.get_data::<RefCell<Session>>(DATA_KEY) }.is_err() {
         let _ = pamh.set_data(DATA_KEY, Box::new(RefCell::new(Session::default())));
@@ -229,25 +198,10 @@ mod tests {
         let allow: Vec<String> = vec!["preauth".into()];
         let deny: Vec<String> = vec!["preauth".into(), "on_error=deny".into()];
         let boom = || -> PamResultCode { panic!("boom") };
-        assert_eq!(
-            guarded(&allow, None, Hook::Auth(Some(Mode::Preauth)), boom),
-            PamResultCode::PAM_SUCCESS
-        );
-        assert_eq!(
-            guarded(&deny, None, Hook::Auth(Some(Mode::Preauth)), boom),
-            PamResultCode::PAM_AUTH_ERR
-        );
-        assert_eq!(
-            guarded(&deny, None, Hook::Account, boom),
-            PamResultCode::PAM_PERM_DENIED
-        );
-        assert_eq!(
-            guarded(&allow, None, Hook::Auth(Some(Mode::Authfail)), boom),
-            PamResultCode::PAM_AUTH_ERR
-        );
-        assert_eq!(
-            guarded(&allow, None, Hook::Account, || PamResultCode::PAM_IGNORE),
-            PamResultCode::PAM_IGNORE
-        );
+        assert_eq!(guarded(&allow, None, Hook::Auth(Some(Mode::Preauth)), boom), PamResultCode::PAM_SUCCESS);
+        assert_eq!(guarded(&deny, None, Hook::Auth(Some(Mode::Preauth)), boom), PamResultCode::PAM_AUTH_ERR);
+        assert_eq!(guarded(&deny, None, Hook::Account, boom), PamResultCode::PAM_PERM_DENIED);
+        assert_eq!(guarded(&allow, None, Hook::Auth(Some(Mode::Authfail)), boom), PamResultCode::PAM_AUTH_ERR);
+        assert_eq!(guarded(&allow, None, Hook::Account, || PamResultCode::PAM_IGNORE), PamResultCode::PAM_IGNORE);
     }
 }

@@ -23,9 +23,7 @@ impl State {
         }
     }
     pub fn parse(s: &str) -> Option<State> {
-        [State::Active, State::Locked, State::Disabled]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        [State::Active, State::Locked, State::Disabled].into_iter().find(|x| x.as_str() == s)
     }
 }
 
@@ -48,14 +46,9 @@ impl Reason {
         }
     }
     pub fn parse(s: &str) -> Option<Reason> {
-        [
-            Reason::LoginFailureLimit,
-            Reason::AccountExpired,
-            Reason::PasswordExpired,
-            Reason::Admin,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
+        [Reason::LoginFailureLimit, Reason::AccountExpired, Reason::PasswordExpired, Reason::Admin]
+            .into_iter()
+            .find(|x| x.as_str() == s)
     }
     /// The log reason of an attempt refused because of this.
     pub fn refusal(self) -> LogReason {
@@ -160,17 +153,12 @@ impl Account {
 pub enum Standing {
     Active,
     /// Locked by the failure limit; `until` when `unlock_after` is set.
-    Locked {
-        since: i64,
-        until: Option<i64>,
-    },
+    Locked { since: i64, until: Option<i64> },
     Disabled(Reason),
 }
 
 fn secs(s: u64) -> i64 {
-    i64::try_from(s)
-        .unwrap_or(i64::MAX / MICROS)
-        .saturating_mul(MICROS)
+    i64::try_from(s).unwrap_or(i64::MAX / MICROS).saturating_mul(MICROS)
 }
 
 /// The account's standing at `now`.
@@ -179,8 +167,7 @@ pub fn standing(a: &Account, cfg: &Config, now: i64) -> Standing {
         State::Active => Standing::Active,
         State::Locked => {
             let since = a.locked_at.unwrap_or(now);
-            let until =
-                (cfg.unlock_after > 0).then(|| since.saturating_add(secs(cfg.unlock_after)));
+            let until = (cfg.unlock_after > 0).then(|| since.saturating_add(secs(cfg.unlock_after)));
             match until {
                 Some(u) if now >= u => Standing::Active,
                 _ => Standing::Locked { since, until },
@@ -220,20 +207,13 @@ pub fn record_failure(a: &mut Account, cfg: &Config, now: i64, exempt: bool) -> 
     settle(a, cfg, now);
     a.last_failure = Some(now);
     if a.state != State::Active {
-        return FailureOutcome {
-            counted: false,
-            locked_now: false,
-        };
+        return FailureOutcome { counted: false, locked_now: false };
     }
     if cfg.failure_window > 0 {
         let from = now.saturating_sub(secs(cfg.failure_window));
         a.fail_times.retain(|&t| t > from && t <= now);
         a.fail_times.push(now);
-        let keep = if cfg.login_failure_limit > 0 {
-            cfg.login_failure_limit as usize
-        } else {
-            100
-        };
+        let keep = if cfg.login_failure_limit > 0 { cfg.login_failure_limit as usize } else { 100 };
         if a.fail_times.len() > keep {
             a.fail_times.drain(..a.fail_times.len() - keep);
         }
@@ -242,17 +222,13 @@ pub fn record_failure(a: &mut Account, cfg: &Config, now: i64, exempt: bool) -> 
         a.fail_times.clear();
         a.failures = a.failures.saturating_add(1);
     }
-    let locked_now =
-        cfg.login_failure_limit > 0 && !exempt && a.failures >= cfg.login_failure_limit;
+    let locked_now = cfg.login_failure_limit > 0 && !exempt && a.failures >= cfg.login_failure_limit;
     if locked_now {
         a.state = State::Locked;
         a.reason = Some(Reason::LoginFailureLimit);
         a.locked_at = Some(now);
     }
-    FailureOutcome {
-        counted: true,
-        locked_now,
-    }
+    FailureOutcome { counted: true, locked_now }
 }
 
 /// The last password change, as pam_unix sees days.
@@ -350,13 +326,7 @@ pub enum LoginCheck {
 }
 
 /// Decide a login whose credentials were right.
-pub fn check_login(
-    a: &Account,
-    cfg: &Config,
-    now: i64,
-    change: PasswordChange,
-    exempt: bool,
-) -> LoginCheck {
+pub fn check_login(a: &Account, cfg: &Config, now: i64, change: PasswordChange, exempt: bool) -> LoginCheck {
     if exempt {
         return LoginCheck::Allow { warn_days: None };
     }
@@ -372,12 +342,8 @@ pub fn check_login(
             ExpiredAction::Disable => LoginCheck::Disable(Reason::PasswordExpired),
             ExpiredAction::Change => LoginCheck::ChangePassword,
         },
-        PasswordStanding::Warn { days_left } => LoginCheck::Allow {
-            warn_days: Some(days_left),
-        },
-        PasswordStanding::Off | PasswordStanding::Fine { .. } => {
-            LoginCheck::Allow { warn_days: None }
-        }
+        PasswordStanding::Warn { days_left } => LoginCheck::Allow { warn_days: Some(days_left) },
+        PasswordStanding::Off | PasswordStanding::Fine { .. } => LoginCheck::Allow { warn_days: None },
     }
 }
 
@@ -441,10 +407,7 @@ pub fn refusal_text(a: &Account, s: Standing, now: i64) -> Vec<String> {
     match s {
         Standing::Active => vec![],
         Standing::Locked { until, .. } => {
-            let mut v = vec![format!(
-                "The account is locked due to {} failed logins.",
-                a.failures
-            )];
+            let mut v = vec![format!("The account is locked due to {} failed logins.", a.failures)];
             if let Some(u) = until {
                 let mins = ((u - now).max(0) + 60 * MICROS - 1) / (60 * MICROS);
                 v.push(format!("({mins} minutes left to unlock)"));
@@ -468,10 +431,7 @@ mod tests {
     const T0: i64 = 1_800_000_000 * MICROS;
 
     fn cfg() -> Config {
-        Config {
-            login_failure_limit: 3,
-            ..Config::default()
-        }
+        Config { login_failure_limit: 3, ..Config::default() }
     }
 
     #[test]
@@ -484,13 +444,7 @@ mod tests {
         let o = record_failure(&mut a, &c, T0 + 2, false);
         assert!(o.counted && o.locked_now);
         assert_eq!(a.failures, 3);
-        assert_eq!(
-            standing(&a, &c, T0 + 3),
-            Standing::Locked {
-                since: T0 + 2,
-                until: None
-            }
-        );
+        assert_eq!(standing(&a, &c, T0 + 3), Standing::Locked { since: T0 + 2, until: None });
         // further failures do not extend or re-lock
         let o = record_failure(&mut a, &c, T0 + 10, false);
         assert!(!o.counted && !o.locked_now);
@@ -531,10 +485,7 @@ mod tests {
 
     #[test]
     fn failure_window_is_sliding() {
-        let c = Config {
-            failure_window: 60,
-            ..cfg()
-        };
+        let c = Config { failure_window: 60, ..cfg() };
         let mut a = Account::new(b"alice", T0);
         record_failure(&mut a, &c, T0, false);
         record_failure(&mut a, &c, T0 + 30 * MICROS, false);
@@ -548,30 +499,14 @@ mod tests {
 
     #[test]
     fn unlock_after_lapses() {
-        let c = Config {
-            unlock_after: 600,
-            ..cfg()
-        };
+        let c = Config { unlock_after: 600, ..cfg() };
         let mut a = Account::new(b"alice", T0);
         for i in 0..3 {
             record_failure(&mut a, &c, T0 + i, false);
         }
         let until = T0 + 2 + 600 * MICROS;
-        assert_eq!(
-            standing(&a, &c, until - 1),
-            Standing::Locked {
-                since: T0 + 2,
-                until: Some(until)
-            }
-        );
-        assert_eq!(
-            refusal_text(
-                &a,
-                standing(&a, &c, until - 60 * MICROS),
-                until - 60 * MICROS
-            )[1],
-            "(1 minutes left to unlock)"
-        );
+        assert_eq!(standing(&a, &c, until - 1), Standing::Locked { since: T0 + 2, until: Some(until) });
+        assert_eq!(refusal_text(&a, standing(&a, &c, until - 60 * MICROS), until - 60 * MICROS)[1], "(1 minutes left to unlock)");
         assert_eq!(standing(&a, &c, until), Standing::Active);
         // a failure after the lapse starts a new count
         let o = record_failure(&mut a, &c, until + 1, false);
@@ -587,19 +522,10 @@ mod tests {
         for i in 0..3 {
             record_failure(&mut a, &c, T0 + i, false);
         }
-        assert_eq!(
-            check_login(&a, &c, T0 + 5, PasswordChange::Unknown, false),
-            LoginCheck::Refuse(LogReason::Locked)
-        );
-        assert_eq!(
-            refusal_text(&a, standing(&a, &c, T0 + 5), T0 + 5),
-            vec!["The account is locked due to 3 failed logins."]
-        );
+        assert_eq!(check_login(&a, &c, T0 + 5, PasswordChange::Unknown, false), LoginCheck::Refuse(LogReason::Locked));
+        assert_eq!(refusal_text(&a, standing(&a, &c, T0 + 5), T0 + 5), vec!["The account is locked due to 3 failed logins."]);
         // exempt users are let in even if a lock is on record
-        assert_eq!(
-            check_login(&a, &c, T0 + 5, PasswordChange::Unknown, true),
-            LoginCheck::Allow { warn_days: None }
-        );
+        assert_eq!(check_login(&a, &c, T0 + 5, PasswordChange::Unknown, true), LoginCheck::Allow { warn_days: None });
         assert!(activate(&mut a, &c, T0 + 6));
         assert_eq!(a.state, State::Active);
         assert_eq!(a.failures, 0);
@@ -608,10 +534,7 @@ mod tests {
 
     #[test]
     fn inactivity() {
-        let c = Config {
-            account_expiry_days: 30,
-            ..Config::default()
-        };
+        let c = Config { account_expiry_days: 30, ..Config::default() };
         let mut a = Account::new(b"alice", T0);
         // never logged in: never inactive
         assert!(!inactive(&a, &c, T0 + 400 * DAY_MICROS));
@@ -622,88 +545,40 @@ mod tests {
         let chk = check_login(&a, &c, T0 + 31 * DAY_MICROS, PasswordChange::Unknown, false);
         assert_eq!(chk, LoginCheck::Disable(Reason::AccountExpired));
         apply_login(&mut a, chk, &c, T0 + 31 * DAY_MICROS);
-        assert_eq!(
-            standing(&a, &c, T0 + 31 * DAY_MICROS),
-            Standing::Disabled(Reason::AccountExpired)
-        );
+        assert_eq!(standing(&a, &c, T0 + 31 * DAY_MICROS), Standing::Disabled(Reason::AccountExpired));
         // activation restarts the clock
         activate(&mut a, &c, T0 + 40 * DAY_MICROS);
         assert!(!inactive(&a, &c, T0 + 41 * DAY_MICROS));
         assert!(inactive(&a, &c, T0 + 71 * DAY_MICROS));
         // exempt never
-        assert_eq!(
-            check_login(&a, &c, T0 + 71 * DAY_MICROS, PasswordChange::Unknown, true),
-            LoginCheck::Allow { warn_days: None }
-        );
+        assert_eq!(check_login(&a, &c, T0 + 71 * DAY_MICROS, PasswordChange::Unknown, true), LoginCheck::Allow { warn_days: None });
     }
 
     #[test]
     fn password_days_like_pam_unix() {
-        let c = Config {
-            password_expiry_days: 10,
-            password_expiry_warning_days: 3,
-            ..Config::default()
-        };
+        let c = Config { password_expiry_days: 10, password_expiry_warning_days: 3, ..Config::default() };
         let day = |d: i64| d * DAY_MICROS + 3600 * MICROS;
         let ch = PasswordChange::Day(20_000);
-        assert_eq!(
-            password_standing(ch, &c, day(20_007)),
-            PasswordStanding::Fine { days_left: 3 }
-        );
-        assert_eq!(
-            password_standing(ch, &c, day(20_008)),
-            PasswordStanding::Warn { days_left: 2 }
-        );
-        assert_eq!(
-            password_standing(ch, &c, day(20_010)),
-            PasswordStanding::Warn { days_left: 0 }
-        );
-        assert_eq!(
-            password_standing(ch, &c, day(20_011)),
-            PasswordStanding::Expired
-        );
-        assert_eq!(
-            password_standing(PasswordChange::Unknown, &c, day(30_000)),
-            PasswordStanding::Off
-        );
-        assert_eq!(
-            password_standing(PasswordChange::MustChange, &c, day(1)),
-            PasswordStanding::Expired
-        );
+        assert_eq!(password_standing(ch, &c, day(20_007)), PasswordStanding::Fine { days_left: 3 });
+        assert_eq!(password_standing(ch, &c, day(20_008)), PasswordStanding::Warn { days_left: 2 });
+        assert_eq!(password_standing(ch, &c, day(20_010)), PasswordStanding::Warn { days_left: 0 });
+        assert_eq!(password_standing(ch, &c, day(20_011)), PasswordStanding::Expired);
+        assert_eq!(password_standing(PasswordChange::Unknown, &c, day(30_000)), PasswordStanding::Off);
+        assert_eq!(password_standing(PasswordChange::MustChange, &c, day(1)), PasswordStanding::Expired);
         assert_eq!(password_expires(ch, &c), Some(20_010));
         let off = Config::default();
-        assert_eq!(
-            password_standing(ch, &off, day(99_999)),
-            PasswordStanding::Off
-        );
-        assert_eq!(
-            warning_text(1),
-            "Warning: your password will expire in 1 day."
-        );
-        assert_eq!(
-            warning_text(5),
-            "Warning: your password will expire in 5 days."
-        );
+        assert_eq!(password_standing(ch, &off, day(99_999)), PasswordStanding::Off);
+        assert_eq!(warning_text(1), "Warning: your password will expire in 1 day.");
+        assert_eq!(warning_text(5), "Warning: your password will expire in 5 days.");
     }
 
     #[test]
     fn password_expiry_actions_and_grace() {
-        let mut c = Config {
-            password_expiry_days: 10,
-            ..Config::default()
-        };
+        let mut c = Config { password_expiry_days: 10, ..Config::default() };
         let mut a = Account::new(b"alice", 0);
         let now = 11 * DAY_MICROS;
-        assert_eq!(
-            check_login(&a, &c, now, recorded_change(&a), false),
-            LoginCheck::Disable(Reason::PasswordExpired)
-        );
-        apply_login(
-            &mut a,
-            LoginCheck::Disable(Reason::PasswordExpired),
-            &c,
-            now,
-        );
+        assert_eq!(check_login(&a, &c, now, recorded_change(&a), false), LoginCheck::Disable(Reason::PasswordExpired));
+        apply_login(&mut a, LoginCheck::Disable(Reason::PasswordExpired), &c, now);
         assert!(activate(&mut a, &c, now + 1));
         assert!(a.pw_grace);
         // let in once, to change it
@@ -712,28 +587,16 @@ mod tests {
         apply_login(&mut a, chk, &c, now + 2);
         assert!(!a.pw_grace);
         password_changed(&mut a, now + 3);
-        assert_eq!(
-            check_login(&a, &c, now + 4, recorded_change(&a), false),
-            LoginCheck::Allow { warn_days: None }
-        );
+        assert_eq!(check_login(&a, &c, now + 4, recorded_change(&a), false), LoginCheck::Allow { warn_days: None });
         c.password_expired_action = ExpiredAction::Change;
         let b = Account::new(b"bob", 0);
-        assert_eq!(
-            check_login(&b, &c, now, recorded_change(&b), false),
-            LoginCheck::ChangePassword
-        );
+        assert_eq!(check_login(&b, &c, now, recorded_change(&b), false), LoginCheck::ChangePassword);
     }
 
     #[test]
     fn recorded_change_counts_from_first_seen() {
-        let c = Config {
-            password_expiry_days: 10,
-            ..Config::default()
-        };
+        let c = Config { password_expiry_days: 10, ..Config::default() };
         let a = Account::new(b"alice", 100 * DAY_MICROS);
-        assert_eq!(
-            password_standing(recorded_change(&a), &c, 105 * DAY_MICROS),
-            PasswordStanding::Fine { days_left: 5 }
-        );
+        assert_eq!(password_standing(recorded_change(&a), &c, 105 * DAY_MICROS), PasswordStanding::Fine { days_left: 5 });
     }
 }

@@ -183,11 +183,7 @@ fn decode(payload: &[u8]) -> Option<Record> {
                 reason,
             })
         }
-        KIND_SET_METHOD => Record::SetMethod {
-            time: d.i64()?,
-            user: d.bytes()??,
-            method: d.bytes()??,
-        },
+        KIND_SET_METHOD => Record::SetMethod { time: d.i64()?, user: d.bytes()??, method: d.bytes()?? },
         _ => return None,
     };
     d.is_empty().then_some(r)
@@ -199,12 +195,7 @@ pub fn append(db: &Path, e: &NewEntry<'_>) -> Result<(), FileError> {
 }
 
 /// Append a correction of the auth method of the entry (time, user).
-pub fn append_set_method(
-    db: &Path,
-    time: i64,
-    user: &[u8],
-    method: &[u8],
-) -> Result<(), FileError> {
+pub fn append_set_method(db: &Path, time: i64, user: &[u8], method: &[u8]) -> Result<(), FileError> {
     write_record(db, &encode_set_method(time, user, method))
 }
 
@@ -215,11 +206,7 @@ fn write_record(db: &Path, rec: &[u8]) -> Result<(), FileError> {
     // happened, so rounds are few; the wait is bounded all the same.
     let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
     while std::time::Instant::now() < deadline {
-        let f = match std::fs::OpenOptions::new()
-            .append(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
+        let f = match std::fs::OpenOptions::new().append(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 create(&path)?;
@@ -237,19 +224,13 @@ fn write_record(db: &Path, rec: &[u8]) -> Result<(), FileError> {
         // record, which the merge skips; it is reported here as a failure.
         return match (&f).write(rec) {
             Ok(n) if n == rec.len() => Ok(()),
-            Ok(n) => Err(FileError::new(
-                &path,
-                format!("short write ({n} of {} bytes; disk full?)", rec.len()),
-            )),
+            Ok(n) => Err(FileError::new(&path, format!("short write ({n} of {} bytes; disk full?)", rec.len()))),
             Err(e) => Err(FileError::io(&path, "cannot write", &e)),
         };
     }
     Err(FileError::new(
         &path,
-        format!(
-            "the spool kept being replaced for {} s while writing; giving up",
-            BUSY_TIMEOUT.as_secs()
-        ),
+        format!("the spool kept being replaced for {} s while writing; giving up", BUSY_TIMEOUT.as_secs()),
     ))
 }
 
@@ -257,16 +238,9 @@ fn write_record(db: &Path, rec: &[u8]) -> Result<(), FileError> {
 /// a private file that is then linked into place, so no writer ever sees a
 /// spool without one.
 fn create(path: &Path) -> Result<(), FileError> {
-    let id: [u8; 16] =
-        sys::random_bytes().map_err(|e| FileError::io(path, "cannot get random bytes", &e))?;
-    let tmp = beside(
-        path,
-        &format!(
-            ".new-{}-{:08x}",
-            std::process::id(),
-            u32::from_le_bytes([id[0], id[1], id[2], id[3]])
-        ),
-    );
+    let id: [u8; 16] = sys::random_bytes().map_err(|e| FileError::io(path, "cannot get random bytes", &e))?;
+    let tmp =
+        beside(path, &format!(".new-{}-{:08x}", std::process::id(), u32::from_le_bytes([id[0], id[1], id[2], id[3]])));
     let r = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -277,8 +251,7 @@ fn create(path: &Path) -> Result<(), FileError> {
             .map_err(|e| FileError::io(path, "cannot create", &e))?;
         let mut h = HEADER_MAGIC.to_vec();
         h.extend_from_slice(&id);
-        f.write_all(&h)
-            .map_err(|e| FileError::io(path, "cannot write header", &e))?;
+        f.write_all(&h).map_err(|e| FileError::io(path, "cannot write header", &e))?;
         match std::fs::hard_link(&tmp, path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
@@ -329,7 +302,8 @@ pub fn set_aside(db: &Path) -> Result<bool, FileError> {
         }
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         let aside = beside(&path, &format!(".merging-{nanos:020}-{}", std::process::id()));
-        std::fs::rename(&path, &aside).map_err(|e| FileError::io(&path, "cannot set the spool aside for merging", &e))?;
+        std::fs::rename(&path, &aside)
+            .map_err(|e| FileError::io(&path, "cannot set the spool aside for merging", &e))?;
         return Ok(true);
     }
     Err(FileError::new(&path, format!("the spool kept being replaced for {} s; giving up", BUSY_TIMEOUT.as_secs())))
@@ -372,7 +346,8 @@ pub fn read(path: &Path) -> Result<Pending, FileError> {
     if buf.len() < HEADER_LEN || &buf[..8] != HEADER_MAGIC {
         // DATABASE.spool.merging-T-P becomes DATABASE.spool.damaged-T-P,
         // which the next merge does not pick up again.
-        let name = path.file_name().map(|n| n.to_string_lossy().replacen(".merging-", ".damaged-", 1)).unwrap_or_default();
+        let name =
+            path.file_name().map(|n| n.to_string_lossy().replacen(".merging-", ".damaged-", 1)).unwrap_or_default();
         let aside = path.with_file_name(name);
         let moved = std::fs::rename(path, &aside);
         return Err(FileError::new(
@@ -400,10 +375,7 @@ fn parse(b: &[u8], base: u64) -> (Vec<(u64, Record)>, u64) {
             out.push((base + pos as u64, rec));
         } else {
             // Skip to the next record mark.
-            let next = b[pos + 1..]
-                .windows(4)
-                .position(|w| w == RECORD_MAGIC)
-                .map_or(b.len(), |i| pos + 1 + i);
+            let next = b[pos + 1..].windows(4).position(|w| w == RECORD_MAGIC).map_or(b.len(), |i| pos + 1 + i);
             damaged += (next - pos) as u64;
             pos = next;
         }
@@ -496,11 +468,7 @@ mod tests {
             vec![
                 spooled(&entry(b"alice", 1)),
                 spooled(&entry(weird, 2)),
-                Record::SetMethod {
-                    time: 2,
-                    user: weird.to_vec(),
-                    method: b"publickey".to_vec()
-                }
+                Record::SetMethod { time: 2, user: weird.to_vec(), method: b"publickey".to_vec() }
             ]
         );
         assert_eq!(p.records.last().unwrap().0, p.len);
@@ -522,9 +490,7 @@ mod tests {
         e.rhost = Some(&big);
         append(&db, &e).unwrap();
         let p = take(&db).unwrap().unwrap();
-        let Record::Entry(s) = &p.records[0].1 else {
-            panic!()
-        };
+        let Record::Entry(s) = &p.records[0].1 else { panic!() };
         assert_eq!(s.user.len(), crate::text::FIELD_CAP);
         assert_eq!(s.rhost.as_ref().unwrap().len(), crate::text::FIELD_CAP);
     }
@@ -603,8 +569,7 @@ mod tests {
             got.extend(p.records.iter().map(|(_, r)| r.clone()));
         }
         assert_eq!(got.len(), 1200);
-        let distinct: std::collections::HashSet<String> =
-            got.iter().map(|r| format!("{r:?}")).collect();
+        let distinct: std::collections::HashSet<String> = got.iter().map(|r| format!("{r:?}")).collect();
         assert_eq!(distinct.len(), 1200);
     }
 }

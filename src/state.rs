@@ -50,9 +50,7 @@ pub fn file_name(user: &[u8]) -> String {
     }
     if s.len() > NAME_MAX {
         // FNV-1a over the whole name; the name inside the file decides.
-        let h = user.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let h = user.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         s.truncate(NAME_MAX - 17);
         s.push_str(&format!("~{h:016x}"));
     }
@@ -171,11 +169,7 @@ impl Accounts {
     /// One account's state; None when nothing is recorded.
     pub fn get(&self, user: &[u8]) -> Result<Option<Account>, FileError> {
         let path = self.path(user);
-        let f = match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
+        let f = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(FileError::io(&path, "cannot open", &e)),
@@ -215,10 +209,8 @@ impl Accounts {
             let b = encode(&a);
             // In place: the lock lives on this inode, so no rename. One
             // write of a few hundred bytes, then the length.
-            file.write_all_at(&b, 0)
-                .map_err(|e| FileError::io(&path, "cannot write", &e))?;
-            file.set_len(b.len() as u64)
-                .map_err(|e| FileError::io(&path, "cannot write", &e))?;
+            file.write_all_at(&b, 0).map_err(|e| FileError::io(&path, "cannot write", &e))?;
+            file.set_len(b.len() as u64).map_err(|e| FileError::io(&path, "cannot write", &e))?;
         }
         Ok(out)
     }
@@ -226,8 +218,7 @@ impl Accounts {
     /// Every account with recorded state, by name. Damaged files are
     /// returned as errors beside the others.
     pub fn list(&self) -> Result<(Vec<Account>, Vec<FileError>), FileError> {
-        let rd = std::fs::read_dir(&self.dir)
-            .map_err(|e| FileError::io(&self.dir, "cannot list", &e))?;
+        let rd = std::fs::read_dir(&self.dir).map_err(|e| FileError::io(&self.dir, "cannot list", &e))?;
         let mut out = Vec::new();
         let mut bad = Vec::new();
         for ent in rd {
@@ -258,14 +249,9 @@ impl Accounts {
 
 fn read(mut f: &File, path: &Path) -> Result<Option<Account>, FileError> {
     let mut b = Vec::with_capacity(512);
-    f.read_to_end(&mut b)
-        .map_err(|e| FileError::io(path, "cannot read", &e))?;
-    decode(&b).map_err(|m| {
-        FileError::new(
-            path,
-            format!("{m}; `useraudit-admin activate USER` starts the account afresh"),
-        )
-    })
+    f.read_to_end(&mut b).map_err(|e| FileError::io(path, "cannot read", &e))?;
+    decode(&b)
+        .map_err(|m| FileError::new(path, format!("{m}; `useraudit-admin activate USER` starts the account afresh")))
 }
 
 #[cfg(test)]
@@ -303,18 +289,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.get(b"alice").unwrap(), Some(a.clone()));
-        assert_eq!(
-            std::fs::metadata(s.dir().join("alice")).unwrap().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(s.dir().join("alice")).unwrap().mode() & 0o777, 0o600);
         // a shorter record replaces a longer one exactly
         let b = Account::new(b"alice", 9);
-        s.update(b"alice", false, |_| Ok((Some(b.clone()), ())))
-            .unwrap();
+        s.update(b"alice", false, |_| Ok((Some(b.clone()), ()))).unwrap();
         assert_eq!(s.get(b"alice").unwrap(), Some(b.clone()));
         // None leaves the file alone; an opened but unwritten file is no state
-        s.update(b"bob", false, |cur| Ok((None, assert_eq!(cur, None))))
-            .unwrap();
+        s.update(b"bob", false, |cur| Ok((None, assert_eq!(cur, None)))).unwrap();
         assert_eq!(s.get(b"bob").unwrap(), None);
         let (all, bad) = s.list().unwrap();
         assert_eq!(all, vec![b]);
@@ -336,8 +317,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = open(&d);
         for n in [&b"a/b"[..], b"\xff\n", &long1, &long2] {
-            s.update(n, false, |_| Ok((Some(Account::new(n, 1)), ())))
-                .unwrap();
+            s.update(n, false, |_| Ok((Some(Account::new(n, 1)), ()))).unwrap();
             assert_eq!(s.get(n).unwrap().unwrap().user, n);
         }
         assert_eq!(s.list().unwrap().0.len(), 4);
@@ -347,35 +327,21 @@ mod tests {
     fn damage_is_an_error_and_activate_can_repair() {
         let d = tempfile::tempdir().unwrap();
         let s = open(&d);
-        s.update(b"alice", false, |_| Ok((Some(sample()), ())))
-            .unwrap();
+        s.update(b"alice", false, |_| Ok((Some(sample()), ()))).unwrap();
         let p = s.dir().join("alice");
         let mut b = std::fs::read(&p).unwrap();
         let n = b.len();
         b[n - 2] ^= 1;
         std::fs::write(&p, &b).unwrap();
-        assert!(
-            s.get(b"alice")
-                .unwrap_err()
-                .to_string()
-                .contains("checksum")
-        );
+        assert!(s.get(b"alice").unwrap_err().to_string().contains("checksum"));
         assert!(s.update(b"alice", false, |_| Ok((None, ()))).is_err());
         let (ok, bad) = s.list().unwrap();
         assert!(ok.is_empty());
         assert_eq!(bad.len(), 1);
-        s.update(b"alice", true, |cur| {
-            Ok((Some(Account::new(b"alice", 2)), assert_eq!(cur, None)))
-        })
-        .unwrap();
+        s.update(b"alice", true, |cur| Ok((Some(Account::new(b"alice", 2)), assert_eq!(cur, None)))).unwrap();
         assert_eq!(s.get(b"alice").unwrap().unwrap().first_seen, 2);
         std::fs::write(&p, b"garbage").unwrap();
-        assert!(
-            s.get(b"alice")
-                .unwrap_err()
-                .to_string()
-                .contains("not a useraudit account file")
-        );
+        assert!(s.get(b"alice").unwrap_err().to_string().contains("not a useraudit account file"));
     }
 
     /// Failures from many processes at once are counted one by one.

@@ -111,17 +111,9 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 #[derive(Debug)]
 pub enum StoreError {
     /// The file or directory is missing, unreadable or has unsafe permissions.
-    Access {
-        path: PathBuf,
-        message: String,
-        denied: bool,
-    },
+    Access { path: PathBuf, message: String, denied: bool },
     /// SQLite failed.
-    Sql {
-        path: PathBuf,
-        context: &'static str,
-        source: rusqlite::Error,
-    },
+    Sql { path: PathBuf, context: &'static str, source: rusqlite::Error },
     /// The database was written by a newer useraudit.
     Newer { path: PathBuf, found: i64 },
     /// The log spool beside the database cannot be merged.
@@ -154,11 +146,7 @@ impl fmt::Display for StoreError {
             StoreError::Access { path, message, .. } => {
                 write!(f, "database {}: {message}", path.display())
             }
-            StoreError::Sql {
-                path,
-                context,
-                source,
-            } => {
+            StoreError::Sql { path, context, source } => {
                 write!(f, "database {}: {context}: {source}", path.display())
             }
             StoreError::Newer { path, found } => write!(
@@ -242,35 +230,19 @@ fn check_owner(path: &Path, md: &std::fs::Metadata, what: &str) -> Result<()> {
 
 /// A file problem as a database error, naming the database.
 fn from_file(db: &Path, e: FileError) -> StoreError {
-    let message = if e.path == db {
-        e.message
-    } else {
-        format!("{}: {}", e.path.display(), e.message)
-    };
-    StoreError::Access {
-        path: db.into(),
-        message,
-        denied: e.denied,
-    }
+    let message = if e.path == db { e.message } else { format!("{}: {}", e.path.display(), e.message) };
+    StoreError::Access { path: db.into(), message, denied: e.denied }
 }
 
 fn access(path: &Path, message: String, e: &std::io::Error) -> StoreError {
-    StoreError::Access {
-        path: path.into(),
-        message,
-        denied: e.kind() == std::io::ErrorKind::PermissionDenied,
-    }
+    StoreError::Access { path: path.into(), message, denied: e.kind() == std::io::ErrorKind::PermissionDenied }
 }
 
 impl Store {
     /// Open (and if asked create) the database, and bring its schema up to date.
     pub fn open(path: &Path, opts: OpenOptions) -> Result<Store> {
-        crate::files::prepare_dir(
-            crate::files::parent(path),
-            opts.create,
-            opts.require_root_owned,
-        )
-        .map_err(|e| from_file(path, e))?;
+        crate::files::prepare_dir(crate::files::parent(path), opts.create, opts.require_root_owned)
+            .map_err(|e| from_file(path, e))?;
         match std::fs::symlink_metadata(path) {
             Ok(md) => {
                 if !md.is_file() {
@@ -285,12 +257,7 @@ impl Store {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && opts.create => {
-                match std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                {
+                match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(access(path, format!("cannot create it: {e}"), &e)),
@@ -298,46 +265,26 @@ impl Store {
             }
             Err(e) => return Err(access(path, e.to_string(), &e)),
         }
-        let sql = |context: &'static str| {
-            move |source| StoreError::Sql {
-                path: path.into(),
-                context,
-                source,
-            }
-        };
+        let sql = |context: &'static str| move |source| StoreError::Sql { path: path.into(), context, source };
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(sql("cannot open"))?;
-        conn.busy_handler(Some(busy_handler))
-            .map_err(sql("cannot set busy handler"))?;
+        conn.busy_handler(Some(busy_handler)).map_err(sql("cannot set busy handler"))?;
         // Each login opens and closes the database. Without this, the last
         // connection to close checkpoints, fsyncs and deletes the WAL every
         // time; with it, checkpoints happen every WAL_AUTOCHECKPOINT pages.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )
-        .map_err(sql("cannot configure"))?;
-        conn.execute_batch(WAL_SETTINGS)
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             .map_err(sql("cannot configure"))?;
-        let mut store = Store {
-            conn,
-            path: path.into(),
-        };
+        conn.execute_batch(WAL_SETTINGS).map_err(sql("cannot configure"))?;
+        let mut store = Store { conn, path: path.into() };
         store.migrate()?;
         Ok(store)
     }
 
     fn err(&self, context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sql {
-            path: self.path.clone(),
-            context,
-            source,
-        }
+        move |source| StoreError::Sql { path: self.path.clone(), context, source }
     }
 
     fn version(&self) -> Result<i64> {
@@ -352,19 +299,12 @@ impl Store {
             return Ok(());
         }
         if v > SCHEMA_VERSION {
-            return Err(StoreError::Newer {
-                path: self.path.clone(),
-                found: v,
-            });
+            return Err(StoreError::Newer { path: self.path.clone(), found: v });
         }
         let path = self.path.clone();
         let sql = |context: &'static str| {
             let path = path.clone();
-            move |source| StoreError::Sql {
-                path,
-                context,
-                source,
-            }
+            move |source| StoreError::Sql { path, context, source }
         };
         // WAL must be set outside a transaction; it is stored in the file.
         // Processes that meet a new file at once all try to switch it; the
@@ -373,15 +313,9 @@ impl Store {
         // so it is retried here within the same budget as any other wait.
         let mut tries = 0;
         loop {
-            match self
-                .conn
-                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
-            {
+            match self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
                 Ok(_) => break,
-                Err(e)
-                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
-                        && busy_handler(tries) =>
-                {
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) && busy_handler(tries) => {
                     tries += 1;
                 }
                 Err(e) => return Err(sql("cannot switch to WAL")(e)),
@@ -392,15 +326,12 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("cannot start migration"))?;
         // Another process may have migrated while we waited for the lock.
-        let mut v: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sql("cannot read schema version"))?;
+        let mut v: i64 =
+            tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql("cannot read schema version"))?;
         while v < SCHEMA_VERSION {
-            tx.execute_batch(MIGRATIONS[v as usize])
-                .map_err(sql("cannot migrate schema"))?;
+            tx.execute_batch(MIGRATIONS[v as usize]).map_err(sql("cannot migrate schema"))?;
             v += 1;
-            tx.execute_batch(&format!("PRAGMA user_version={v}"))
-                .map_err(sql("cannot migrate schema"))?;
+            tx.execute_batch(&format!("PRAGMA user_version={v}")).map_err(sql("cannot migrate schema"))?;
         }
         tx.commit().map_err(sql("cannot commit migration"))?;
         Ok(())
@@ -415,19 +346,15 @@ impl Store {
     pub fn legacy_accounts(&self) -> Result<Vec<Account>> {
         let exists: bool = self
             .conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'account_v1'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'account_v1'", [], |r| {
+                r.get(0)
+            })
             .map_err(self.err("cannot read the schema"))?;
         if !exists {
             return Ok(Vec::new());
         }
         self.conn
-            .prepare(&format!(
-                "SELECT {ACCOUNT_COLUMNS} FROM account_v1 ORDER BY user"
-            ))
+            .prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM account_v1 ORDER BY user"))
             .and_then(|mut st| st.query_map([], row_account)?.collect())
             .map_err(self.err("cannot read the old account table"))
     }
@@ -465,12 +392,11 @@ impl Store {
         let generation = p.generation.to_vec();
         let now = crate::text::now_micros();
         self.write(|t| {
-            let done: i64 = t
-                .tx
-                .query_row("SELECT upto FROM spool_merged WHERE generation = ?1", [&generation], |r| r.get(0))
-                .optional()
-                .map_err(t.err("cannot read the spool record"))?
-                .unwrap_or(0);
+            let done: i64 =
+                t.tx.query_row("SELECT upto FROM spool_merged WHERE generation = ?1", [&generation], |r| r.get(0))
+                    .optional()
+                    .map_err(t.err("cannot read the spool record"))?
+                    .unwrap_or(0);
             let mut n = 0u64;
             for (end, rec) in &p.records {
                 if i64::try_from(*end).unwrap_or(i64::MAX) <= done {
@@ -514,9 +440,7 @@ impl Store {
         wal.push("-wal");
         if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT) {
             BUSY_BUDGET_US.with(|b| b.set(CHECKPOINT_WAIT.as_micros() as u64));
-            let _ = self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             BUSY_BUDGET_US.with(|b| b.set(BUSY_TIMEOUT.as_micros() as u64));
         }
     }
@@ -525,14 +449,9 @@ impl Store {
     pub fn write<T>(&mut self, f: impl FnOnce(&Txn<'_>) -> Result<T>) -> Result<T> {
         let path = self.path.clone();
         let out = {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|source| StoreError::Sql {
-                    path: path.clone(),
-                    context: "cannot start a write (busy?)",
-                    source,
-                })?;
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|source| {
+                StoreError::Sql { path: path.clone(), context: "cannot start a write (busy?)", source }
+            })?;
             let txn = Txn { tx, path: &path };
             let out = f(&txn)?;
             txn.tx.commit().map_err(|source| StoreError::Sql {
@@ -557,11 +476,7 @@ impl Store {
             sql.push_str(" AND success = ?");
             args.push(Value::Integer(i64::from(s)));
         }
-        for (col, v) in [
-            ("user", &q.user),
-            ("rhost", &q.rhost),
-            ("service", &q.service),
-        ] {
+        for (col, v) in [("user", &q.user), ("rhost", &q.rhost), ("service", &q.service)] {
             if let Some(v) = v {
                 sql.push_str(&format!(" AND {col} = ?"));
                 args.push(Value::Blob(v.clone()));
@@ -580,10 +495,7 @@ impl Store {
             sql.push_str(" LIMIT ?");
             args.push(Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
         }
-        let mut st = self
-            .conn
-            .prepare(&sql)
-            .map_err(self.err("cannot read the log"))?;
+        let mut st = self.conn.prepare(&sql).map_err(self.err("cannot read the log"))?;
         let rows = st
             .query_map(rusqlite::params_from_iter(args), |r| {
                 Ok(Entry {
@@ -615,31 +527,22 @@ impl Store {
 
     /// Number of log entries.
     pub fn count(&self) -> Result<i64> {
-        self.conn
-            .query_row("SELECT count(*) FROM log", [], |r| r.get(0))
-            .map_err(self.err("cannot count the log"))
+        self.conn.query_row("SELECT count(*) FROM log", [], |r| r.get(0)).map_err(self.err("cannot count the log"))
     }
 
     /// Number of log entries older than `before`.
     pub fn count_before(&self, before: i64) -> Result<u64> {
         self.conn
-            .query_row("SELECT count(*) FROM log WHERE time < ?1", [before], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row("SELECT count(*) FROM log WHERE time < ?1", [before], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(self.err("cannot count the log"))
     }
 
     /// `PRAGMA quick_check`: "ok" or what is wrong.
     pub fn quick_check(&self) -> Result<String> {
-        let mut st = self
-            .conn
-            .prepare("PRAGMA quick_check")
-            .map_err(self.err("cannot check"))?;
-        let rows: Vec<String> = st
-            .query_map([], |r| r.get(0))
-            .and_then(|r| r.collect())
-            .map_err(self.err("cannot check"))?;
+        let mut st = self.conn.prepare("PRAGMA quick_check").map_err(self.err("cannot check"))?;
+        let rows: Vec<String> =
+            st.query_map([], |r| r.get(0)).and_then(|r| r.collect()).map_err(self.err("cannot check"))?;
         Ok(rows.join("; "))
     }
 
@@ -665,10 +568,7 @@ impl Store {
     }
 
     /// Load many entries quickly (for benchmarks and imports): one transaction.
-    pub fn bulk_insert<'a>(
-        &mut self,
-        entries: impl IntoIterator<Item = NewEntry<'a>>,
-    ) -> Result<usize> {
+    pub fn bulk_insert<'a>(&mut self, entries: impl IntoIterator<Item = NewEntry<'a>>) -> Result<usize> {
         self.write(|t| {
             let mut n = 0;
             for e in entries {
@@ -682,11 +582,7 @@ impl Store {
 
 impl Txn<'_> {
     fn err(&self, context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sql {
-            path: self.path.into(),
-            context,
-            source,
-        }
+        move |source| StoreError::Sql { path: self.path.into(), context, source }
     }
 
     pub fn insert(&self, e: &NewEntry<'_>) -> Result<i64> {
@@ -722,11 +618,7 @@ const ACCOUNT_COLUMNS: &str = "user, state, reason, failures, fail_times, last_f
 /// looks every column name up again for every value).
 fn row_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     let bad = |i: usize, what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("bad {what}").into(),
-        )
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("bad {what}").into())
     };
     let state: String = r.get(1)?;
     let reason: Option<String> = r.get(2)?;
@@ -767,30 +659,17 @@ mod tests {
     }
 
     fn open(p: &Path) -> Store {
-        Store::open(
-            p,
-            OpenOptions {
-                create: true,
-                require_root_owned: false,
-            },
-        )
-        .unwrap()
+        Store::open(p, OpenOptions { create: true, require_root_owned: false }).unwrap()
     }
 
     #[test]
     fn creates_with_modes_and_schema() {
         let (_d, p) = tmp();
         let s = open(&p);
-        assert_eq!(
-            std::fs::metadata(p.parent().unwrap()).unwrap().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(std::fs::metadata(p.parent().unwrap()).unwrap().mode() & 0o777, 0o700);
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
         assert_eq!(s.version().unwrap(), SCHEMA_VERSION);
-        let jm: String = s
-            .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
+        let jm: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(jm, "wal");
         drop(s);
         // reopening is a no-op migration
@@ -801,28 +680,11 @@ mod tests {
     #[test]
     fn refuses_missing_without_create_and_newer_schema() {
         let (_d, p) = tmp();
-        assert!(
-            Store::open(
-                &p,
-                OpenOptions {
-                    create: false,
-                    require_root_owned: false
-                }
-            )
-            .is_err()
-        );
+        assert!(Store::open(&p, OpenOptions { create: false, require_root_owned: false }).is_err());
         let s = open(&p);
         s.conn.execute_batch("PRAGMA user_version=99").unwrap();
         drop(s);
-        let e = Store::open(
-            &p,
-            OpenOptions {
-                create: false,
-                require_root_owned: false,
-            },
-        )
-        .err()
-        .unwrap();
+        let e = Store::open(&p, OpenOptions { create: false, require_root_owned: false }).err().unwrap();
         assert!(e.to_string().contains("newer"), "{e}");
     }
 
@@ -831,15 +693,7 @@ mod tests {
         let (d, _) = tmp();
         let p = d.path().join("junk.db");
         std::fs::write(&p, vec![b'x'; 4096]).unwrap();
-        let e = Store::open(
-            &p,
-            OpenOptions {
-                create: true,
-                require_root_owned: false,
-            },
-        )
-        .err()
-        .unwrap();
+        let e = Store::open(&p, OpenOptions { create: true, require_root_owned: false }).err().unwrap();
         assert!(matches!(e, StoreError::Sql { .. }), "{e}");
     }
 
@@ -849,15 +703,7 @@ mod tests {
         let dir = d.path().join("open");
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let e = Store::open(
-            &dir.join("ua.db"),
-            OpenOptions {
-                create: true,
-                require_root_owned: true,
-            },
-        )
-        .err()
-        .unwrap();
+        let e = Store::open(&dir.join("ua.db"), OpenOptions { create: true, require_root_owned: true }).err().unwrap();
         assert!(e.to_string().contains("refusing directory"), "{e}");
     }
 
@@ -866,10 +712,7 @@ mod tests {
         let (_d, p) = tmp();
         let mut s = open(&p);
         let weird: &[u8] = b"al\xffice\n\x1b[31m";
-        for (i, (user, ok)) in [(&b"alice"[..], true), (weird, false), (b"bob", false)]
-            .iter()
-            .enumerate()
-        {
+        for (i, (user, ok)) in [(&b"alice"[..], true), (weird, false), (b"bob", false)].iter().enumerate() {
             s.insert(&NewEntry {
                 time: 1000 + i as i64,
                 success: *ok,
@@ -887,51 +730,18 @@ mod tests {
         assert_eq!(all[1].user, weird);
         assert_eq!(all[2].reason, None);
         assert_eq!(all[1].reason.as_deref(), Some("auth"));
-        let f = s
-            .query(&LogQuery {
-                success: Some(false),
-                ..Default::default()
-            })
-            .unwrap();
+        let f = s.query(&LogQuery { success: Some(false), ..Default::default() }).unwrap();
         assert_eq!(f.len(), 2);
-        let u = s
-            .query(&LogQuery {
-                user: Some(weird.to_vec()),
-                ..Default::default()
-            })
-            .unwrap();
+        let u = s.query(&LogQuery { user: Some(weird.to_vec()), ..Default::default() }).unwrap();
         assert_eq!(u.len(), 1);
-        let t = s
-            .query(&LogQuery {
-                since: Some(1001),
-                until: Some(1002),
-                ..Default::default()
-            })
-            .unwrap();
+        let t = s.query(&LogQuery { since: Some(1001), until: Some(1002), ..Default::default() }).unwrap();
         assert_eq!(t.len(), 1);
-        let l = s
-            .query(&LogQuery {
-                limit: Some(1),
-                ..Default::default()
-            })
-            .unwrap();
+        let l = s.query(&LogQuery { limit: Some(1), ..Default::default() }).unwrap();
         assert_eq!(l[0].user, b"bob");
         // huge fields are capped
         let big = vec![b'x'; 70_000];
-        s.insert(&NewEntry {
-            time: 5,
-            user: &big,
-            rhost: Some(&big),
-            ..Default::default()
-        })
-        .unwrap();
-        let e = s
-            .query(&LogQuery {
-                since: Some(5),
-                until: Some(6),
-                ..Default::default()
-            })
-            .unwrap();
+        s.insert(&NewEntry { time: 5, user: &big, rhost: Some(&big), ..Default::default() }).unwrap();
+        let e = s.query(&LogQuery { since: Some(5), until: Some(6), ..Default::default() }).unwrap();
         assert_eq!(e[0].user.len(), crate::text::FIELD_CAP);
         assert_eq!(e[0].rhost.as_ref().unwrap().len(), crate::text::FIELD_CAP);
         // retention
@@ -947,20 +757,13 @@ mod tests {
         let (_d, p) = tmp();
         let mut s = open(&p);
         let old = 2 * DELETE_BATCH + 17;
-        let entries = (0..old + 500).map(|i| NewEntry {
-            time: i as i64,
-            user: b"u",
-            ..Default::default()
-        });
+        let entries = (0..old + 500).map(|i| NewEntry { time: i as i64, user: b"u", ..Default::default() });
         s.bulk_insert(entries).unwrap();
         assert_eq!(s.delete_before(old as i64).unwrap(), old as u64);
         assert_eq!(s.count().unwrap(), 500);
         assert_eq!(s.count_before(old as i64).unwrap(), 0);
         assert_eq!(s.count_before(old as i64 + 1).unwrap(), 1);
-        assert_eq!(
-            s.delete_before(old as i64 + DELETE_BATCH as i64).unwrap(),
-            500
-        );
+        assert_eq!(s.delete_before(old as i64 + DELETE_BATCH as i64).unwrap(), 500);
         assert_eq!(s.count().unwrap(), 0);
         assert_eq!(s.delete_before(i64::MAX).unwrap(), 0);
     }
@@ -1024,25 +827,12 @@ mod tests {
         let again = crate::files::beside(&spool::path_for(&p), ".merging-00000000000000000001-1");
         std::fs::write(&again, &copy).unwrap();
         spool::append(&p, &e(b"carol", 11)).unwrap();
-        assert_eq!(
-            s.merge_spool().unwrap(),
-            Merged {
-                entries: 1,
-                damaged: 0
-            }
-        );
+        assert_eq!(s.merge_spool().unwrap(), Merged { entries: 1, damaged: 0 });
         let all = s.query(&LogQuery::default()).unwrap();
-        let got: Vec<(&[u8], Option<&[u8]>)> = all
-            .iter()
-            .map(|e| (&e.user[..], e.auth_method.as_deref()))
-            .collect();
+        let got: Vec<(&[u8], Option<&[u8]>)> = all.iter().map(|e| (&e.user[..], e.auth_method.as_deref())).collect();
         assert_eq!(
             got,
-            vec![
-                (&b"carol"[..], Some(&b"pam"[..])),
-                (b"bob", Some(b"pam")),
-                (b"alice", Some(b"publickey"))
-            ]
+            vec![(&b"carol"[..], Some(&b"pam"[..])), (b"bob", Some(b"pam")), (b"alice", Some(b"publickey"))]
         );
     }
 
@@ -1059,14 +849,7 @@ mod tests {
                     let (p, gate) = (p.clone(), gate.clone());
                     std::thread::spawn(move || {
                         gate.wait();
-                        Store::open(
-                            &p,
-                            OpenOptions {
-                                create: true,
-                                require_root_owned: false,
-                            },
-                        )
-                        .map(|_| ())
+                        Store::open(&p, OpenOptions { create: true, require_root_owned: false }).map(|_| ())
                     })
                 })
                 .collect();
@@ -1076,16 +859,7 @@ mod tests {
                 }
             }
             assert_eq!(
-                Store::open(
-                    &p,
-                    OpenOptions {
-                        create: false,
-                        require_root_owned: false
-                    }
-                )
-                .unwrap()
-                .version()
-                .unwrap(),
+                Store::open(&p, OpenOptions { create: false, require_root_owned: false }).unwrap().version().unwrap(),
                 SCHEMA_VERSION
             );
         }
@@ -1096,15 +870,8 @@ mod tests {
         let (_d, p) = tmp();
         let mut s = open(&p);
         let r: Result<()> = s.write(|t| {
-            t.insert(&NewEntry {
-                time: 1,
-                user: b"x",
-                ..Default::default()
-            })?;
-            Err(StoreError::Newer {
-                path: "x".into(),
-                found: 9,
-            })
+            t.insert(&NewEntry { time: 1, user: b"x", ..Default::default() })?;
+            Err(StoreError::Newer { path: "x".into(), found: 9 })
         });
         assert!(r.is_err());
         assert_eq!(s.count().unwrap(), 0);

@@ -31,9 +31,7 @@ pub enum Lookup {
 }
 
 /// Run a `get*_r` style call with a growing buffer.
-fn with_buffer<T>(
-    mut call: impl FnMut(&mut Vec<c_char>) -> Result<Option<T>, i32>,
-) -> Result<Option<T>, i32> {
+fn with_buffer<T>(mut call: impl FnMut(&mut Vec<c_char>) -> Result<Option<T>, i32>) -> Result<Option<T>, i32> {
     let mut buf: Vec<c_char> = vec![0; 1024];
     loop {
         match call(&mut buf) {
@@ -48,37 +46,19 @@ fn with_buffer<T>(
 
 /// Look a name up through NSS (`getpwnam_r`).
 pub fn lookup_user(name: &[u8]) -> Lookup {
-    let Ok(cname) = CString::new(name) else {
-        return Lookup::NotFound;
-    };
+    let Ok(cname) = CString::new(name) else { return Lookup::NotFound };
     let r = with_buffer(|buf| {
         // SAFETY: a zeroed passwd is a valid value of a plain C struct.
         let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
         let mut out: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the call; buf.len() is the size of buf.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pw,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut out,
-            )
-        };
+        let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
         if out.is_null() {
-            return if rc == 0 || rc == libc::ENOENT || rc == libc::ESRCH {
-                Ok(None)
-            } else {
-                Err(rc)
-            };
+            return if rc == 0 || rc == libc::ENOENT || rc == libc::ESRCH { Ok(None) } else { Err(rc) };
         }
         // SAFETY: on success pw_name points to a NUL-terminated string inside buf.
         let n = unsafe { CStr::from_ptr(pw.pw_name) }.to_bytes().to_vec();
-        Ok(Some(UserInfo {
-            name: n,
-            uid: pw.pw_uid,
-            gid: pw.pw_gid,
-        }))
+        Ok(Some(UserInfo { name: n, uid: pw.pw_uid, gid: pw.pw_gid }))
     });
     match r {
         Ok(Some(u)) => Lookup::Found(u),
@@ -89,29 +69,15 @@ pub fn lookup_user(name: &[u8]) -> Lookup {
 
 /// Whether `user` (primary group `gid`) is a member of the group named `group`.
 pub fn in_group(user: &[u8], gid: u32, group: &str) -> bool {
-    let Ok(cgroup) = CString::new(group) else {
-        return false;
-    };
+    let Ok(cgroup) = CString::new(group) else { return false };
     let r = with_buffer(|buf| {
         // SAFETY: a zeroed group is a valid value of a plain C struct.
         let mut gr: libc::group = unsafe { std::mem::zeroed() };
         let mut out: *mut libc::group = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the call; buf.len() is the size of buf.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                cgroup.as_ptr(),
-                &mut gr,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut out,
-            )
-        };
+        let rc = unsafe { libc::getgrnam_r(cgroup.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
         if out.is_null() {
-            return if rc == 0 || rc == libc::ENOENT {
-                Ok(None)
-            } else {
-                Err(rc)
-            };
+            return if rc == 0 || rc == libc::ENOENT { Ok(None) } else { Err(rc) };
         }
         if gr.gr_gid == gid {
             return Ok(Some(true));
@@ -146,29 +112,15 @@ pub enum ShadowChange {
 
 /// `getspnam_r` for the last-change field.
 pub fn shadow_change(name: &[u8]) -> ShadowChange {
-    let Ok(cname) = CString::new(name) else {
-        return ShadowChange::NotFound;
-    };
+    let Ok(cname) = CString::new(name) else { return ShadowChange::NotFound };
     let r = with_buffer(|buf| {
         // SAFETY: a zeroed spwd is a valid value of a plain C struct.
         let mut sp: libc::spwd = unsafe { std::mem::zeroed() };
         let mut out: *mut libc::spwd = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the call; buf.len() is the size of buf.
-        let rc = unsafe {
-            libc::getspnam_r(
-                cname.as_ptr(),
-                &mut sp,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut out,
-            )
-        };
+        let rc = unsafe { libc::getspnam_r(cname.as_ptr(), &mut sp, buf.as_mut_ptr(), buf.len(), &mut out) };
         if out.is_null() {
-            return if rc == 0 || rc == libc::ENOENT {
-                Ok(None)
-            } else {
-                Err(rc)
-            };
+            return if rc == 0 || rc == libc::ENOENT { Ok(None) } else { Err(rc) };
         }
         Ok(Some(sp.sp_lstchg))
     });
@@ -203,9 +155,7 @@ pub fn syslog(p: Priority, line: &str) {
         Priority::Info => libc::LOG_INFO,
         Priority::Debug => libc::LOG_DEBUG,
     };
-    let Ok(msg) = CString::new(line.replace('\0', "\\x00")) else {
-        return;
-    };
+    let Ok(msg) = CString::new(line.replace('\0', "\\x00")) else { return };
     // SAFETY: the format is a constant "%s" and msg is a valid C string.
     unsafe { libc::syslog(libc::LOG_AUTHPRIV | prio, c"%s".as_ptr(), msg.as_ptr()) };
 }
@@ -225,11 +175,7 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
     // Everything the children need is prepared before fork: after it, only
     // async-signal-safe calls are made.
     let argv: [*const c_char; 2] = [prog.as_ptr(), std::ptr::null()];
-    let envp: Vec<*const c_char> = env
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
+    let envp: Vec<*const c_char> = env.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let devnull = c"/dev/null";
     let root = c"/";
     // SAFETY: fork has no memory-safety preconditions; the child below only
@@ -264,14 +210,7 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            for sig in [
-                libc::SIGALRM,
-                libc::SIGTERM,
-                libc::SIGHUP,
-                libc::SIGINT,
-                libc::SIGPIPE,
-                libc::SIGCHLD,
-            ] {
+            for sig in [libc::SIGALRM, libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGPIPE, libc::SIGCHLD] {
                 libc::signal(sig, libc::SIG_DFL);
             }
             libc::alarm(timeout_secs);

@@ -199,10 +199,7 @@ mod tests {
     #[test]
     fn times() {
         let now = 1_800_000_000 * MICROS;
-        assert_eq!(
-            parse_time("2026-11-28T10:00:00Z", now),
-            Ok(1_795_860_000 * MICROS)
-        );
+        assert_eq!(parse_time("2026-11-28T10:00:00Z", now), Ok(1_795_860_000 * MICROS));
         assert_eq!(parse_time("2026-11-28", now), Ok(1_795_824_000 * MICROS));
         assert_eq!(parse_time("3d", now), Ok(now - 3 * DAY_MICROS));
         assert!(parse_time("yesterday", now).is_err());

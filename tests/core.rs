@@ -19,47 +19,17 @@ fn success_and_failure_are_logged_with_items() {
         return;
     }
     let sb = Sandbox::new("");
-    let items = [
-        ("rhost", "203.0.113.9"),
-        ("ruser", "remoteal"),
-        ("tty", "pts/7"),
-    ];
-    let ok = sb.pamtester(
-        "login",
-        "alice",
-        "secret\n",
-        &items,
-        &["authenticate", "acct_mgmt"],
-    );
+    let items = [("rhost", "203.0.113.9"), ("ruser", "remoteal"), ("tty", "pts/7")];
+    let ok = sb.pamtester("login", "alice", "secret\n", &items, &["authenticate", "acct_mgmt"]);
     assert!(ok.ok, "{ok:?}");
-    let bad = sb.pamtester(
-        "sshd",
-        "alice",
-        "wrong\n",
-        &[("rhost", "198.51.100.7")],
-        &["authenticate"],
-    );
+    let bad = sb.pamtester("sshd", "alice", "wrong\n", &[("rhost", "198.51.100.7")], &["authenticate"]);
     assert!(!bad.ok);
 
     let log = sb.log(&[]);
     assert_eq!(log.len(), 2, "one entry per attempt: {log:?}");
     // newest first
     let (f, s) = (&log[0], &log[1]);
-    assert_eq!(
-        keys(s),
-        [
-            "auth_method",
-            "id",
-            "outcome",
-            "reason",
-            "rhost",
-            "ruser",
-            "service",
-            "time",
-            "tty",
-            "user"
-        ]
-    );
+    assert_eq!(keys(s), ["auth_method", "id", "outcome", "reason", "rhost", "ruser", "service", "time", "tty", "user"]);
     assert_eq!(s["outcome"], "success");
     assert_eq!(s["user"], "alice");
     assert_eq!(s["service"], "login");
@@ -127,10 +97,7 @@ fn unknown_names_are_failures_without_state() {
     }
     let log = sb.log(&["--user", "mallory"]);
     assert_eq!(log.len(), 3);
-    assert!(
-        log.iter()
-            .all(|e| e["outcome"] == "failure" && e["reason"] == "auth")
-    );
+    assert!(log.iter().all(|e| e["outcome"] == "failure" && e["reason"] == "auth"));
     // no account state: not listed, and status names the unknown account
     let all: Value = serde_json::from_str(&sb.admin_ok(&["status", "--format", "json"])).unwrap();
     assert_eq!(all.as_array().unwrap().len(), 0);
@@ -149,16 +116,8 @@ fn ignored_services_are_not_logins() {
     let r = sb.pamtester("cron", "carol", "", &[], &["acct_mgmt"]);
     assert!(r.ok, "{r:?}");
     let log = sb.log(&[]);
-    assert_eq!(
-        log.len(),
-        1,
-        "the cron account check is not logged: {log:?}"
-    );
-    assert_eq!(
-        sb.status("carol")["failures"],
-        1,
-        "and does not reset the count"
-    );
+    assert_eq!(log.len(), 1, "the cron account check is not logged: {log:?}");
+    assert_eq!(sb.status("carol")["failures"], 1, "and does not reset the count");
 }
 
 #[test]
@@ -169,16 +128,7 @@ fn log_filters() {
     let sb = Sandbox::new("");
     assert!(sb.login("alice", "secret", "203.0.113.9").ok);
     assert!(!sb.login("alice", "nope", "198.51.100.7").ok);
-    assert!(
-        sb.pamtester(
-            "sshd",
-            "bob",
-            "secret\n",
-            &[("rhost", "203.0.113.9")],
-            &["authenticate", "acct_mgmt"]
-        )
-        .ok
-    );
+    assert!(sb.pamtester("sshd", "bob", "secret\n", &[("rhost", "203.0.113.9")], &["authenticate", "acct_mgmt"]).ok);
     assert_eq!(sb.log(&["--failed"]).len(), 1);
     assert_eq!(sb.log(&["--succeeded"]).len(), 2);
     assert_eq!(sb.log(&["--user", "alice"]).len(), 2);
@@ -186,11 +136,7 @@ fn log_filters() {
     assert_eq!(sb.log(&["--service", "sshd"]).len(), 1);
     assert_eq!(sb.log(&["--since", "1h"]).len(), 3);
     assert_eq!(sb.log(&["--until", "1h"]).len(), 0);
-    assert_eq!(
-        sb.log(&["--since", "2000-01-01", "--until", "2999-01-01T00:00:00Z"])
-            .len(),
-        3
-    );
+    assert_eq!(sb.log(&["--since", "2000-01-01", "--until", "2999-01-01T00:00:00Z"]).len(), 3);
     let one = sb.log(&["--limit", "1"]);
     assert_eq!(one.len(), 1);
     assert_eq!(one[0]["user"], "bob", "newest first");
@@ -199,10 +145,7 @@ fn log_filters() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--since"));
     assert_eq!(sb.admin(&["log", "--format", "xml"]).status.code(), Some(2));
-    assert_eq!(
-        sb.admin(&["log", "--failed", "--succeeded"]).status.code(),
-        Some(2)
-    );
+    assert_eq!(sb.admin(&["log", "--failed", "--succeeded"]).status.code(), Some(2));
 }
 
 #[test]
@@ -216,11 +159,7 @@ fn table_and_csv_escape_and_line_up() {
     // a name with an escape sequence, a newline and a byte that is not UTF-8
     let evil = std::ffi::OsStr::from_bytes(b"ev\x1b[31mil\n\xff");
     let mut cmd = std::process::Command::new("pamtester");
-    cmd.arg("-I")
-        .arg("rhost=host\twith\ttabs")
-        .arg("login")
-        .arg(evil)
-        .arg("authenticate");
+    cmd.arg("-I").arg("rhost=host\twith\ttabs").arg("login").arg(evil).arg("authenticate");
     cmd.env("LD_PRELOAD", "libpam_wrapper.so libnss_wrapper.so")
         .env("PAM_WRAPPER", "1")
         .env("PAM_WRAPPER_SERVICE_DIR", sb.path().join("pam.d"))
@@ -234,10 +173,7 @@ fn table_and_csv_escape_and_line_up() {
     assert!(!out.status.success());
 
     let table = sb.admin_ok(&["log"]);
-    assert!(
-        !table.contains('\x1b') && !table.contains('\t'),
-        "{table:?}"
-    );
+    assert!(!table.contains('\x1b') && !table.contains('\t'), "{table:?}");
     assert!(table.contains("ev\\x1b[31mil\\n\\xff"), "{table}");
     assert!(table.contains("host\\twith\\ttabs"), "{table}");
     let lines: Vec<&str> = table.lines().collect();
@@ -245,10 +181,7 @@ fn table_and_csv_escape_and_line_up() {
     // columns line up: OUTCOME starts at the same column on every line
     let col = lines[0].find("OUTCOME").unwrap();
     for l in &lines[1..] {
-        assert!(
-            l[col..].starts_with("success") || l[col..].starts_with("failure"),
-            "{l}"
-        );
+        assert!(l[col..].starts_with("success") || l[col..].starts_with("failure"), "{l}");
     }
     let csv = sb.admin_ok(&["log", "--format", "csv"]);
     assert!(csv.starts_with("id,time,outcome,user,service,rhost,ruser,tty,auth_method,reason\n"));
@@ -270,19 +203,10 @@ fn on_error_allow_and_deny() {
     std::fs::write(&blocker, "").unwrap();
     let bad_db = format!("db={}/sub/ua.db", blocker.display());
     sb.write_service("login", &sb.stack(&bad_db));
-    assert!(
-        sb.login("alice", "secret", "203.0.113.9").ok,
-        "allow: the right password gets in"
-    );
-    assert!(
-        !sb.login("alice", "wrong", "203.0.113.9").ok,
-        "allow: a wrong password still fails"
-    );
+    assert!(sb.login("alice", "secret", "203.0.113.9").ok, "allow: the right password gets in");
+    assert!(!sb.login("alice", "wrong", "203.0.113.9").ok, "allow: a wrong password still fails");
     sb.write_service("login", &sb.stack(&format!("{bad_db} on_error=deny")));
-    assert!(
-        !sb.login("alice", "secret", "203.0.113.9").ok,
-        "deny: refused"
-    );
+    assert!(!sb.login("alice", "secret", "203.0.113.9").ok, "deny: refused");
     let r = sb.pamtester("login", "alice", "", &[], &["acct_mgmt"]);
     assert!(!r.ok, "deny: the account hook refuses too");
 
@@ -292,23 +216,14 @@ fn on_error_allow_and_deny() {
     assert!(sb.login("alice", "secret", "203.0.113.9").ok);
     std::fs::write(&sb.conf, "login_failure_limit = \"lots\"\n").unwrap();
     sb.write_service("login", &sb.stack(""));
-    assert!(
-        sb.login("alice", "secret", "203.0.113.9").ok,
-        "bad config, allow"
-    );
+    assert!(sb.login("alice", "secret", "203.0.113.9").ok, "bad config, allow");
     sb.write_service("login", &sb.stack("on_error=deny"));
-    assert!(
-        !sb.login("alice", "secret", "203.0.113.9").ok,
-        "bad config, deny"
-    );
+    assert!(!sb.login("alice", "secret", "203.0.113.9").ok, "bad config, deny");
     // the CLI names file, line and key
     let o = sb.admin(&["check"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("useraudit.toml, line 1, key login_failure_limit"),
-        "{err}"
-    );
+    assert!(err.contains("useraudit.toml, line 1, key login_failure_limit"), "{err}");
 }
 
 #[test]
@@ -328,27 +243,12 @@ fn non_root_caller_is_allowed_when_the_database_is_root_only() {
     for p in [sb.path().to_path_buf(), sb.path().join("pam.d")] {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    for f in [
-        "passwd",
-        "group",
-        "passdb-login",
-        "useraudit.toml",
-        "pam.d/login",
-    ] {
-        std::fs::set_permissions(sb.path().join(f), std::fs::Permissions::from_mode(0o644))
-            .unwrap();
+    for f in ["passwd", "group", "passdb-login", "useraudit.toml", "pam.d/login"] {
+        std::fs::set_permissions(sb.path().join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     let _one_at_a_time = pam_wrapper_lock();
     let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "pamtester",
-            "login",
-            "alice",
-            "authenticate",
-        ])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "pamtester", "login", "alice", "authenticate"])
         .env("LD_PRELOAD", "libpam_wrapper.so libnss_wrapper.so")
         .env("PAM_WRAPPER", "1")
         .env("PAM_WRAPPER_SERVICE_DIR", sb.path().join("pam.d"))
@@ -364,11 +264,7 @@ fn non_root_caller_is_allowed_when_the_database_is_root_only() {
             c.wait_with_output()
         })
         .unwrap();
-    assert!(
-        out.status.success(),
-        "a non-root caller is treated as allow: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "a non-root caller is treated as allow: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn unsafe_euid() -> u32 {
@@ -384,11 +280,7 @@ fn the_module_exports_the_pam_entry_points() {
     // handle is checked before use and not used after dlclose.
     unsafe {
         let h = libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
-        assert!(
-            !h.is_null(),
-            "dlopen failed: {:?}",
-            std::ffi::CStr::from_ptr(libc::dlerror())
-        );
+        assert!(!h.is_null(), "dlopen failed: {:?}", std::ffi::CStr::from_ptr(libc::dlerror()));
         for sym in [
             c"pam_sm_authenticate",
             c"pam_sm_setcred",
@@ -397,10 +289,7 @@ fn the_module_exports_the_pam_entry_points() {
             c"pam_sm_open_session",
             c"pam_sm_close_session",
         ] {
-            assert!(
-                !libc::dlsym(h, sym.as_ptr()).is_null(),
-                "{sym:?} is not exported"
-            );
+            assert!(!libc::dlsym(h, sym.as_ptr()).is_null(), "{sym:?} is not exported");
         }
         libc::dlclose(h);
     }

@@ -30,15 +30,9 @@ struct Clock {
 
 impl Clock {
     fn new() -> Clock {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
         let today = now.div_euclid(DAY);
-        Clock {
-            shift: today * DAY + 12 * 3600 - now,
-            today,
-        }
+        Clock { shift: today * DAY + 12 * 3600 - now, today }
     }
     /// FAKETIME value for noon, `days` from today.
     fn at(&self, days: i64) -> String {
@@ -50,10 +44,7 @@ impl Clock {
     }
     /// `YYYY-MM-DD` of `days` from today.
     fn date(&self, days: i64) -> String {
-        chrono::DateTime::from_timestamp(self.day(days) * DAY, 0)
-            .unwrap()
-            .format("%Y-%m-%d")
-            .to_string()
+        chrono::DateTime::from_timestamp(self.day(days) * DAY, 0).unwrap().format("%Y-%m-%d").to_string()
     }
     /// Midnight UTC of `days` from today, as status shows a day.
     fn midnight(&self, days: i64) -> String {
@@ -66,11 +57,7 @@ impl Clock {
 /// directory. The clock starts at day 0.
 fn sandbox(toml: &str) -> (Sandbox, Clock) {
     let mut sb = Sandbox::new("");
-    std::fs::write(
-        &sb.conf,
-        toml.replace("@DIR@", &sb.path().display().to_string()),
-    )
-    .unwrap();
+    std::fs::write(&sb.conf, toml.replace("@DIR@", &sb.path().display().to_string())).unwrap();
     let clock = Clock::new();
     sb.faketime = Some(clock.at(0));
     (sb, clock)
@@ -95,8 +82,7 @@ fn one_at_a_time(run: impl Fn() -> Pam) -> Pam {
     let mut r = run();
     for _ in 0..3 {
         // pam_start failed, or pamtester never got that far
-        let never_ran = r.stderr.contains("pamtester: Initialization failure")
-            || !r.shown().contains("pamtester: ");
+        let never_ran = r.stderr.contains("pamtester: Initialization failure") || !r.shown().contains("pamtester: ");
         let raced = !r.ok
             && never_ran
             && (r.stderr.contains("Failed to create pam_wrapper config dir")
@@ -114,13 +100,7 @@ fn pamtester(sb: &Sandbox, service: &str, user: &str, input: &str, ops: &[&str])
 }
 
 fn login(sb: &Sandbox, user: &str, pw: &str) -> Pam {
-    pamtester(
-        sb,
-        "login",
-        user,
-        &format!("{pw}\n"),
-        &["authenticate", "acct_mgmt"],
-    )
+    pamtester(sb, "login", user, &format!("{pw}\n"), &["authenticate", "acct_mgmt"])
 }
 
 /// The newest log entry for `user`.
@@ -140,13 +120,7 @@ fn status_table(sb: &Sandbox, user: &str) -> String {
 
 /// Change `user`'s password through the password stack.
 fn chauthtok(sb: &Sandbox, user: &str, old: &str, new: &str) -> Pam {
-    pamtester(
-        sb,
-        "login",
-        user,
-        &format!("{old}\n{new}\n{new}\n"),
-        &["chauthtok"],
-    )
+    pamtester(sb, "login", user, &format!("{old}\n{new}\n{new}\n"), &["chauthtok"])
 }
 
 /// A notify command that writes each event's USERAUDIT_* variables to
@@ -173,10 +147,7 @@ fn wait_notify(sb: &Sandbox, event: &str, user: &str) -> String {
         if let Ok(t) = std::fs::read_to_string(&f) {
             return t;
         }
-        assert!(
-            Instant::now() < end,
-            "notify_command never reported {event} for {user}"
-        );
+        assert!(Instant::now() < end, "notify_command never reported {event} for {user}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -192,8 +163,7 @@ fn notify_files(sb: &Sandbox) -> Vec<String> {
 }
 
 fn time_of(v: &Value) -> chrono::DateTime<chrono::FixedOffset> {
-    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}")))
-        .unwrap()
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}"))).unwrap()
 }
 
 // ---------------------------------------------------------------- inactivity
@@ -221,10 +191,7 @@ fn inactive_account_is_disabled_after_the_right_password_only() {
     assert!(!r.ok);
     assert_eq!(last(&sb, "bob")["reason"], "auth");
     let st = sb.status("bob");
-    assert_eq!(
-        st["state"], "active",
-        "a wrong password must not disable: {st}"
-    );
+    assert_eq!(st["state"], "active", "a wrong password must not disable: {st}");
     assert_eq!(st["reason"], Value::Null);
     assert_eq!(status_code(&sb, "bob"), Some(0));
     assert!(notify_files(&sb).is_empty());
@@ -232,10 +199,7 @@ fn inactive_account_is_disabled_after_the_right_password_only() {
     // the right password: disabled, refused, told why
     let r = login(&sb, "bob", PASSWORD);
     assert!(!r.ok, "inactive for 31 days must be refused: {r:?}");
-    assert!(
-        r.shown().contains("not used for too long"),
-        "the user is told: {r:?}"
-    );
+    assert!(r.shown().contains("not used for too long"), "the user is told: {r:?}");
     let e = last(&sb, "bob");
     assert_eq!(e["outcome"], "failure");
     assert_eq!(e["reason"], "account_expired");
@@ -273,10 +237,7 @@ fn account_hook_alone_disables_an_inactive_account() {
     at(&mut sb, &c, 31);
     let r = pamtester(&sb, "sshd", "carol", "", &["acct_mgmt"]);
     assert!(!r.ok, "{r:?}");
-    assert!(
-        r.shown().contains("User account has expired"),
-        "PAM_ACCT_EXPIRED: {r:?}"
-    );
+    assert!(r.shown().contains("User account has expired"), "PAM_ACCT_EXPIRED: {r:?}");
     let e = last(&sb, "carol");
     assert_eq!(e["reason"], "account_expired");
     assert_eq!(e["auth_method"], "publickey");
@@ -338,35 +299,20 @@ fn sweep_dry_run_lists_and_sweep_disables_and_notifies() {
     assert!(login(&sb, "erin", PASSWORD).ok);
 
     at(&mut sb, &c, 31);
-    let since = |u: &str| {
-        sb.log(&["--user", u, "--succeeded"])[0]["time"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let since = |u: &str| sb.log(&["--user", u, "--succeeded"])[0]["time"].as_str().unwrap().to_string();
     let before = sb.admin_ok(&["status", "--format", "json"]);
     let out = sb.admin_ok(&["sweep", "--dry-run"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines,
         [
-            format!(
-                "alice: would disable (inactive since {}, more than 30 days)",
-                since("alice")
-            ),
-            format!(
-                "bob: would disable (inactive since {}, more than 30 days)",
-                since("bob")
-            ),
+            format!("alice: would disable (inactive since {}, more than 30 days)", since("alice")),
+            format!("bob: would disable (inactive since {}, more than 30 days)", since("bob")),
             "2 account(s) would disable".to_string(),
         ],
         "{out}"
     );
-    assert_eq!(
-        sb.admin_ok(&["status", "--format", "json"]),
-        before,
-        "--dry-run changes nothing"
-    );
+    assert_eq!(sb.admin_ok(&["status", "--format", "json"]), before, "--dry-run changes nothing");
     assert_eq!(sb.status("alice")["state"], "active");
 
     let out = sb.admin_ok(&["sweep"]);
@@ -374,25 +320,15 @@ fn sweep_dry_run_lists_and_sweep_disables_and_notifies() {
     assert_eq!(
         lines,
         [
-            format!(
-                "alice: disabled (inactive since {}, more than 30 days)",
-                since("alice")
-            ),
-            format!(
-                "bob: disabled (inactive since {}, more than 30 days)",
-                since("bob")
-            ),
+            format!("alice: disabled (inactive since {}, more than 30 days)", since("alice")),
+            format!("bob: disabled (inactive since {}, more than 30 days)", since("bob")),
             "2 account(s) disabled".to_string(),
         ],
         "{out}"
     );
     for u in ["alice", "bob"] {
         let st = sb.status(u);
-        assert_eq!(
-            (st["state"].as_str(), st["reason"].as_str()),
-            (Some("disabled"), Some("account_expired")),
-            "{u}"
-        );
+        assert_eq!((st["state"].as_str(), st["reason"].as_str()), (Some("disabled"), Some("account_expired")), "{u}");
         let n = wait_notify(&sb, "account_expired", u);
         assert!(n.contains("USERAUDIT_EVENT=account_expired\n"), "{n}");
         assert!(n.contains(&format!("USERAUDIT_USER={u}\n")), "{n}");
@@ -407,15 +343,8 @@ fn sweep_dry_run_lists_and_sweep_disables_and_notifies() {
     assert_eq!(last(&sb, "alice")["reason"], "account_expired");
     // nothing left to do
     let out = sb.admin_ok(&["sweep"]);
-    assert_eq!(
-        out.lines().collect::<Vec<_>>(),
-        ["0 account(s) disabled"],
-        "{out}"
-    );
-    assert_eq!(
-        notify_files(&sb),
-        ["notify.account_expired.alice", "notify.account_expired.bob"]
-    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["0 account(s) disabled"], "{out}");
+    assert_eq!(notify_files(&sb), ["notify.account_expired.alice", "notify.account_expired.bob"]);
 }
 
 #[test]
@@ -436,24 +365,14 @@ fn retention_deletes_old_log_entries_only() {
     assert_eq!(sb.log(&[]).len(), 5);
 
     let out = sb.admin_ok(&["sweep", "--dry-run"]);
-    assert!(
-        out.contains("log: would delete 3 entries older than "),
-        "{out}"
-    );
+    assert!(out.contains("log: would delete 3 entries older than "), "{out}");
     assert_eq!(sb.log(&[]).len(), 5, "--dry-run deletes nothing");
 
     let out = sb.admin_ok(&["sweep"]);
     assert!(out.contains("log: deleted 3 entries older than "), "{out}");
     let log = sb.log(&[]);
-    let kept: Vec<(&str, String)> = log
-        .iter()
-        .map(|e| {
-            (
-                e["user"].as_str().unwrap(),
-                time_of(&e["time"]).format("%Y-%m-%d").to_string(),
-            )
-        })
-        .collect();
+    let kept: Vec<(&str, String)> =
+        log.iter().map(|e| (e["user"].as_str().unwrap(), time_of(&e["time"]).format("%Y-%m-%d").to_string())).collect();
     assert_eq!(kept, [("alice", c.date(0)), ("carol", c.date(-29))]);
     // account state is not log: alice's last login stays
     assert_eq!(sb.status("alice")["last_login"], log[0]["time"]);
@@ -485,17 +404,11 @@ fn activate_reenables_and_restarts_the_inactivity_clock() {
     let out = sb.admin_ok(&["activate", "alice", "bob"]);
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        [
-            "alice: activated (was disabled, account_expired, 0 failures)",
-            "bob: already active (inactivity clock restarted)"
-        ],
+        ["alice: activated (was disabled, account_expired, 0 failures)", "bob: already active (inactivity clock restarted)"],
         "{out}"
     );
     let st = sb.status("alice");
-    assert_eq!(
-        (st["state"].as_str(), st["reason"].clone()),
-        (Some("active"), Value::Null)
-    );
+    assert_eq!((st["state"].as_str(), st["reason"].clone()), (Some("active"), Value::Null));
     // the clock restarted at activation: a sweep right now leaves both alone
     // (bob's last login was 31 days ago, too)
     let out = sb.admin_ok(&["sweep"]);
@@ -509,10 +422,7 @@ fn activate_reenables_and_restarts_the_inactivity_clock() {
     at(&mut sb, &c, 60);
     assert!(login(&sb, "alice", PASSWORD).ok);
     at(&mut sb, &c, 62);
-    assert!(
-        !login(&sb, "bob", PASSWORD).ok,
-        "31 days after bob's activation"
-    );
+    assert!(!login(&sb, "bob", PASSWORD).ok, "31 days after bob's activation");
     assert_eq!(sb.status("bob")["reason"], "account_expired");
     at(&mut sb, &c, 91);
     assert!(!login(&sb, "alice", PASSWORD).ok);
@@ -549,10 +459,7 @@ fn password_warning_in_the_window_only_and_not_when_silent() {
         at(&mut sb, &c, d);
         let r = login(&sb, "alice", PASSWORD);
         assert!(r.ok, "{r:?}");
-        assert!(
-            !r.shown().contains("Warning"),
-            "no warning at day {d}: {r:?}"
-        );
+        assert!(!r.shown().contains("Warning"), "no warning at day {d}: {r:?}");
     }
     at(&mut sb, &c, 5);
     assert!(login(&sb, "bob", PASSWORD).ok, "bob is first seen at day 5");
@@ -565,13 +472,7 @@ fn password_warning_in_the_window_only_and_not_when_silent() {
     assert!(!r.stderr.contains("Warning"), "{r:?}");
     assert_eq!(last(&sb, "alice")["outcome"], "success");
     // PAM_SILENT
-    let r = pamtester(
-        &sb,
-        "login",
-        "alice",
-        "secret\n",
-        &["authenticate", "acct_mgmt(PAM_SILENT)"],
-    );
+    let r = pamtester(&sb, "login", "alice", "secret\n", &["authenticate", "acct_mgmt(PAM_SILENT)"]);
     assert!(r.ok, "{r:?}");
     assert!(!r.shown().contains("Warning"), "PAM_SILENT: {r:?}");
     // the `silent` module argument
@@ -586,16 +487,10 @@ fn password_warning_in_the_window_only_and_not_when_silent() {
     assert!(r.ok && r.stdout.contains(&warning(1)), "{r:?}");
     // bob counts from day 5
     let r = login(&sb, "bob", PASSWORD);
-    assert!(
-        r.ok && !r.shown().contains("Warning"),
-        "bob is at day 4 of 10: {r:?}"
-    );
+    assert!(r.ok && !r.shown().contains("Warning"), "bob is at day 4 of 10: {r:?}");
     at(&mut sb, &c, 13);
     let r = login(&sb, "bob", PASSWORD);
-    assert!(
-        r.ok && r.stdout.contains(&warning(2)),
-        "bob at day 8 of 10: {r:?}"
-    );
+    assert!(r.ok && r.stdout.contains(&warning(2)), "bob at day 8 of 10: {r:?}");
     // never seen before: first seen now, not expired
     at(&mut sb, &c, 100);
     let r = login(&sb, "carol", PASSWORD);
@@ -618,26 +513,14 @@ fn expired_password_with_action_disable_then_reactivation_lets_in_once_to_change
     at(&mut sb, &c, 11);
     let r = login(&sb, "alice", PASSWORD);
     assert!(!r.ok, "expired at day 11 of 10: {r:?}");
-    assert!(
-        r.shown().contains("Your password has expired"),
-        "the user is told: {r:?}"
-    );
+    assert!(r.shown().contains("Your password has expired"), "the user is told: {r:?}");
     let e = last(&sb, "alice");
-    assert_eq!(
-        (e["outcome"].as_str(), e["reason"].as_str()),
-        (Some("failure"), Some("password_expired"))
-    );
+    assert_eq!((e["outcome"].as_str(), e["reason"].as_str()), (Some("failure"), Some("password_expired")));
     let st = sb.status("alice");
-    assert_eq!(
-        (st["state"].as_str(), st["reason"].as_str()),
-        (Some("disabled"), Some("password_expired"))
-    );
+    assert_eq!((st["state"].as_str(), st["reason"].as_str()), (Some("disabled"), Some("password_expired")));
     assert_eq!(status_code(&sb, "alice"), Some(3));
     let n = wait_notify(&sb, "password_expired", "alice");
-    assert!(
-        n.contains("USERAUDIT_EVENT=password_expired\n") && n.contains("USERAUDIT_USER=alice\n"),
-        "{n}"
-    );
+    assert!(n.contains("USERAUDIT_EVENT=password_expired\n") && n.contains("USERAUDIT_USER=alice\n"), "{n}");
     let r = login(&sb, "alice", PASSWORD);
     assert!(!r.ok);
     assert_eq!(last(&sb, "alice")["reason"], "password_expired");
@@ -647,49 +530,23 @@ fn expired_password_with_action_disable_then_reactivation_lets_in_once_to_change
 
     // re-activation: let in once, with a demand for a new password
     let out = sb.admin_ok(&["activate", "alice"]);
-    assert_eq!(
-        out.trim_end(),
-        "alice: activated (was disabled, password_expired, 0 failures)"
-    );
+    assert_eq!(out.trim_end(), "alice: activated (was disabled, password_expired, 0 failures)");
     assert_eq!(sb.status("alice")["state"], "active");
     let r = login(&sb, "alice", PASSWORD);
     assert!(!r.ok, "{r:?}");
-    assert!(
-        r.stdout.contains("successfully authenticated"),
-        "the password was accepted: {r:?}"
-    );
-    assert!(
-        r.shown().contains(NEW_AUTHTOK_REQD),
-        "PAM_NEW_AUTHTOK_REQD: {r:?}"
-    );
-    assert!(
-        r.shown()
-            .contains("You are required to change your password"),
-        "{r:?}"
-    );
-    assert_eq!(
-        sb.status("alice")["state"],
-        "active",
-        "not disabled again at once"
-    );
+    assert!(r.stdout.contains("successfully authenticated"), "the password was accepted: {r:?}");
+    assert!(r.shown().contains(NEW_AUTHTOK_REQD), "PAM_NEW_AUTHTOK_REQD: {r:?}");
+    assert!(r.shown().contains("You are required to change your password"), "{r:?}");
+    assert_eq!(sb.status("alice")["state"], "active", "not disabled again at once");
     // the change is recorded; then the login works and the count restarts
     let r = chauthtok(&sb, "alice", PASSWORD, "fresh-pw-1");
     assert!(r.ok, "{r:?}");
     let st = sb.status("alice");
-    assert_eq!(
-        time_of(&st["password_changed"])
-            .format("%Y-%m-%d")
-            .to_string(),
-        c.date(11),
-        "{st}"
-    );
+    assert_eq!(time_of(&st["password_changed"]).format("%Y-%m-%d").to_string(), c.date(11), "{st}");
     assert_eq!(st["password_expires"], c.midnight(21));
     let r = login(&sb, "alice", "fresh-pw-1");
     assert!(r.ok, "{r:?}");
-    assert!(
-        !r.shown().contains("Warning") && !r.shown().contains("change your password"),
-        "{r:?}"
-    );
+    assert!(!r.shown().contains("Warning") && !r.shown().contains("change your password"), "{r:?}");
     at(&mut sb, &c, 21);
     assert!(login(&sb, "alice", "fresh-pw-1").ok);
 
@@ -703,10 +560,7 @@ fn expired_password_with_action_disable_then_reactivation_lets_in_once_to_change
     let r = login(&sb, "bob", PASSWORD);
     assert!(!r.ok && !r.shown().contains(NEW_AUTHTOK_REQD), "{r:?}");
     let st = sb.status("bob");
-    assert_eq!(
-        (st["state"].as_str(), st["reason"].as_str()),
-        (Some("disabled"), Some("password_expired"))
-    );
+    assert_eq!((st["state"].as_str(), st["reason"].as_str()), (Some("disabled"), Some("password_expired")));
 }
 
 #[test]
@@ -714,9 +568,7 @@ fn expired_password_with_action_change_demands_a_new_one_and_the_change_restarts
     if missing_tools() {
         return;
     }
-    let (mut sb, c) = sandbox(&format!(
-        "{PW_USERAUDIT}password_expired_action = \"change\"\n"
-    ));
+    let (mut sb, c) = sandbox(&format!("{PW_USERAUDIT}password_expired_action = \"change\"\n"));
     assert!(login(&sb, "alice", PASSWORD).ok);
 
     at(&mut sb, &c, 11);
@@ -724,59 +576,27 @@ fn expired_password_with_action_change_demands_a_new_one_and_the_change_restarts
         let r = login(&sb, "alice", PASSWORD);
         assert!(!r.ok, "{r:?}");
         assert!(r.stdout.contains("successfully authenticated"), "{r:?}");
-        assert!(
-            r.shown().contains(NEW_AUTHTOK_REQD),
-            "PAM_NEW_AUTHTOK_REQD: {r:?}"
-        );
-        assert!(
-            r.shown()
-                .contains("You are required to change your password"),
-            "{r:?}"
-        );
-        assert_eq!(
-            last(&sb, "alice")["outcome"],
-            "success",
-            "let in to change the password"
-        );
+        assert!(r.shown().contains(NEW_AUTHTOK_REQD), "PAM_NEW_AUTHTOK_REQD: {r:?}");
+        assert!(r.shown().contains("You are required to change your password"), "{r:?}");
+        assert_eq!(last(&sb, "alice")["outcome"], "success", "let in to change the password");
         let st = sb.status("alice");
-        assert_eq!(
-            (st["state"].as_str(), st["reason"].clone()),
-            (Some("active"), Value::Null),
-            "never disabled"
-        );
+        assert_eq!((st["state"].as_str(), st["reason"].clone()), (Some("active"), Value::Null), "never disabled");
     }
     // a failed change records nothing
     let r = chauthtok(&sb, "alice", "wrong", "fresh-pw-1");
     assert!(!r.ok, "{r:?}");
     assert_eq!(sb.status("alice")["password_changed"], Value::Null);
-    assert!(
-        login(&sb, "alice", PASSWORD)
-            .shown()
-            .contains(NEW_AUTHTOK_REQD)
-    );
+    assert!(login(&sb, "alice", PASSWORD).shown().contains(NEW_AUTHTOK_REQD));
     // a change through the password stack records the date
     let r = chauthtok(&sb, "alice", PASSWORD, "fresh-pw-1");
     assert!(r.ok, "{r:?}");
-    assert!(
-        r.stdout
-            .contains("authentication token altered successfully"),
-        "{r:?}"
-    );
+    assert!(r.stdout.contains("authentication token altered successfully"), "{r:?}");
     let st = sb.status("alice");
-    assert_eq!(
-        time_of(&st["password_changed"])
-            .format("%Y-%m-%d")
-            .to_string(),
-        c.date(11),
-        "{st}"
-    );
+    assert_eq!(time_of(&st["password_changed"]).format("%Y-%m-%d").to_string(), c.date(11), "{st}");
     assert_eq!(st["password_expires"], c.midnight(21));
     let r = login(&sb, "alice", "fresh-pw-1");
     assert!(r.ok, "{r:?}");
-    assert!(
-        !r.shown().contains("change your password") && !r.shown().contains("Warning"),
-        "{r:?}"
-    );
+    assert!(!r.shown().contains("change your password") && !r.shown().contains("Warning"), "{r:?}");
     // the countdown runs from the change: day 8 of 10 is day 19
     at(&mut sb, &c, 19);
     let r = login(&sb, "alice", "fresh-pw-1");
@@ -809,44 +629,21 @@ fn status_shows_last_login_password_dates_and_why_disabled() {
     assert_eq!(st["password_expires"], c.midnight(12), "{st}");
     let table = status_table(&sb, "alice");
     assert!(table.contains("PASSWORD EXPIRES"), "{table}");
-    assert!(
-        table.contains(&format!("{} (9 days left)", c.date(12))),
-        "date and days left: {table}"
-    );
+    assert!(table.contains(&format!("{} (9 days left)", c.date(12))), "date and days left: {table}");
 
     // disabled: the state and why
     at(&mut sb, &c, 31);
     assert!(!login(&sb, "bob", PASSWORD).ok);
     let st = sb.status("bob");
-    assert_eq!(
-        (st["state"].as_str(), st["reason"].as_str()),
-        (Some("disabled"), Some("account_expired"))
-    );
-    assert!(
-        time_of(&st["locked_at"]) > time_of(&st["last_login"]),
-        "{st}"
-    );
+    assert_eq!((st["state"].as_str(), st["reason"].as_str()), (Some("disabled"), Some("account_expired")));
+    assert!(time_of(&st["locked_at"]) > time_of(&st["last_login"]), "{st}");
     let table = status_table(&sb, "bob");
-    let row = table
-        .lines()
-        .find(|l| l.starts_with("bob "))
-        .unwrap_or_else(|| panic!("{table}"));
-    assert!(
-        row.contains("disabled") && row.contains("account_expired"),
-        "{table}"
-    );
-    assert!(
-        row.contains("(expired)"),
-        "bob's password is past day 10 as well: {table}"
-    );
+    let row = table.lines().find(|l| l.starts_with("bob ")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("disabled") && row.contains("account_expired"), "{table}");
+    assert!(row.contains("(expired)"), "bob's password is past day 10 as well: {table}");
     // all accounts, as JSON
     let all: Value = serde_json::from_str(&sb.admin_ok(&["status", "--format", "json"])).unwrap();
-    let users: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["user"].as_str().unwrap())
-        .collect();
+    let users: Vec<&str> = all.as_array().unwrap().iter().map(|r| r["user"].as_str().unwrap()).collect();
     assert!(users.contains(&"alice") && users.contains(&"bob"), "{all}");
 }
 
@@ -857,34 +654,18 @@ fn status_shows_last_login_password_dates_and_why_disabled() {
 fn bwrap_usable() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "SKIP: the shadow tests bind a test file over /etc/shadow with bwrap, which needs root"
-        );
+        eprintln!("SKIP: the shadow tests bind a test file over /etc/shadow with bwrap, which needs root");
         return false;
     }
     let ok = Command::new("bwrap")
-        .args([
-            "--bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--bind",
-            "/dev/null",
-            "/etc/shadow",
-            "true",
-        ])
+        .args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind", "/dev/null", "/etc/shadow", "true"])
         .stdin(Stdio::null())
         .output()
         .map(|o| o.status.success());
     if ok.as_ref().is_ok_and(|s| *s) {
         return true;
     }
-    eprintln!(
-        "SKIP: bwrap cannot run here ({ok:?}); install bubblewrap and run as root to test password_change_source = \"shadow\""
-    );
+    eprintln!("SKIP: bwrap cannot run here ({ok:?}); install bubblewrap and run as root to test password_change_source = \"shadow\"");
     false
 }
 
@@ -900,39 +681,23 @@ struct Jail<'a> {
 }
 
 impl Jail<'_> {
-    fn command(
-        &self,
-        preload: &str,
-        env: &[(&str, String)],
-        prog: &str,
-        args: &[String],
-    ) -> Command {
+    fn command(&self, preload: &str, env: &[(&str, String)], prog: &str, args: &[String]) -> Command {
         let mut cmd = Command::new("bwrap");
-        cmd.args([
-            "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind",
-        ])
-        .arg(&self.shadow)
-        .arg("/etc/shadow")
-        .args(&self.bwrap)
-        .arg("--")
-        .args(&self.runas)
-        .args(["/usr/bin/env", "-u", "PAM_WRAPPER_DEBUGLEVEL"]);
+        cmd.args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind"])
+            .arg(&self.shadow)
+            .arg("/etc/shadow")
+            .args(&self.bwrap)
+            .arg("--")
+            .args(&self.runas)
+            .args(["/usr/bin/env", "-u", "PAM_WRAPPER_DEBUGLEVEL"]);
         let mut preload = preload.to_string();
         if let Some(ft) = &self.sb.faketime {
             preload = format!("{preload} {FAKETIME_LIB}");
-            cmd.arg(format!("FAKETIME={ft}"))
-                .arg("FAKETIME_DONT_RESET=1")
-                .arg("FAKETIME_NO_CACHE=1");
+            cmd.arg(format!("FAKETIME={ft}")).arg("FAKETIME_DONT_RESET=1").arg("FAKETIME_NO_CACHE=1");
         }
         cmd.arg(format!("LD_PRELOAD={preload}"))
-            .arg(format!(
-                "NSS_WRAPPER_PASSWD={}",
-                self.sb.path().join("passwd").display()
-            ))
-            .arg(format!(
-                "NSS_WRAPPER_GROUP={}",
-                self.sb.path().join("group").display()
-            ));
+            .arg(format!("NSS_WRAPPER_PASSWD={}", self.sb.path().join("passwd").display()))
+            .arg(format!("NSS_WRAPPER_GROUP={}", self.sb.path().join("group").display()));
         for (k, v) in env {
             cmd.arg(format!("{k}={v}"));
         }
@@ -945,27 +710,11 @@ impl Jail<'_> {
     }
 
     fn pamtester_once(&self, user: &str, input: &str, ops: &[&str]) -> Pam {
-        let mut args = vec![
-            "-I".to_string(),
-            format!("rhost={RHOST}"),
-            "login".into(),
-            user.into(),
-        ];
+        let mut args = vec!["-I".to_string(), format!("rhost={RHOST}"), "login".into(), user.into()];
         args.extend(ops.iter().map(|s| s.to_string()));
-        let env = [
-            ("PAM_WRAPPER", "1".to_string()),
-            (
-                "PAM_WRAPPER_SERVICE_DIR",
-                self.sb.path().join("pam.d").display().to_string(),
-            ),
-        ];
+        let env = [("PAM_WRAPPER", "1".to_string()), ("PAM_WRAPPER_SERVICE_DIR", self.sb.path().join("pam.d").display().to_string())];
         let mut child = self
-            .command(
-                "libpam_wrapper.so libnss_wrapper.so",
-                &env,
-                "pamtester",
-                &args,
-            )
+            .command("libpam_wrapper.so libnss_wrapper.so", &env, "pamtester", &args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -981,49 +730,26 @@ impl Jail<'_> {
     }
 
     fn login(&self, user: &str) -> Pam {
-        self.pamtester(
-            user,
-            &format!("{PASSWORD}\n"),
-            &["authenticate", "acct_mgmt"],
-        )
+        self.pamtester(user, &format!("{PASSWORD}\n"), &["authenticate", "acct_mgmt"])
     }
 
     fn admin(&self, db: &Path, args: &[&str]) -> Output {
-        let mut a = vec![
-            "--conf".to_string(),
-            self.sb.conf.display().to_string(),
-            "--db".into(),
-            db.display().to_string(),
-        ];
+        let mut a = vec!["--conf".to_string(), self.sb.conf.display().to_string(), "--db".into(), db.display().to_string()];
         a.extend(args.iter().map(|s| s.to_string()));
-        self.command(
-            "libnss_wrapper.so",
-            &[],
-            &admin_path().display().to_string(),
-            &a,
-        )
-        .output()
-        .unwrap()
+        self.command("libnss_wrapper.so", &[], &admin_path().display().to_string(), &a).output().unwrap()
     }
 
     /// `status USER --format json` as seen inside the jail (it reads shadow too).
     fn status(&self, user: &str) -> Value {
         let o = self.admin(&self.sb.db, &["status", user, "--format", "json"]);
-        assert!(
-            matches!(o.status.code(), Some(0 | 3)),
-            "status failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(matches!(o.status.code(), Some(0 | 3)), "status failed: {}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice::<Value>(&o.stdout).unwrap()[0].clone()
     }
 }
 
 /// A shadow file: `(user, last change field)`; an empty field is "no aging".
 fn write_shadow(path: &Path, entries: &[(&str, String)]) {
-    let text: String = entries
-        .iter()
-        .map(|(u, d)| format!("{u}:!:{d}:0:99999:7:::\n"))
-        .collect();
+    let text: String = entries.iter().map(|(u, d)| format!("{u}:!:{d}:0:99999:7:::\n")).collect();
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
@@ -1034,9 +760,7 @@ fn shadow_source_expiry_warning_and_actions() {
         return;
     }
     let conf = |action: &str| {
-        format!(
-            "password_expiry_days = 10\npassword_expiry_warning_days = 3\npassword_change_source = \"shadow\"\npassword_expired_action = \"{action}\"\n"
-        )
+        format!("password_expiry_days = 10\npassword_expiry_warning_days = 3\npassword_change_source = \"shadow\"\npassword_expired_action = \"{action}\"\n")
     };
     let (sb, c) = sandbox(&conf("disable"));
     let shadow = sb.path().join("shadow");
@@ -1051,12 +775,7 @@ fn shadow_source_expiry_warning_and_actions() {
             ("erin", String::new()),
         ],
     );
-    let jail = Jail {
-        sb: &sb,
-        shadow: shadow.clone(),
-        bwrap: vec![],
-        runas: vec![],
-    };
+    let jail = Jail { sb: &sb, shadow: shadow.clone(), bwrap: vec![], runas: vec![] };
 
     // 20 days old with a limit of 10: expired, disabled
     let r = jail.login("alice");
@@ -1064,11 +783,7 @@ fn shadow_source_expiry_warning_and_actions() {
     assert!(r.shown().contains("Your password has expired"), "{r:?}");
     assert_eq!(last(&sb, "alice")["reason"], "password_expired");
     let st = jail.status("alice");
-    assert_eq!(
-        (st["state"].as_str(), st["reason"].as_str()),
-        (Some("disabled"), Some("password_expired")),
-        "{st}"
-    );
+    assert_eq!((st["state"].as_str(), st["reason"].as_str()), (Some("disabled"), Some("password_expired")), "{st}");
     assert_eq!(st["password_changed"], c.midnight(-20), "{st}");
     assert_eq!(st["password_expires"], c.midnight(-10), "{st}");
     // 8 days old: warned, 2 days left (pam_unix's arithmetic)
@@ -1086,11 +801,7 @@ fn shadow_source_expiry_warning_and_actions() {
         let r = jail.login(u);
         assert!(r.ok && !r.shown().contains("Warning"), "{u}: {r:?}");
         let st = jail.status(u);
-        assert_eq!(
-            (st["state"].as_str(), st["password_expires"].clone()),
-            (Some("active"), Value::Null),
-            "{u}: {st}"
-        );
+        assert_eq!((st["state"].as_str(), st["password_expires"].clone()), (Some("active"), Value::Null), "{u}: {st}");
     }
     // exempt
     assert!(jail.login("root").ok);
@@ -1108,10 +819,7 @@ fn shadow_source_expiry_warning_and_actions() {
     // a shadow entry changed today (as pam_unix writes it): fine again
     write_shadow(&shadow, &[("alice", c.day(0).to_string())]);
     let r = jail.login("alice");
-    assert!(
-        r.ok && !r.shown().contains("change your password") && !r.shown().contains("Warning"),
-        "{r:?}"
-    );
+    assert!(r.ok && !r.shown().contains("change your password") && !r.shown().contains("Warning"), "{r:?}");
 }
 
 #[test]
@@ -1121,13 +829,7 @@ fn unreadable_shadow_is_treated_as_not_expired() {
     }
     let (sb, c) = sandbox("password_expiry_days = 10\npassword_change_source = \"shadow\"\n");
     let shadow = sb.path().join("shadow");
-    write_shadow(
-        &shadow,
-        &[
-            ("root", c.day(-20).to_string()),
-            ("alice", c.day(-20).to_string()),
-        ],
-    );
+    write_shadow(&shadow, &[("root", c.day(-20).to_string()), ("alice", c.day(-20).to_string())]);
 
     // root without the capabilities that bypass file modes, and a shadow
     // file nobody may read: cannot be read, so not expired
@@ -1135,32 +837,16 @@ fn unreadable_shadow_is_treated_as_not_expired() {
     let blind = Jail {
         sb: &sb,
         shadow: shadow.clone(),
-        bwrap: [
-            "--cap-drop",
-            "CAP_DAC_OVERRIDE",
-            "--cap-drop",
-            "CAP_DAC_READ_SEARCH",
-        ]
-        .map(String::from)
-        .to_vec(),
+        bwrap: ["--cap-drop", "CAP_DAC_OVERRIDE", "--cap-drop", "CAP_DAC_READ_SEARCH"].map(String::from).to_vec(),
         runas: vec![],
     };
     let r = blind.login("alice");
     assert!(r.ok, "an unreadable shadow must not expire anyone: {r:?}");
-    assert_eq!(
-        last(&sb, "alice")["outcome"],
-        "success",
-        "the login was checked and logged"
-    );
+    assert_eq!(last(&sb, "alice")["outcome"], "success", "the login was checked and logged");
 
     // readable: the same entry is expired
     std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let jail = Jail {
-        sb: &sb,
-        shadow: shadow.clone(),
-        bwrap: vec![],
-        runas: vec![],
-    };
+    let jail = Jail { sb: &sb, shadow: shadow.clone(), bwrap: vec![], runas: vec![] };
     let r = jail.login("alice");
     assert!(!r.ok, "{r:?}");
     assert_eq!(jail.status("alice")["reason"], "password_expired");
@@ -1178,31 +864,16 @@ fn unreadable_shadow_is_treated_as_not_expired() {
         sb: &sb,
         shadow: shadow.clone(),
         bwrap: vec![],
-        runas: [
-            "/usr/bin/setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ]
-        .map(String::from)
-        .to_vec(),
+        runas: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"].map(String::from).to_vec(),
     };
     let r = nobody.login("alice");
     assert!(r.ok, "{r:?}");
     let o = nobody.admin(&db, &["log", "--format", "json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let log: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(
-        log.as_array().map(Vec::len),
-        Some(1),
-        "the module ran as nobody and logged: {log}"
-    );
+    assert_eq!(log.as_array().map(Vec::len), Some(1), "the module ran as nobody and logged: {log}");
     assert_eq!(log[0]["outcome"], "success");
     let o = nobody.admin(&db, &["check"]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        out.contains("cannot read the shadow database"),
-        "check must say so: {out} {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(out.contains("cannot read the shadow database"), "check must say so: {out} {}", String::from_utf8_lossy(&o.stderr));
 }

@@ -27,10 +27,7 @@ fn use_bwrap() -> bool {
     *OK.get_or_init(|| {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
-        root && Command::new("bwrap")
-            .args(["--dev-bind", "/", "/", "true"])
-            .output()
-            .is_ok_and(|o| o.status.success())
+        root && Command::new("bwrap").args(["--dev-bind", "/", "/", "true"]).output().is_ok_and(|o| o.status.success())
     })
 }
 
@@ -45,28 +42,18 @@ fn use_bwrap() -> bool {
 ///   pam_wrapper is used, as in `common`.
 /// - A password that is never read (preauth refuses before the prompt, and
 ///   pamtester may have exited before it is written) is not an error.
-fn pamt(
-    sb: &Sandbox,
-    service: &str,
-    user: &str,
-    input: &str,
-    items: &[(&str, &str)],
-    ops: &[&str],
-) -> Pam {
+fn pamt(sb: &Sandbox, service: &str, user: &str, input: &str, items: &[(&str, &str)], ops: &[&str]) -> Pam {
     use std::io::Write;
     use std::process::Stdio;
     let mut cmd = Command::new("timeout");
     cmd.arg("30");
     let mut preload = String::from("libnss_wrapper.so");
     if use_bwrap() {
-        cmd.args(["bwrap", "--dev-bind", "/", "/", "--bind"])
-            .arg(sb.path().join("pam.d"))
-            .arg("/etc/pam.d");
+        cmd.args(["bwrap", "--dev-bind", "/", "/", "--bind"]).arg(sb.path().join("pam.d")).arg("/etc/pam.d");
         cmd.env_remove("PAM_WRAPPER");
     } else {
         preload.insert_str(0, "libpam_wrapper.so ");
-        cmd.env("PAM_WRAPPER", "1")
-            .env("PAM_WRAPPER_SERVICE_DIR", sb.path().join("pam.d"));
+        cmd.env("PAM_WRAPPER", "1").env("PAM_WRAPPER_SERVICE_DIR", sb.path().join("pam.d"));
     }
     cmd.arg("pamtester");
     for (k, v) in items {
@@ -76,20 +63,13 @@ fn pamt(
     if let Some(ft) = &sb.faketime {
         preload.push(' ');
         preload.push_str(FAKETIME_LIB);
-        cmd.env("FAKETIME", ft)
-            .env("FAKETIME_DONT_RESET", "1")
-            .env("FAKETIME_NO_CACHE", "1");
+        cmd.env("FAKETIME", ft).env("FAKETIME_DONT_RESET", "1").env("FAKETIME_NO_CACHE", "1");
     }
     cmd.env("LD_PRELOAD", preload)
         .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
         .env("NSS_WRAPPER_GROUP", sb.path().join("group"))
         .env_remove("PAM_WRAPPER_DEBUGLEVEL");
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     match child.stdin.take().unwrap().write_all(input.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("writing to pamtester: {e}"),
         _ => {}
@@ -101,23 +81,13 @@ fn pamt(
         stdout: String::from_utf8_lossy(&out.stdout).into(),
         stderr: String::from_utf8_lossy(&out.stderr).into(),
     };
-    assert!(
-        !p.stderr.contains("Initialization failure"),
-        "pamtester could not start PAM: {p:?}"
-    );
+    assert!(!p.stderr.contains("Initialization failure"), "pamtester could not start PAM: {p:?}");
     p
 }
 
 /// A whole login (authenticate, then account) on `login` from `rhost`.
 fn login(sb: &Sandbox, user: &str, password: &str, rhost: &str) -> Pam {
-    pamt(
-        sb,
-        "login",
-        user,
-        &format!("{password}\n"),
-        &[("rhost", rhost)],
-        &["authenticate", "acct_mgmt"],
-    )
+    pamt(sb, "login", user, &format!("{password}\n"), &[("rhost", rhost)], &["authenticate", "acct_mgmt"])
 }
 
 fn wrong(sb: &Sandbox, user: &str) {
@@ -137,9 +107,7 @@ fn status_code(sb: &Sandbox, user: &str) -> Option<i32> {
 }
 
 fn reasons(log: &[Value]) -> Vec<String> {
-    log.iter()
-        .map(|e| e["reason"].as_str().unwrap_or("-").to_string())
-        .collect()
+    log.iter().map(|e| e["reason"].as_str().unwrap_or("-").to_string()).collect()
 }
 
 fn count_reason(log: &[Value], reason: &str) -> usize {
@@ -147,24 +115,16 @@ fn count_reason(log: &[Value], reason: &str) -> usize {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn secs(t: &Value) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap_or_else(|| panic!("not a time: {t}")))
-        .unwrap()
-        .timestamp()
+    chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap_or_else(|| panic!("not a time: {t}"))).unwrap().timestamp()
 }
 
 /// The number in "(N minutes left to unlock)".
 fn minutes_left(shown: &str) -> i64 {
-    let end = shown
-        .find(" minutes left to unlock)")
-        .unwrap_or_else(|| panic!("no time left shown: {shown:?}"));
+    let end = shown.find(" minutes left to unlock)").unwrap_or_else(|| panic!("no time left shown: {shown:?}"));
     let start = shown[..end].rfind('(').unwrap() + 1;
     shown[start..end].parse().unwrap()
 }
@@ -176,10 +136,7 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -194,24 +151,12 @@ fn script(path: &Path, body: &str, mode: u32) {
 /// run ended by `--`, to `out`.
 fn recorder(sb: &Sandbox, out: &Path, mode: u32) -> PathBuf {
     let p = sb.path().join("notify.sh");
-    script(
-        &p,
-        &format!(
-            "{{ env | grep '^USERAUDIT_' | sort; echo --; }} >> '{}'\n",
-            out.display()
-        ),
-        mode,
-    );
+    script(&p, &format!("{{ env | grep '^USERAUDIT_' | sort; echo --; }} >> '{}'\n", out.display()), mode);
     p
 }
 
 fn blocks(out: &Path) -> Vec<String> {
-    std::fs::read_to_string(out)
-        .unwrap_or_default()
-        .split("--\n")
-        .filter(|b| !b.is_empty())
-        .map(String::from)
-        .collect()
+    std::fs::read_to_string(out).unwrap_or_default().split("--\n").filter(|b| !b.is_empty()).map(String::from).collect()
 }
 
 fn set_notify(sb: &Sandbox, cmd: &Path) {
@@ -223,40 +168,19 @@ fn set_notify(sb: &Sandbox, cmd: &Path) {
 /// `target/pam_drive`, built from tests/driver/pam_drive.c when missing or
 /// older than its source.
 fn pam_drive() -> PathBuf {
-    let target = admin_path()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let target = admin_path().parent().unwrap().parent().unwrap().to_path_buf();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/driver/pam_drive.c");
     let bin = target.join("pam_drive");
     let fresh = |b: &Path| {
-        let (Ok(bm), Ok(sm)) = (std::fs::metadata(b), std::fs::metadata(&src)) else {
-            return false;
-        };
+        let (Ok(bm), Ok(sm)) = (std::fs::metadata(b), std::fs::metadata(&src)) else { return false };
         bm.modified().unwrap() >= sm.modified().unwrap()
     };
     if !fresh(&bin) {
         // Built under a private name and renamed, so parallel tests never
         // run a half-written file.
-        let tmp = target.join(format!(
-            "pam_drive.tmp.{}.{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let o = Command::new("cc")
-            .args(["-O2", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .arg("-lpam")
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "building pam_drive failed: {}",
-            text(&o)
-        );
+        let tmp = target.join(format!("pam_drive.tmp.{}.{:?}", std::process::id(), std::thread::current().id()));
+        let o = Command::new("cc").args(["-O2", "-o"]).arg(&tmp).arg(&src).arg("-lpam").output().unwrap();
+        assert!(o.status.success(), "building pam_drive failed: {}", text(&o));
         std::fs::rename(&tmp, &bin).unwrap();
     }
     bin
@@ -267,8 +191,7 @@ fn pam_drive() -> PathBuf {
 fn drive(sb: &Sandbox, args: &[&str]) -> Value {
     let o = drive_cmd(sb, args).output().unwrap();
     assert!(o.status.success(), "pam_drive {args:?}: {}", text(&o));
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("pam_drive output {e}: {}", text(&o)))
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("pam_drive output {e}: {}", text(&o)))
 }
 
 fn drive_cmd(sb: &Sandbox, args: &[&str]) -> Command {
@@ -304,11 +227,7 @@ fn locks_at_exactly_the_nth_failure() {
     assert_eq!(st["failures"], 2);
     assert_eq!(st["reason"], Value::Null);
     assert_eq!(st["locked_at"], Value::Null);
-    assert_eq!(
-        status_code(&sb, "alice"),
-        Some(0),
-        "N-1 failures: may still log in"
-    );
+    assert_eq!(status_code(&sb, "alice"), Some(0), "N-1 failures: may still log in");
 
     wrong(&sb, "alice");
     let st = sb.status("alice");
@@ -316,11 +235,7 @@ fn locks_at_exactly_the_nth_failure() {
     assert_eq!(st["reason"], "login_failure_limit");
     assert_eq!(st["failures"], 3);
     assert!(st["locked_at"].is_string(), "{st}");
-    assert_eq!(
-        st["unlocks_at"],
-        Value::Null,
-        "no unlock_after: locked until activated"
-    );
+    assert_eq!(st["unlocks_at"], Value::Null, "no unlock_after: locked until activated");
     assert_eq!(status_code(&sb, "alice"), Some(3));
     let log = sb.log(&["--user", "alice"]);
     assert_eq!(reasons(&log), ["auth", "auth", "auth"]);
@@ -375,15 +290,9 @@ fn locked_account_is_refused_by_preauth_with_the_reason_and_not_extended() {
     sb.faketime = Some("+5m".into());
 
     let r = login(&sb, "alice", PASSWORD, RHOST);
-    assert!(
-        !r.ok,
-        "the right password must be refused while locked: {r:?}"
-    );
+    assert!(!r.ok, "the right password must be refused while locked: {r:?}");
     assert!(r.shown().contains(LOCKED3), "the user is told why: {r:?}");
-    assert!(
-        !r.shown().contains("Password"),
-        "refused by preauth, before a password is asked: {r:?}"
-    );
+    assert!(!r.shown().contains("Password"), "refused by preauth, before a password is asked: {r:?}");
     let r = login(&sb, "alice", "wrong", RHOST);
     assert!(!r.ok);
     assert!(r.shown().contains(LOCKED3), "{r:?}");
@@ -395,21 +304,12 @@ fn locked_account_is_refused_by_preauth_with_the_reason_and_not_extended() {
         assert_eq!(e["rhost"], RHOST);
         assert_eq!(e["service"], "login");
     }
-    assert!(
-        secs(&log[0]["time"]) >= secs(&log[2]["time"]) + 290,
-        "the refusals were made 5 minutes later: {log:?}"
-    );
+    assert!(secs(&log[0]["time"]) >= secs(&log[2]["time"]) + 290, "the refusals were made 5 minutes later: {log:?}");
     let after = sb.status("alice");
     assert_eq!(after["state"], "locked");
     assert_eq!(after["failures"], 3, "refused attempts are not counted");
-    assert_eq!(
-        after["locked_at"], before["locked_at"],
-        "refused attempts do not extend the lock"
-    );
-    assert_eq!(
-        after["last_failure"], before["last_failure"],
-        "not counted as failures either"
-    );
+    assert_eq!(after["locked_at"], before["locked_at"], "refused attempts do not extend the lock");
+    assert_eq!(after["last_failure"], before["last_failure"], "not counted as failures either");
 }
 
 #[test]
@@ -426,40 +326,17 @@ fn silent_suppresses_the_message_but_not_the_refusal() {
     let r = pamt(&sb, "sshd", "alice", "", &[], &["acct_mgmt"]);
     assert!(!r.ok);
     assert!(!r.shown().contains("locked"), "{r:?}");
-    assert_eq!(
-        reasons(&sb.log(&["--user", "alice", "--limit", "2"])),
-        ["locked", "locked"]
-    );
+    assert_eq!(reasons(&sb.log(&["--user", "alice", "--limit", "2"])), ["locked", "locked"]);
 
     // PAM_SILENT from the application does the same
     let sb = Sandbox::new("login_failure_limit=3");
     fail_n(&sb, "alice", 3);
-    let r = pamt(
-        &sb,
-        "login",
-        "alice",
-        "secret\n",
-        &[("rhost", RHOST)],
-        &["authenticate(PAM_SILENT)"],
-    );
+    let r = pamt(&sb, "login", "alice", "secret\n", &[("rhost", RHOST)], &["authenticate(PAM_SILENT)"]);
     assert!(!r.ok);
-    assert!(
-        !r.shown().contains("locked"),
-        "PAM_SILENT: no message: {r:?}"
-    );
-    let r = pamt(
-        &sb,
-        "login",
-        "alice",
-        "secret\n",
-        &[("rhost", RHOST)],
-        &["authenticate"],
-    );
+    assert!(!r.shown().contains("locked"), "PAM_SILENT: no message: {r:?}");
+    let r = pamt(&sb, "login", "alice", "secret\n", &[("rhost", RHOST)], &["authenticate"]);
     assert!(!r.ok);
-    assert!(
-        r.shown().contains(LOCKED3),
-        "without the flag the message is shown: {r:?}"
-    );
+    assert!(r.shown().contains(LOCKED3), "without the flag the message is shown: {r:?}");
 }
 
 #[test]
@@ -469,26 +346,12 @@ fn the_account_hook_alone_refuses_a_locked_account() {
     }
     let mut sb = Sandbox::new("login_failure_limit=3");
     // before the lock, the account hook alone (an SSH key) lets in
-    let r = pamt(
-        &sb,
-        "sshd",
-        "alice",
-        "",
-        &[("rhost", RHOST)],
-        &["acct_mgmt"],
-    );
+    let r = pamt(&sb, "sshd", "alice", "", &[("rhost", RHOST)], &["acct_mgmt"]);
     assert!(r.ok, "{r:?}");
     fail_n(&sb, "alice", 3);
     let before = sb.status("alice");
     sb.faketime = Some("+5m".into());
-    let r = pamt(
-        &sb,
-        "sshd",
-        "alice",
-        "",
-        &[("rhost", "198.51.100.4")],
-        &["acct_mgmt"],
-    );
+    let r = pamt(&sb, "sshd", "alice", "", &[("rhost", "198.51.100.4")], &["acct_mgmt"]);
     assert!(!r.ok, "auth skipped, the account hook must refuse: {r:?}");
     assert!(r.shown().contains(LOCKED3), "{r:?}");
     let log = sb.log(&["--user", "alice"]);
@@ -498,19 +361,12 @@ fn the_account_hook_alone_refuses_a_locked_account() {
     assert_eq!(e["service"], "sshd");
     assert_eq!(e["rhost"], "198.51.100.4");
     assert_eq!(e["auth_method"], "publickey");
-    assert_eq!(
-        log.len(),
-        5,
-        "one success, three failures, one refusal: {log:?}"
-    );
+    assert_eq!(log.len(), 5, "one success, three failures, one refusal: {log:?}");
     let after = sb.status("alice");
     assert_eq!(after["state"], "locked");
     assert_eq!(after["failures"], 3);
     assert_eq!(after["locked_at"], before["locked_at"]);
-    assert_eq!(
-        after["last_login"], before["last_login"],
-        "a refused login is not a login"
-    );
+    assert_eq!(after["last_login"], before["last_login"], "a refused login is not a login");
 }
 
 // ------------------------------------------------- window and timed unlock
@@ -554,31 +410,21 @@ fn unlock_after_lifts_the_lock_and_restarts_the_count() {
     let st = sb.status("alice");
     assert_eq!(st["state"], "locked", "{st}");
     assert_eq!(st["reason"], "login_failure_limit");
-    assert_eq!(
-        secs(&st["unlocks_at"]) - secs(&st["locked_at"]),
-        15 * 60,
-        "{st}"
-    );
+    assert_eq!(secs(&st["unlocks_at"]) - secs(&st["locked_at"]), 15 * 60, "{st}");
     assert_eq!(status_code(&sb, "alice"), Some(3));
 
     let r = login(&sb, "alice", PASSWORD, RHOST);
     assert!(!r.ok);
     assert!(r.shown().contains(LOCKED3), "{r:?}");
     let m = minutes_left(&r.shown());
-    assert!(
-        (14..=15).contains(&m),
-        "{m} minutes left, right after the lock: {r:?}"
-    );
+    assert!((14..=15).contains(&m), "{m} minutes left, right after the lock: {r:?}");
 
     sb.faketime = Some("+10m".into());
     let r = login(&sb, "alice", PASSWORD, RHOST);
     assert!(!r.ok, "still locked after 10 minutes");
     assert_eq!(minutes_left(&r.shown()), 5, "{r:?}");
     let st2 = sb.status("alice");
-    assert_eq!(
-        st2["unlocks_at"], st["unlocks_at"],
-        "refused attempts do not extend the lock"
-    );
+    assert_eq!(st2["unlocks_at"], st["unlocks_at"], "refused attempts do not extend the lock");
     assert_eq!(st2["locked_at"], st["locked_at"]);
     assert_eq!(st2["failures"], 3);
 
@@ -597,10 +443,7 @@ fn unlock_after_lifts_the_lock_and_restarts_the_count() {
     assert!(r.ok, "the right password works once the lock lifted: {r:?}");
     assert_eq!(sb.status("alice")["failures"], 0);
     let log = sb.log(&["--user", "alice"]);
-    assert_eq!(
-        reasons(&log),
-        ["-", "auth", "locked", "locked", "auth", "auth", "auth"]
-    );
+    assert_eq!(reasons(&log), ["-", "auth", "locked", "locked", "auth", "auth", "auth"]);
 }
 
 // --------------------------------------------------- activate and lock
@@ -617,10 +460,7 @@ fn activate_reenables_a_locked_account() {
     let o = sb.admin(&["activate", "alice"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        out.contains("alice") && out.contains("activated") && out.contains("locked"),
-        "says what it did: {out}"
-    );
+    assert!(out.contains("alice") && out.contains("activated") && out.contains("locked"), "says what it did: {out}");
     let st = sb.status("alice");
     assert_eq!(st["state"], "active", "{st}");
     assert_eq!(st["failures"], 0);
@@ -644,19 +484,12 @@ fn activate_unknown_already_active_and_several() {
     let sb = Sandbox::new("login_failure_limit=3");
     let o = sb.admin(&["activate", "nosuchuser"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("nosuchuser"),
-        "names it: {}",
-        text(&o)
-    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nosuchuser"), "names it: {}", text(&o));
 
     let o = sb.admin(&["activate", "bob"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        out.contains("bob") && out.contains("already active"),
-        "{out}"
-    );
+    assert!(out.contains("bob") && out.contains("already active"), "{out}");
 
     fail_n(&sb, "alice", 3);
     fail_n(&sb, "carol", 3);
@@ -672,24 +505,12 @@ fn activate_unknown_already_active_and_several() {
     let out = String::from_utf8_lossy(&o.stdout);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "one line per user: {out}");
-    assert!(
-        lines[0].contains("alice") && lines[0].contains("activated"),
-        "{out}"
-    );
-    assert!(
-        lines[1].contains("carol") && lines[1].contains("activated"),
-        "{out}"
-    );
-    assert!(
-        lines[2].contains("bob") && lines[2].contains("already active"),
-        "{out}"
-    );
+    assert!(lines[0].contains("alice") && lines[0].contains("activated"), "{out}");
+    assert!(lines[1].contains("carol") && lines[1].contains("activated"), "{out}");
+    assert!(lines[2].contains("bob") && lines[2].contains("already active"), "{out}");
     for u in ["alice", "carol", "bob"] {
         assert_eq!(sb.status(u)["state"], "active", "{u}");
-        assert!(
-            login(&sb, u, PASSWORD, RHOST).ok,
-            "{u} logs in after activate"
-        );
+        assert!(login(&sb, u, PASSWORD, RHOST).ok, "{u} logs in after activate");
     }
 }
 
@@ -701,11 +522,7 @@ fn lock_by_hand_disables() {
     let sb = Sandbox::new("login_failure_limit=3");
     let o = sb.admin(&["lock", "bob", "--reason", "left"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("bob"),
-        "{}",
-        text(&o)
-    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("bob"), "{}", text(&o));
 
     let r = login(&sb, "bob", PASSWORD, RHOST);
     assert!(!r.ok, "a disabled account is refused: {r:?}");
@@ -722,10 +539,7 @@ fn lock_by_hand_disables() {
     assert_eq!(v[0]["reason"], "admin");
     assert!(v[0]["locked_at"].is_string());
     let table = String::from_utf8(sb.admin(&["status", "bob"]).stdout).unwrap();
-    assert!(
-        table.contains("left"),
-        "the administrator's reason is shown: {table}"
-    );
+    assert!(table.contains("left"), "the administrator's reason is shown: {table}");
     assert_eq!(status_code(&sb, "alice"), Some(0), "alice is active");
 
     // a disabled account is not counted or re-locked by failures
@@ -753,11 +567,7 @@ fn exempt_users_and_groups_are_logged_but_never_locked() {
         assert_eq!(st["failures"], 6, "{u}'s failures are still counted");
         assert_eq!(status_code(&sb, u), Some(0));
         let log = sb.log(&["--user", u]);
-        assert_eq!(
-            reasons(&log),
-            vec!["auth"; 6],
-            "{u}: every failure is logged"
-        );
+        assert_eq!(reasons(&log), vec!["auth"; 6], "{u}: every failure is logged");
         let r = login(&sb, u, PASSWORD, RHOST);
         assert!(r.ok, "{u} still gets in: {r:?}");
         assert!(pamt(&sb, "sshd", u, "", &[], &["acct_mgmt"]).ok);
@@ -767,11 +577,7 @@ fn exempt_users_and_groups_are_logged_but_never_locked() {
     for u in ["root", "dave"] {
         let o = sb.admin(&["lock", u]);
         assert_eq!(o.status.code(), Some(1), "lock {u}: {}", text(&o));
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains(u),
-            "{}",
-            text(&o)
-        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains(u), "{}", text(&o));
         assert_eq!(sb.status(u)["state"], "active");
     }
     // the same sandbox does lock others
@@ -796,11 +602,7 @@ fn unknown_names_never_get_lock_state() {
     for u in ["mallory", "alice "] {
         fail_n(&sb, u, 5);
         let log = sb.log(&["--user", u]);
-        assert_eq!(
-            reasons(&log),
-            vec!["auth"; 5],
-            "{u:?}: logged, never refused as locked"
-        );
+        assert_eq!(reasons(&log), vec!["auth"; 5], "{u:?}: logged, never refused as locked");
         // the right password of a lookalike gets nowhere, and is logged
         assert!(!login(&sb, u, PASSWORD, RHOST).ok);
     }
@@ -827,45 +629,20 @@ fn concurrent_failures_on_one_account_lock_exactly_at_n() {
     let out = sb.path().join("notified");
     set_notify(&sb, &recorder(&sb, &out, 0o755));
     let (p, c) = (PROCS.to_string(), COUNT.to_string());
-    let s = drive(
-        &sb,
-        &[
-            "--user",
-            "alice",
-            "--password",
-            "wrong",
-            "--procs",
-            &p,
-            "--count",
-            &c,
-        ],
-    );
+    let s = drive(&sb, &["--user", "alice", "--password", "wrong", "--procs", &p, "--count", &c]);
     let attempts = PROCS * COUNT;
     assert_eq!(s["attempts"], attempts, "{s}");
-    assert_eq!(
-        codes(&s, "authenticate", "PAM_AUTH_ERR"),
-        attempts,
-        "every attempt refused: {s}"
-    );
+    assert_eq!(codes(&s, "authenticate", "PAM_AUTH_ERR"), attempts, "every attempt refused: {s}");
 
     let st = sb.status("alice");
     assert_eq!(st["state"], "locked", "{st}");
-    assert_eq!(
-        st["failures"], N,
-        "locked at exactly the Nth counted failure: {st}"
-    );
+    assert_eq!(st["failures"], N, "locked at exactly the Nth counted failure: {st}");
     let log = sb.log(&["--user", "alice"]);
     assert_eq!(log.len() as u64, attempts, "one row per attempt, none lost");
     assert_eq!(sb.log(&[]).len() as u64, attempts);
-    let (auth, locked) = (
-        count_reason(&log, "auth") as u64,
-        count_reason(&log, "locked") as u64,
-    );
+    let (auth, locked) = (count_reason(&log, "auth") as u64, count_reason(&log, "locked") as u64);
     assert_eq!(auth + locked, attempts, "{:?}", reasons(&log));
-    assert!(
-        auth >= N,
-        "at least N failures reached the password check: {auth}"
-    );
+    assert!(auth >= N, "at least N failures reached the password check: {auth}");
     assert!(log.iter().all(|e| e["outcome"] == "failure"));
     // the lock is stamped by the Nth failure in commit order (ids)
     let mut by_id: Vec<&Value> = log.iter().filter(|e| e["reason"] == "auth").collect();
@@ -879,27 +656,16 @@ fn concurrent_failures_on_one_account_lock_exactly_at_n() {
     // and the right password is refused now
     let r = login(&sb, "alice", PASSWORD, RHOST);
     assert!(!r.ok);
-    assert!(
-        r.shown()
-            .contains(&format!("The account is locked due to {N} failed logins.")),
-        "{r:?}"
-    );
+    assert!(r.shown().contains(&format!("The account is locked due to {N} failed logins.")), "{r:?}");
     // One lock, one notification, however many attempts raced past preauth.
     // The runs would have been started before pam_drive returned; a short
     // grace lets a second one finish writing.
-    wait_for("the notification", Duration::from_secs(10), || {
-        (!blocks(&out).is_empty()).then_some(())
-    });
+    wait_for("the notification", Duration::from_secs(10), || (!blocks(&out).is_empty()).then_some(()));
     std::thread::sleep(Duration::from_millis(300));
     let got = blocks(&out);
-    assert_eq!(
-        got.len(),
-        1,
-        "exactly one notification for one lock: {got:?}"
-    );
+    assert_eq!(got.len(), 1, "exactly one notification for one lock: {got:?}");
     assert!(
-        got[0].contains(&format!("USERAUDIT_FAILURES={N}\n"))
-            && got[0].contains("USERAUDIT_USER=alice\n"),
+        got[0].contains(&format!("USERAUDIT_FAILURES={N}\n")) && got[0].contains("USERAUDIT_USER=alice\n"),
         "{got:?}"
     );
 }
@@ -917,36 +683,13 @@ fn concurrent_failures_are_each_counted_once() {
     let (p, c) = (PROCS.to_string(), COUNT.to_string());
     for (limit, locked) in [(attempts, true), (attempts + 1, false)] {
         let sb = Sandbox::new(&format!("login_failure_limit={limit}"));
-        let s = drive(
-            &sb,
-            &[
-                "--user",
-                "carol",
-                "--password",
-                "wrong",
-                "--procs",
-                &p,
-                "--count",
-                &c,
-            ],
-        );
+        let s = drive(&sb, &["--user", "carol", "--password", "wrong", "--procs", &p, "--count", &c]);
         assert_eq!(codes(&s, "authenticate", "PAM_AUTH_ERR"), attempts, "{s}");
         let st = sb.status("carol");
-        assert_eq!(
-            st["failures"], attempts,
-            "limit {limit}: every failure counted once: {st}"
-        );
-        assert_eq!(
-            st["state"],
-            if locked { "locked" } else { "active" },
-            "limit {limit}: {st}"
-        );
+        assert_eq!(st["failures"], attempts, "limit {limit}: every failure counted once: {st}");
+        assert_eq!(st["state"], if locked { "locked" } else { "active" }, "limit {limit}: {st}");
         let log = sb.log(&["--user", "carol"]);
-        assert_eq!(
-            reasons(&log),
-            vec!["auth"; attempts as usize],
-            "limit {limit}"
-        );
+        assert_eq!(reasons(&log), vec!["auth"; attempts as usize], "limit {limit}");
     }
 }
 
@@ -968,40 +711,13 @@ fn concurrent_attempts_on_many_accounts_lose_nothing() {
     std::fs::write(sb.path().join("passwd"), passwd).unwrap();
 
     // successes for bob run at the same time as the failures
-    let ok_run = drive_cmd(
-        &sb,
-        &[
-            "--user",
-            "bob",
-            "--password",
-            PASSWORD,
-            "--acct",
-            "--procs",
-            "2",
-            "--count",
-            "20",
-        ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let ok_run = drive_cmd(&sb, &["--user", "bob", "--password", PASSWORD, "--acct", "--procs", "2", "--count", "20"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let (us, p, c) = (USERS.to_string(), PROCS.to_string(), COUNT.to_string());
-    let s = drive(
-        &sb,
-        &[
-            "--user",
-            "u%d",
-            "--users",
-            &us,
-            "--password",
-            "wrong",
-            "--procs",
-            &p,
-            "--count",
-            &c,
-        ],
-    );
+    let s = drive(&sb, &["--user", "u%d", "--users", &us, "--password", "wrong", "--procs", &p, "--count", &c]);
     let ok = ok_run.wait_with_output().unwrap();
     assert!(ok.status.success(), "{}", text(&ok));
     let ok: Value = serde_json::from_slice(&ok.stdout).unwrap();
@@ -1011,36 +727,22 @@ fn concurrent_attempts_on_many_accounts_lose_nothing() {
     let attempts = PROCS * COUNT;
     assert_eq!(codes(&s, "authenticate", "PAM_AUTH_ERR"), attempts, "{s}");
     let all = sb.log(&[]);
-    assert_eq!(
-        all.len() as u64,
-        attempts + 40,
-        "one row per attempt, none lost"
-    );
+    assert_eq!(all.len() as u64, attempts + 40, "one row per attempt, none lost");
     let bob = sb.log(&["--user", "bob"]);
     assert_eq!(bob.len(), 40);
     assert!(bob.iter().all(|e| e["outcome"] == "success"));
     let st = sb.status("bob");
-    assert_eq!(
-        (st["state"].as_str(), st["failures"].as_u64()),
-        (Some("active"), Some(0))
-    );
+    assert_eq!((st["state"].as_str(), st["failures"].as_u64()), (Some("active"), Some(0)));
     for i in 0..USERS {
         let u = format!("u{i}");
         let log = sb.log(&["--user", &u]);
         assert_eq!(log.len() as u64, attempts / USERS, "{u}");
-        assert_eq!(
-            (count_reason(&log, "auth") + count_reason(&log, "locked")) as u64,
-            attempts / USERS,
-            "{u}"
-        );
+        assert_eq!((count_reason(&log, "auth") + count_reason(&log, "locked")) as u64, attempts / USERS, "{u}");
         let st = sb.status(&u);
         assert_eq!(st["state"], "locked", "{u}: {st}");
         assert_eq!(st["failures"], N, "{u}: {st}");
     }
-    let o = Command::new("sqlite3")
-        .arg(&sb.db)
-        .arg("PRAGMA integrity_check;")
-        .output();
+    let o = Command::new("sqlite3").arg(&sb.db).arg("PRAGMA integrity_check;").output();
     if let Ok(o) = o {
         if o.status.success() {
             assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok");
@@ -1078,20 +780,10 @@ fn notify_command_runs_once_per_lock_with_the_event() {
     // A later lock of bob, from sshd, marks the end: anything the refused
     // attempts had started would have been started before it.
     fail_n(&sb, "bob", 2);
-    let r = pamt(
-        &sb,
-        "sshd",
-        "bob",
-        "wrong\n",
-        &[("rhost", "198.51.100.7")],
-        &["authenticate"],
-    );
+    let r = pamt(&sb, "sshd", "bob", "wrong\n", &[("rhost", "198.51.100.7")], &["authenticate"]);
     assert!(!r.ok);
     wait_for("bob's notification", Duration::from_secs(10), || {
-        blocks(&out)
-            .iter()
-            .any(|b| b.contains("USER=bob"))
-            .then_some(())
+        blocks(&out).iter().any(|b| b.contains("USER=bob")).then_some(())
     });
     std::thread::sleep(Duration::from_millis(300));
     let got = blocks(&out);
@@ -1104,18 +796,8 @@ fn notify_command_runs_once_per_lock_with_the_event() {
     // a new lock after activation is a new notification
     sb.admin_ok(&["activate", "alice"]);
     fail_n(&sb, "alice", 3);
-    wait_for(
-        "the second lock's notification",
-        Duration::from_secs(10),
-        || (blocks(&out).len() == 3).then_some(()),
-    );
-    assert_eq!(
-        blocks(&out)
-            .iter()
-            .filter(|b| b.contains("USER=alice"))
-            .count(),
-        2
-    );
+    wait_for("the second lock's notification", Duration::from_secs(10), || (blocks(&out).len() == 3).then_some(()));
+    assert_eq!(blocks(&out).iter().filter(|b| b.contains("USER=alice")).count(), 2);
 }
 
 #[test]
@@ -1137,27 +819,16 @@ fn notify_command_writable_by_group_is_refused() {
     std::fs::set_permissions(&cmd, std::fs::Permissions::from_mode(0o755)).unwrap();
     sb.admin_ok(&["activate", "alice"]);
     fail_n(&sb, "alice", 3);
-    wait_for(
-        "the notification of the second lock",
-        Duration::from_secs(10),
-        || (!blocks(&out).is_empty()).then_some(()),
-    );
+    wait_for("the notification of the second lock", Duration::from_secs(10), || {
+        (!blocks(&out).is_empty()).then_some(())
+    });
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        blocks(&out).len(),
-        1,
-        "the group-writable command never ran: {:?}",
-        blocks(&out)
-    );
+    assert_eq!(blocks(&out).len(), 1, "the group-writable command never ran: {:?}", blocks(&out));
     // check names the problem
     std::fs::set_permissions(&cmd, std::fs::Permissions::from_mode(0o775)).unwrap();
     let o = sb.admin(&["check"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("notify_command"),
-        "{}",
-        text(&o)
-    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("notify_command"), "{}", text(&o));
 }
 
 #[test]
@@ -1168,14 +839,7 @@ fn a_slow_notify_command_does_not_hold_up_the_login() {
     let sb = Sandbox::new("login_failure_limit=3");
     let pidfile = sb.path().join("slow.pid");
     let cmd = sb.path().join("slow.sh");
-    script(
-        &cmd,
-        &format!(
-            "echo $$ > '{}.tmp'\nmv '{0}.tmp' '{0}'\nexec sleep 20\n",
-            pidfile.display()
-        ),
-        0o755,
-    );
+    script(&cmd, &format!("echo $$ > '{}.tmp'\nmv '{0}.tmp' '{0}'\nexec sleep 20\n", pidfile.display()), 0o755);
     set_notify(&sb, &cmd);
     fail_n(&sb, "alice", 2);
     let t0 = Instant::now();
@@ -1184,18 +848,13 @@ fn a_slow_notify_command_does_not_hold_up_the_login() {
     assert!(!r.ok);
     // it did run
     let pid: i32 = wait_for("the slow command to start", Duration::from_secs(10), || {
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
+        std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok())
     });
     // SAFETY: kill(2) on the pid of the sleep this test started.
     unsafe {
         libc::kill(pid, libc::SIGTERM);
     }
-    assert!(
-        took < Duration::from_secs(10),
-        "the login waited for the notify command: {took:?}"
-    );
+    assert!(took < Duration::from_secs(10), "the login waited for the notify command: {took:?}");
     assert_eq!(sb.status("alice")["state"], "locked");
     let t0 = Instant::now();
     assert!(!login(&sb, "alice", PASSWORD, RHOST).ok);

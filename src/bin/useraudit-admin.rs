@@ -13,16 +13,10 @@ use serde_json::{Value, json};
 
 use pam_useraudit::admin::{self, Activated, AdminError, StatusRow};
 use pam_useraudit::store::{Entry, LogQuery};
-use pam_useraudit::text::{
-    date, escape, escape_visible, is_invisible, now_micros, parse_time, rfc3339, width,
-};
+use pam_useraudit::text::{date, escape, escape_visible, is_invisible, now_micros, parse_time, rfc3339, width};
 
 #[derive(Parser)]
-#[command(
-    name = "useraudit-admin",
-    version,
-    about = "Read the useraudit login log and manage account states"
-)]
+#[command(name = "useraudit-admin", version, about = "Read the useraudit login log and manage account states")]
 struct Cli {
     /// Configuration file [default: /etc/security/useraudit.toml]
     #[arg(long, global = true, value_name = "PATH")]
@@ -146,17 +140,7 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
     let mut out = Out::new();
     let mut code = ExitCode::SUCCESS;
     match cli.command {
-        Command::Log {
-            failed,
-            succeeded,
-            user,
-            rhost,
-            service,
-            since,
-            until,
-            limit,
-            format,
-        } => {
+        Command::Log { failed, succeeded, user, rhost, service, since, until, limit, format } => {
             let q = LogQuery {
                 success: if failed {
                     Some(false)
@@ -182,9 +166,7 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
             match format {
                 LogFormat::Table => print_log_table(&mut out, &rows)?,
                 LogFormat::Csv => print_log_csv(&mut out, &rows)?,
-                LogFormat::Json => out.line(&json_text(&Value::Array(
-                    rows.iter().map(log_json).collect(),
-                )))?,
+                LogFormat::Json => out.line(&json_text(&Value::Array(rows.iter().map(log_json).collect())))?,
             }
         }
         Command::Status { users, format } => {
@@ -193,9 +175,7 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
             let rows = admin::status(&cfg, &db.accounts, &users, now)?;
             match format {
                 StatusFormat::Table => print_status_table(&mut out, &rows)?,
-                StatusFormat::Json => out.line(&json_text(&Value::Array(
-                    rows.iter().map(status_json).collect(),
-                )))?,
+                StatusFormat::Json => out.line(&json_text(&Value::Array(rows.iter().map(status_json).collect())))?,
             }
             if users.len() == 1 && rows.first().is_some_and(|r| !r.may_login) {
                 code = ExitCode::from(3);
@@ -212,11 +192,7 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
                 let (name, what) = admin::activate(&cfg, &db.accounts, u, now)?;
                 let name = escape_visible(&name);
                 out.line(&match what {
-                    Activated::Reactivated {
-                        was_state,
-                        was_reason,
-                        failures,
-                    } => format!(
+                    Activated::Reactivated { was_state, was_reason, failures } => format!(
                         "{name}: activated (was {was_state}{}, {failures} failures)",
                         was_reason.map(|r| format!(", {r}")).unwrap_or_default()
                     ),
@@ -332,41 +308,21 @@ fn log_fields(e: &Entry, text: fn(&[u8]) -> String, absent: &str) -> Vec<String>
     ]
 }
 
-const LOG_HEADER: [&str; 9] = [
-    "TIME", "OUTCOME", "USER", "SERVICE", "RHOST", "RUSER", "TTY", "METHOD", "REASON",
-];
+const LOG_HEADER: [&str; 9] = ["TIME", "OUTCOME", "USER", "SERVICE", "RHOST", "RUSER", "TTY", "METHOD", "REASON"];
 
 fn print_log_table(out: &mut Out, rows: &[Entry]) -> Result<(), AdminError> {
-    table(
-        out,
-        &LOG_HEADER,
-        rows.iter()
-            .map(|e| log_fields(e, escape_visible, "-"))
-            .collect(),
-    )
+    table(out, &LOG_HEADER, rows.iter().map(|e| log_fields(e, escape_visible, "-")).collect())
 }
 
 fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', ' ']) || s.is_empty() {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    if s.contains([',', '"', ' ']) || s.is_empty() { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
 fn print_log_csv(out: &mut Out, rows: &[Entry]) -> Result<(), AdminError> {
     out.line("id,time,outcome,user,service,rhost,ruser,tty,auth_method,reason")?;
     for e in rows {
-        let cells: Vec<String> = std::iter::once(e.id.to_string())
-            .chain(log_fields(e, escape, ""))
-            .collect();
-        out.line(
-            &cells
-                .iter()
-                .map(|c| csv_cell(c))
-                .collect::<Vec<_>>()
-                .join(","),
-        )?;
+        let cells: Vec<String> = std::iter::once(e.id.to_string()).chain(log_fields(e, escape, "")).collect();
+        out.line(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","))?;
     }
     Ok(())
 }

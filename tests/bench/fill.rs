@@ -51,32 +51,17 @@ fn main() {
     }
 }
 
-fn run(
-    db: &Path,
-    rows: u64,
-    accounts: u64,
-    days: u64,
-    prefix: &str,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn run(db: &Path, rows: u64, accounts: u64, days: u64, prefix: &str) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let root = pam_useraudit::sys::euid() == 0;
-    let mut store = Store::open(
-        db,
-        OpenOptions {
-            create: true,
-            require_root_owned: root,
-        },
-    )?;
+    let mut store = Store::open(db, OpenOptions { create: true, require_root_owned: root })?;
     let now = now_micros();
     let span = i64::try_from(days * 86_400_000_000)?;
     let start = now - span;
     let step = span / i64::try_from(rows.max(1))?;
-    let names: Vec<Vec<u8>> = (0..accounts)
-        .map(|i| format!("{prefix}{i}").into_bytes())
-        .collect();
-    let hosts: Vec<Vec<u8>> = (0..1000u32)
-        .map(|i| format!("198.51.{}.{}", i / 250, i % 250 + 1).into_bytes())
-        .collect();
+    let names: Vec<Vec<u8>> = (0..accounts).map(|i| format!("{prefix}{i}").into_bytes()).collect();
+    let hosts: Vec<Vec<u8>> =
+        (0..1000u32).map(|i| format!("198.51.{}.{}", i / 250, i % 250 + 1).into_bytes()).collect();
     let mut last_login: Vec<Option<i64>> = vec![None; names.len()];
     let mut done = 0u64;
     while done < rows {
@@ -112,9 +97,6 @@ fn run(
         a.last_login = last_login[u];
         state.update(name, false, |_| Ok((Some(a), ())))?;
     }
-    println!(
-        "rows={rows} accounts={accounts} seconds={:.1}",
-        t0.elapsed().as_secs_f64()
-    );
+    println!("rows={rows} accounts={accounts} seconds={:.1}", t0.elapsed().as_secs_f64());
     Ok(())
 }

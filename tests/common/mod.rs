@@ -13,14 +13,7 @@ pub const MATRIX: &str = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so";
 pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 pub const PASSWORD: &str = "secret";
 /// Users in the sandbox: name, uid, groups. `dave` is in `wheel`.
-pub const USERS: &[(&str, u32)] = &[
-    ("root", 0),
-    ("alice", 1000),
-    ("bob", 1001),
-    ("carol", 1002),
-    ("dave", 1003),
-    ("erin", 1004),
-];
+pub const USERS: &[(&str, u32)] = &[("root", 0), ("alice", 1000), ("bob", 1001), ("carol", 1002), ("dave", 1003), ("erin", 1004)];
 pub const SERVICES: &[&str] = &["login", "sshd", "su", "cron", "passwd"];
 
 /// The built module: next to the test's `useraudit-admin` (same profile),
@@ -32,18 +25,12 @@ pub fn module_path() -> PathBuf {
     let admin = PathBuf::from(env!("CARGO_BIN_EXE_useraudit-admin"));
     let dir = admin.parent().unwrap();
     // cargo test builds the cdylib fresh in deps/; cargo build copies it up.
-    for so in [
-        dir.join("deps/libpam_useraudit.so"),
-        dir.join("libpam_useraudit.so"),
-    ] {
+    for so in [dir.join("deps/libpam_useraudit.so"), dir.join("libpam_useraudit.so")] {
         if so.exists() {
             return so;
         }
     }
-    panic!(
-        "libpam_useraudit.so is missing next to {}; build the crate first",
-        admin.display()
-    );
+    panic!("libpam_useraudit.so is missing next to {}; build the crate first", admin.display());
 }
 
 /// pam_wrapper copies the service directory to /tmp/pam.X, choosing X by
@@ -125,10 +112,7 @@ impl Sandbox {
         // pam_matrix reads only a user's first line, whose service must
         // match: one passdb per service.
         for s in SERVICES {
-            let passdb: String = USERS
-                .iter()
-                .map(|(u, _)| format!("{u}:{PASSWORD}:{s}\n"))
-                .collect();
+            let passdb: String = USERS.iter().map(|(u, _)| format!("{u}:{PASSWORD}:{s}\n")).collect();
             std::fs::write(d.join(format!("passdb-{s}")), passdb).unwrap();
         }
         std::fs::write(d.join("passwd"), passwd).unwrap();
@@ -156,13 +140,7 @@ impl Sandbox {
 
     /// The module arguments common to every line.
     pub fn common(&self, extra: &str) -> String {
-        format!(
-            "conf={} db={} {} {}",
-            self.conf.display(),
-            self.db.display(),
-            self.args,
-            extra
-        )
+        format!("conf={} db={} {} {}", self.conf.display(), self.db.display(), self.args, extra)
     }
 
     /// DESIGN.md's stack, with pam_matrix standing in for pam_unix.
@@ -186,11 +164,7 @@ password optional                    {so} {c}
 
     /// Write a service file; `@SERVICE@` in `text` becomes `name`.
     pub fn write_service(&self, name: &str, text: &str) {
-        std::fs::write(
-            self.path().join("pam.d").join(name),
-            text.replace("@SERVICE@", name),
-        )
-        .unwrap();
+        std::fs::write(self.path().join("pam.d").join(name), text.replace("@SERVICE@", name)).unwrap();
     }
 
     fn env(&self, cmd: &mut Command) {
@@ -198,9 +172,7 @@ password optional                    {so} {c}
         if let Some(ft) = &self.faketime {
             preload.push(' ');
             preload.push_str(FAKETIME_LIB);
-            cmd.env("FAKETIME", ft)
-                .env("FAKETIME_DONT_RESET", "1")
-                .env("FAKETIME_NO_CACHE", "1");
+            cmd.env("FAKETIME", ft).env("FAKETIME_DONT_RESET", "1").env("FAKETIME_NO_CACHE", "1");
         }
         cmd.env("LD_PRELOAD", preload)
             .env("PAM_WRAPPER", "1")
@@ -212,14 +184,7 @@ password optional                    {so} {c}
 
     /// Run pamtester: `ops` such as ["authenticate", "acct_mgmt"], `input`
     /// the lines typed at prompts, `items` like ("rhost", "203.0.113.9").
-    pub fn pamtester(
-        &self,
-        service: &str,
-        user: &str,
-        input: &str,
-        items: &[(&str, &str)],
-        ops: &[&str],
-    ) -> Pam {
+    pub fn pamtester(&self, service: &str, user: &str, input: &str, items: &[(&str, &str)], ops: &[&str]) -> Pam {
         let _one_at_a_time = pam_wrapper_lock();
         let mut cmd = Command::new("pamtester");
         for (k, v) in items {
@@ -227,12 +192,7 @@ password optional                    {so} {c}
         }
         cmd.arg(service).arg(user).args(ops);
         self.env(&mut cmd);
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         // pamtester may exit before reading (a refusal before any prompt).
         if let Err(e) = child.stdin.take().unwrap().write_all(input.as_bytes()) {
             assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
@@ -247,31 +207,18 @@ password optional                    {so} {c}
 
     /// A whole login (authenticate, then account) on `login` from `rhost`.
     pub fn login(&self, user: &str, password: &str, rhost: &str) -> Pam {
-        self.pamtester(
-            "login",
-            user,
-            &format!("{password}\n"),
-            &[("rhost", rhost)],
-            &["authenticate", "acct_mgmt"],
-        )
+        self.pamtester("login", user, &format!("{password}\n"), &[("rhost", rhost)], &["authenticate", "acct_mgmt"])
     }
 
     /// Run useraudit-admin against this sandbox's configuration and database.
     pub fn admin(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(admin_path());
-        cmd.arg("--conf")
-            .arg(&self.conf)
-            .arg("--db")
-            .arg(&self.db)
-            .args(args);
+        cmd.arg("--conf").arg(&self.conf).arg("--db").arg(&self.db).args(args);
         // Same users as the module sees.
-        cmd.env(
-            "LD_PRELOAD",
-            match &self.faketime {
-                Some(_) => format!("libnss_wrapper.so {FAKETIME_LIB}"),
-                None => "libnss_wrapper.so".into(),
-            },
-        )
+        cmd.env("LD_PRELOAD", match &self.faketime {
+            Some(_) => format!("libnss_wrapper.so {FAKETIME_LIB}"),
+            None => "libnss_wrapper.so".into(),
+        })
         .env("NSS_WRAPPER_PASSWD", self.path().join("passwd"))
         .env("NSS_WRAPPER_GROUP", self.path().join("group"));
         if let Some(ft) = &self.faketime {
@@ -283,11 +230,7 @@ password optional                    {so} {c}
     /// useraudit-admin, asserting success; stdout.
     pub fn admin_ok(&self, args: &[&str]) -> String {
         let o = self.admin(args);
-        assert!(
-            o.status.success(),
-            "useraudit-admin {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "useraudit-admin {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8(o.stdout).unwrap()
     }
 
@@ -302,11 +245,7 @@ password optional                    {so} {c}
     /// `status USER --format json`, the one row.
     pub fn status(&self, user: &str) -> Value {
         let o = self.admin(&["status", user, "--format", "json"]);
-        assert!(
-            matches!(o.status.code(), Some(0 | 3)),
-            "status failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(matches!(o.status.code(), Some(0 | 3)), "status failed: {}", String::from_utf8_lossy(&o.stderr));
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         v[0].clone()
     }
