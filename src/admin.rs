@@ -48,26 +48,44 @@ pub fn load_config(conf: Option<&Path>, db: Option<&Path>) -> Result<Config> {
 /// What an administrator's command works on: the log database and the
 /// account state files.
 pub struct Db {
-    pub store: Store,
+    /// None when the database cannot be opened (see `problem`).
+    store: Option<Store>,
     pub accounts: Accounts,
-    /// What opening merged from the log spool, or why it could not.
-    pub merged: std::result::Result<Merged, String>,
+    /// What opening merged from the log spool.
+    pub merged: Merged,
+    /// Why the log is not complete: the database cannot be opened, or the
+    /// spool cannot be merged into it.
+    problem: Option<String>,
 }
 
 impl Db {
-    /// The log is complete only once the spool is merged; commands that
-    /// show or trim the log need that.
-    pub fn require_merged(&self) -> Result<()> {
-        match &self.merged {
-            Ok(_) => Ok(()),
-            Err(e) => Err(AdminError(e.clone())),
+    /// The log, complete: the database with the spool merged. Commands
+    /// that show or trim the log need that; the others go on without it.
+    pub fn log(&self) -> Result<&Store> {
+        match (&self.problem, &self.store) {
+            (None, Some(s)) => Ok(s),
+            (Some(p), _) => Err(AdminError(p.clone())),
+            (None, None) => Err(AdminError("the database is not open".into())),
         }
+    }
+
+    pub fn log_mut(&mut self) -> Result<&mut Store> {
+        self.log()?;
+        self.store.as_mut().ok_or_else(|| AdminError("the database is not open".into()))
+    }
+
+    /// Why the log is not complete, if it is not.
+    pub fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
     }
 }
 
 /// Open the configured database and account state (created if missing):
 /// copy the accounts of a version-1 database into the state files, and
-/// merge the log spool that the PAM module writes.
+/// merge the log spool that the PAM module writes. A database that cannot
+/// be opened or merged is not an error here (accounts can still be shown,
+/// activated and locked: their state is in the state files); it is one
+/// for whatever needs the log ([`Db::log`]).
 pub fn open_store(cfg: &Config) -> Result<Db> {
     let root = sys::euid() == 0;
     let hint = |e: String, denied: bool| {
@@ -79,8 +97,15 @@ pub fn open_store(cfg: &Config) -> Result<Db> {
     };
     let accounts =
         Accounts::open(&cfg.database, true, root).map_err(|e| hint(format!("account state {e}"), e.denied))?;
-    let mut store = Store::open(&cfg.database, OpenOptions { create: true, require_root_owned: root })
-        .map_err(|e| hint(e.to_string(), e.permission_denied()))?;
+    let mut store = match Store::open(&cfg.database, OpenOptions { create: true, require_root_owned: root }) {
+        Ok(s) => s,
+        Err(e) if !root && e.permission_denied() => return Err(hint(e.to_string(), true)),
+        Err(e) => {
+            let problem = e.to_string();
+            sys::syslog(Priority::Err, &format!("useraudit-admin (uid {}): {problem}", sys::euid()));
+            return Ok(Db { store: None, accounts, merged: Merged::default(), problem: Some(problem) });
+        }
+    };
     let legacy = store.legacy_accounts()?;
     if !legacy.is_empty() {
         for a in &legacy {
@@ -94,18 +119,22 @@ pub fn open_store(cfg: &Config) -> Result<Db> {
         ));
     }
     store.drop_legacy_accounts()?;
-    let merged = store.merge_spool().map_err(|e| e.to_string());
-    match &merged {
-        Ok(m) if m.damaged > 0 => syslog_admin(&format!(
+    let (merged, problem) = match store.merge_spool() {
+        Ok(m) => (m, None),
+        Err(e) => (Merged::default(), Some(e.to_string())),
+    };
+    if merged.damaged > 0 {
+        syslog_admin(&format!(
             "log spool of {}: skipped {} damaged byte(s) (a short write on a full disk, or a crash); {} entries merged",
             cfg.database.display(),
-            m.damaged,
-            m.entries
-        )),
-        Err(e) => sys::syslog(Priority::Err, &format!("useraudit-admin (uid {}): {e}", sys::euid())),
-        Ok(_) => {}
+            merged.damaged,
+            merged.entries
+        ));
     }
-    Ok(Db { store, accounts, merged })
+    if let Some(p) = &problem {
+        sys::syslog(Priority::Err, &format!("useraudit-admin (uid {}): {p}", sys::euid()));
+    }
+    Ok(Db { store: Some(store), accounts, merged, problem })
 }
 
 fn syslog_admin(msg: &str) {
@@ -361,10 +390,9 @@ pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<Sweep
         let before = now - i64::from(cfg.retention_days) * DAY_MICROS;
         report.retention_before = Some(before);
         report.deleted = if dry_run {
-            db.store.count_before(before)?
+            db.log()?.count_before(before)?
         } else {
-            db.require_merged()?;
-            db.store.delete_before(before)?
+            db.log_mut()?.delete_before(before)?
         };
     }
     Ok(report)
@@ -372,8 +400,7 @@ pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<Sweep
 
 /// `check`: the effective settings and the database's health, as lines.
 pub fn check(cfg: &Config, db: &Db) -> Result<Vec<String>> {
-    let store = &db.store;
-    db.require_merged()?;
+    let store = db.log()?;
     let mut out = Vec::new();
     for (k, v) in cfg.render() {
         out.push(format!("{k} = {v}"));
@@ -393,10 +420,8 @@ pub fn check(cfg: &Config, db: &Db) -> Result<Vec<String>> {
         store.count()?,
     ));
     out.push(format!("# account state {}: {} accounts", db.accounts.dir().display(), accounts.len()));
-    if let Ok(m) = &db.merged {
-        if m.damaged > 0 {
-            out.push(format!("# warning: the log spool had {} damaged byte(s), skipped", m.damaged));
-        }
+    if db.merged.damaged > 0 {
+        out.push(format!("# warning: the log spool had {} damaged byte(s), skipped", db.merged.damaged));
     }
     if cfg.unlock_after > 0 {
         out.push(format!("# locks lift after {}", format_duration(cfg.unlock_after)));

@@ -526,7 +526,9 @@ fn login(
     if let Some((_, Some(warn))) = &shadow {
         ctx.log.at(Priority::Debug, warn);
     }
-    let (check, acc) = accounts(session, cfg, root)?.update(name, false, |cur| {
+    // A directory that cannot be used (or trusted) gets nothing written.
+    let accts = accounts(session, cfg, root)?;
+    let updated = accts.update(name, false, |cur| {
         let mut acc = cur.unwrap_or_else(|| Account::new(name, ctx.now));
         let change = match &shadow {
             Some((c, _)) => *c,
@@ -537,7 +539,29 @@ fn login(
         // A refused attempt changes nothing; the others record their effect.
         let keep = !matches!(check, LoginCheck::Refuse(_));
         Ok((keep.then(|| acc.clone()), (check, acc)))
-    })?;
+    });
+    let (check, acc) = match updated {
+        Ok(v) => v,
+        Err(e) => {
+            // The state cannot be used, but the attempt can still be logged:
+            // on_error = "allow" lets it in, so it is a login (and the
+            // account hook of the same login must not log it again).
+            // Refused by "deny", it is not; the syslog error tells.
+            if cfg.on_error == OnError::Allow
+                && log_attempt(ctx, &ctx.entry(typed, true, None, method)).is_ok()
+                && ctx.hook != Hook::Account
+            {
+                session.mark = Some(LoginMark {
+                    user: name.to_vec(),
+                    time: ctx.now,
+                    typed: typed.to_vec(),
+                    method: method.to_vec(),
+                    check: LoginCheck::Allow { warn_days: None },
+                });
+            }
+            return Err(e);
+        }
+    };
     let (success, reason) = match check {
         LoginCheck::Allow { .. } | LoginCheck::ChangePassword => (true, None),
         LoginCheck::Refuse(r) => (false, Some(r)),

@@ -610,7 +610,8 @@ fn missing_database_directory_is_created_private() {
 }
 
 /// A file that is not a database where the database should be: logins do
-/// not notice; `log` and `check` fail naming it and keep the spool; once the
+/// not notice; `log` and `check` fail naming it and keep the spool; `status`
+/// and `activate` work on the account state with a warning; once the
 /// administrator moves the file aside, the next command starts a new
 /// database holding every attempt made meanwhile. The file is left alone.
 #[test]
@@ -630,6 +631,19 @@ fn database_file_not_a_database() {
     for cmd in ["log", "check"] {
         assert_admin_fails(&sb, &[cmd], &[&db, "not a database"]);
     }
+    // The account state is not in the database: it can still be shown and
+    // changed, with a warning that the log is incomplete.
+    let warned = |o: &std::process::Output| {
+        let e = String::from_utf8_lossy(&o.stderr);
+        e.contains("warning: the log spool was not merged") && e.contains(&db) && e.contains("not a database")
+    };
+    let st = sb.admin(&["status", "carol"]);
+    assert_eq!(st.status.code(), Some(3), "carol is locked: {st:?}");
+    assert!(warned(&st), "{st:?}");
+    let act = sb.admin(&["activate", "carol"]);
+    assert!(act.status.success() && String::from_utf8_lossy(&act.stdout).contains("carol: activated"), "{act:?}");
+    assert!(warned(&act), "{act:?}");
+    assert_eq!(sb.admin(&["status", "carol"]).status.code(), Some(0));
     assert!(unmerged_spool(&sb), "the spool is kept for a later merge");
     assert_eq!(std::fs::read(&sb.db).unwrap(), junk, "the file is left alone");
     let aside = sb.path().join("useraudit.db.broken");
@@ -816,7 +830,9 @@ fn account_state_locked_longer_than_busy_timeout() {
     sb.write_service("su", &sb.stack("on_error=deny"));
     // service, password, operations, let in, hooks that wait for the file
     let cases: [(&str, &str, &[&str], bool, u32); 5] = [
-        ("login", PASSWORD, &["authenticate", "acct_mgmt"], true, 3),
+        // preauth and authsucc wait; acct_mgmt knows from authsucc that
+        // this login was let in and logged
+        ("login", PASSWORD, &["authenticate", "acct_mgmt"], true, 2),
         ("login", "wrong", &["authenticate", "acct_mgmt"], false, 2),
         ("su", PASSWORD, &["authenticate", "acct_mgmt"], false, 1),
         ("login", "", &["acct_mgmt"], true, 1),
@@ -851,16 +867,20 @@ fn account_state_locked_longer_than_busy_timeout() {
             eprintln!("{what}: {took:?}");
         }
     }
-    // Only the failure was logged (authfail logs before it counts).
-    assert_eq!(rows(&sb.db), before + 1);
+    // What was let in by on_error = "allow" is logged as a success, the
+    // failure as a failure (authfail logs before it counts); what "deny"
+    // refused is not a login and not logged (the syslog error tells).
+    assert_eq!(rows(&sb.db), before + 3);
     let log = sb.log(&["--user", "alice"]);
-    assert_eq!(entry_text(&log[0]), "alice failure auth");
+    let mut texts: Vec<String> = log[..3].iter().map(entry_text).collect();
+    texts.sort();
+    assert_eq!(texts, ["alice failure auth", "alice success -", "alice success -"]);
     // and with the lock gone, logins are as before
     let r = Runner::new(&sb);
     sb.write_service("login", &sb.stack(""));
     let ok = r.login("login", b"alice", PASSWORD);
     assert!(ok.ok && ok.errors().is_empty(), "{ok:?}");
-    assert_eq!(rows(&sb.db), before + 2);
+    assert_eq!(rows(&sb.db), before + 4);
 }
 
 /// Another process holds an account's state file locked for a moment (well
@@ -968,15 +988,17 @@ fn spool_or_state_file_unreadable_or_unwritable() {
     chmod(&file, 0o600);
     assert_eq!(std::fs::read(&file).unwrap(), bytes, "the state was not changed");
     // the wrong passwords were logged though they could not be counted
-    // (authfail logs before it counts)
-    assert_eq!(rows(&sb.db), 4);
+    // (authfail logs before it counts), and the logins on_error = "allow"
+    // let in as successes (two per mode)
+    assert_eq!(rows(&sb.db), 8);
     assert_eq!(sb.log(&["--user", "alice", "--failed"]).len(), 2);
+    assert_eq!(sb.log(&["--user", "alice", "--succeeded"]).len(), 5);
     // the database: logins never look at it
     chmod(&sb.db, 0o000);
     let ok = r.login("login", b"alice", PASSWORD);
     chmod(&sb.db, 0o600);
     assert!(ok.ok && ok.errors().is_empty(), "{ok:?}");
-    assert_eq!(rows(&sb.db), 5);
+    assert_eq!(rows(&sb.db), 9);
 }
 
 /// The database's directory, then the account state directory, cannot be
@@ -999,9 +1021,11 @@ fn database_or_account_state_directory_unreadable() {
     assert_on_error(&r, "", &[&state_file(&sb, "alice").display().to_string(), "Permission denied"], true);
     chmod(&accounts, 0o700);
     // the spool is beside the database: the wrong password was logged
-    // (authfail logs before it counts)
-    assert_eq!(rows(&sb.db), 2);
+    // (authfail logs before it counts), and so were the two logins
+    // on_error = "allow" let in; what "deny" refused was not a login
+    assert_eq!(rows(&sb.db), 4);
     assert_eq!(sb.log(&["--user", "alice", "--failed"]).len(), 1);
+    assert_eq!(sb.log(&["--user", "alice", "--succeeded"]).len(), 2);
 }
 
 /// The database's directory on a read-only mount (e.g. `/var` remounted

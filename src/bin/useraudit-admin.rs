@@ -161,8 +161,7 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
                 limit,
             };
             let db = admin::open_store(&cfg)?;
-            db.require_merged()?;
-            let rows = db.store.query(&q)?;
+            let rows = db.log()?.query(&q)?;
             match format {
                 LogFormat::Table => print_log_table(&mut out, &rows)?,
                 LogFormat::Csv => print_log_csv(&mut out, &rows)?,
@@ -255,7 +254,7 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
 /// merged (an administrator re-activating an account must not be stopped
 /// by it), with a warning.
 fn warn_unmerged(db: &admin::Db) {
-    if let Err(e) = &db.merged {
+    if let Some(e) = db.problem() {
         eprintln!("useraudit-admin: warning: the log spool was not merged: {e}");
     }
 }
