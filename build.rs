@@ -1,0 +1,37 @@
+//! Link the functions a login runs next to each other in pam_useraudit.so.
+//!
+//! libpam dlopen()s the module for every PAM handle and dlclose()s it at
+//! pam_end, so each 64 KiB stretch of code a login touches is a page fault,
+//! paid by every login. src/hot-symbols.txt (made by `make hot-symbols`,
+//! tests/bench/hot_symbols.py) lists those functions; lld lays them out
+//! together (--symbol-ordering-file). Only with lld, Rust's own linker on
+//! x86_64 Linux since Rust 1.90; any other linker gets the default layout.
+
+use std::path::Path;
+use std::process::Command;
+
+fn main() {
+    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/hot-symbols.txt");
+    println!("cargo::rerun-if-changed=src/hot-symbols.txt");
+    println!("cargo::rerun-if-env-changed=RUSTC_LINKER");
+    if std::env::var("TARGET").as_deref() != Ok("x86_64-unknown-linux-gnu") || !list.exists() {
+        return;
+    }
+    // A linker chosen by the user (config or flags) may not be lld.
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    if std::env::var_os("RUSTC_LINKER").is_some() || flags.contains("linker") {
+        return;
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let minor = Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|v| v.split_whitespace().nth(1)?.split('.').nth(1)?.parse::<u32>().ok());
+    if minor.is_none_or(|m| m < 90) {
+        return;
+    }
+    println!("cargo::rustc-cdylib-link-arg=-Wl,--symbol-ordering-file={}", list.display());
+    println!("cargo::rustc-cdylib-link-arg=-Wl,--no-warn-symbol-ordering");
+}
