@@ -199,7 +199,8 @@ impl Accounts {
             .open(&path)
             .map_err(|e| FileError::io(&path, "cannot open", &e))?;
         lock(&file, &path, FileLock::Exclusive)?;
-        let current = match read(&file, &path) {
+        let raw = read_bytes(&file, &path)?;
+        let current = match parse(&raw, &path) {
             Ok(a) => a.filter(|a| a.user == user),
             Err(_) if repair => None,
             Err(e) => return Err(e),
@@ -210,7 +211,11 @@ impl Accounts {
             // In place: the lock lives on this inode, so no rename. One
             // write of a few hundred bytes, then the length.
             file.write_all_at(&b, 0).map_err(|e| FileError::io(&path, "cannot write", &e))?;
-            file.set_len(b.len() as u64).map_err(|e| FileError::io(&path, "cannot write", &e))?;
+            // Bytes past the record are never read; cut them only when the
+            // record shrank (most writes keep its length: no extra call).
+            if b.len() < raw.len() {
+                file.set_len(b.len() as u64).map_err(|e| FileError::io(&path, "cannot write", &e))?;
+            }
         }
         Ok(out)
     }
@@ -247,11 +252,39 @@ impl Accounts {
     }
 }
 
-fn read(mut f: &File, path: &Path) -> Result<Option<Account>, FileError> {
-    let mut b = Vec::with_capacity(512);
-    f.read_to_end(&mut b).map_err(|e| FileError::io(path, "cannot read", &e))?;
-    decode(&b)
-        .map_err(|m| FileError::new(path, format!("{m}; `useraudit-admin activate USER` starts the account afresh")))
+fn read(f: &File, path: &Path) -> Result<Option<Account>, FileError> {
+    parse(&read_bytes(f, path)?, path)
+}
+
+fn parse(b: &[u8], path: &Path) -> Result<Option<Account>, FileError> {
+    decode(b).map_err(|m| FileError::new(path, format!("{m}; `useraudit-admin activate USER` starts the account afresh")))
+}
+
+/// The file's bytes, up to the end of the record its header announces:
+/// one read(2) for a usual file (`read_to_end` would add a stat, a seek
+/// and a read that finds the end, on every login).
+fn read_bytes(mut f: &File, path: &Path) -> Result<Vec<u8>, FileError> {
+    let mut b = vec![0u8; 1024];
+    let mut len = 0;
+    loop {
+        match f.read(&mut b[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FileError::io(path, "cannot read", &e)),
+        }
+        if len >= HEADER_LEN && &b[..4] == MAGIC {
+            let want = HEADER_LEN + u32::from_le_bytes(b[5..9].try_into().unwrap_or_default()) as usize;
+            if len >= want {
+                break;
+            }
+        }
+        if len == b.len() {
+            b.resize(b.len() * 2, 0);
+        }
+    }
+    b.truncate(len);
+    Ok(b)
 }
 
 #[cfg(test)]
@@ -300,6 +333,21 @@ mod tests {
         let (all, bad) = s.list().unwrap();
         assert_eq!(all, vec![b]);
         assert!(bad.is_empty());
+    }
+
+    /// Records longer than the first read, and records that shrink and grow
+    /// again in place, read back exactly.
+    #[test]
+    fn long_and_shrinking_records() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(&d);
+        let mut big = sample();
+        big.fail_times = (0..600).collect();
+        for a in [big.clone(), Account::new(b"alice", 1), big, sample()] {
+            s.update(b"alice", false, |_| Ok((Some(a.clone()), ()))).unwrap();
+            assert_eq!(s.get(b"alice").unwrap(), Some(a.clone()));
+            assert_eq!(s.list().unwrap().0, vec![a]);
+        }
     }
 
     #[test]
