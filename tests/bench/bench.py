@@ -45,6 +45,7 @@ What is measured, and how to read it:
 
 import json
 import math
+import resource
 import os
 import shutil
 import statistics
@@ -266,10 +267,13 @@ def drive(sb, stack, outcome, count, warmup=0, procs=1, samples=None):
            "--count", str(count), "--warmup", str(warmup), "--procs", str(procs)]
     if samples:
         cmd += ["--samples", samples]
+    flt0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
     p = subprocess.run(cmd, env=sb.env, capture_output=True, text=True, timeout=TIMEOUT)
     if p.returncode != 0:
         raise RuntimeError(f"pam_drive exited {p.returncode}: {p.stderr.strip()}")
     r = json.loads(p.stdout)
+    # minor page faults of the driver process(es), start-up included
+    r["minflt"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - flt0
     _, want_auth, want_acct = EXPECT[outcome]
     n = r["attempts"]
     ok = min(r["authenticate"].get(want_auth, 0), r["acct_mgmt"].get(want_acct, 0))
@@ -373,6 +377,7 @@ def section_latency(sb, stacks):
     samples = {s.name: {o: [] for o in OUTCOMES} for s in live}
     medians = {s.name: {o: [] for o in OUTCOMES} for s in live}
     errors = {s.name: 0 for s in live}
+    faults = {s.name: {o: [] for o in OUTCOMES} for s in live}
     for _ in range(ROUNDS):
         for s in live:
             s.reset()  # each round starts from an empty tally / database
@@ -381,6 +386,7 @@ def section_latency(sb, stacks):
                 samples[s.name][outcome] += v
                 medians[s.name][outcome].append(r["all"]["median_us"])
                 errors[s.name] += r["errors"]
+                faults[s.name][outcome].append(r["minflt"] / max(1, r["made"]))
     res = {}
     for name in samples:
         res[name] = {"errors": errors[name]}
@@ -424,6 +430,14 @@ def section_latency(sb, stacks):
     for n in res:
         say(f"round medians {n:<14} success {res[n]['success']['round_medians']}  "
             f"failure {res[n]['failure']['round_medians']}")
+    # libpam dlopen()s every module per handle: each page of a module a login
+    # touches is a fault, paid again by every login (the process's own
+    # start-up faults are spread over the attempts and shrink with them)
+    say("minor page faults per attempt: " + ";  ".join(
+        f"{n} {statistics.median(faults[n]['success']):.1f} / {statistics.median(faults[n]['failure']):.1f}"
+        for n in res) + "  (success / failure)")
+    for n in res:
+        res[n]["minflt_per_attempt"] = {o: round(statistics.median(faults[n][o]), 1) for o in OUTCOMES}
     ratio = {}
     if "pam_faillock" in added and "pam_useraudit" in added:
         for outcome in OUTCOMES:
