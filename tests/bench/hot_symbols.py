@@ -8,10 +8,12 @@ login; those faults were most of what the module added to a login beyond
 pam_faillock. build.rs hands this list to the linker (lld's
 --symbol-ordering-file), which puts these functions next to each other.
 
-Run after changes to the login path (`make hot-symbols`): it builds an
-unstripped module, runs successful and failed attempts of DESIGN.md's stack
-through tests/bench's driver under callgrind, and lists every function of
-the module that ran, by linker symbol name. A stale list is harmless: names
+Run after changes to the login path (`make hot-symbols`): it builds the
+module exactly as `make build` does (MODULE_BUILD; symbol names carry a
+hash of the build settings, so only the same build gives the same names),
+runs successful and failed attempts of DESIGN.md's stack through
+tests/bench's driver under callgrind, and lists every function of the
+module that ran, by linker symbol name. A stale list is harmless: names
 that no longer exist are ignored, new functions land in the default place.
 Needs valgrind, cc, libpam-wrapper, libnss-wrapper.
 """
@@ -25,9 +27,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 OUT = os.path.join(TOP, "src", "hot-symbols.txt")
-TARGET = os.environ.get("HOT_TARGET_DIR", os.path.join(TOP, "target", "hot-symbols"))
-SO = os.path.join(TARGET, "release", "libpam_useraudit.so")
-os.environ["SO"] = SO
+MODULE_BUILD = os.environ["MODULE_BUILD"]  # from the Makefile
+SO = os.path.abspath(os.path.join(TOP, os.environ["SO"]))
 os.environ.setdefault("USERS", "20")
 sys.path.insert(0, HERE)
 import bench  # noqa: E402  (reads SO and USERS from the environment)
@@ -36,9 +37,7 @@ ATTEMPTS = 20
 
 
 def build():
-    env = dict(os.environ, CARGO_TARGET_DIR=TARGET, CARGO_PROFILE_RELEASE_STRIP="none")
-    subprocess.run(["cargo", "build", "--release", "--locked", "--lib"], cwd=TOP, env=env,
-                   check=True, timeout=1800)
+    subprocess.run(["sh", "-c", MODULE_BUILD], cwd=TOP, check=True, timeout=1800)
 
 
 def functions_run(callgrind_out):
