@@ -11,9 +11,10 @@ Run through tests/bench/bench.sh (that is what `make bench` calls). Environment:
                                           bench-fill` if missing)
 Knobs (environment, all optional):
   ATTEMPTS=4000  measured attempts per stack and outcome, split over
-  ROUNDS=8       interleaved rounds (stack 1, 2, 3, stack 1, 2, 3, ...), so that
-                 drift of the machine hits every stack alike
-  WARMUP=100     un-measured attempts at the start of every run
+  ROUNDS=40      interleaved rounds (stack 1, 2, 3, stack 1, 2, 3, ...), so that
+                 drift of the machine hits every stack alike; short rounds, as
+                 a shared machine changes speed within seconds
+  WARMUP=20      un-measured attempts at the start of every run
   USERS=50       accounts the attempts rotate over
   PROCS=8 CONC_COUNT=250   concurrency: PROCS processes x CONC_COUNT attempts
   MILLION=1000000 MILLION_ACCOUNTS=10000   the large database (MILLION=0 skips it)
@@ -64,8 +65,8 @@ FILL = os.environ.get("FILL", os.path.join(os.environ.get("CARGO_TARGET_DIR") or
                                            "release", "examples", "bench-fill"))
 
 ATTEMPTS = int(os.environ.get("ATTEMPTS", "4000"))
-WARMUP = int(os.environ.get("WARMUP", "100"))
-ROUNDS = max(1, int(os.environ.get("ROUNDS", "8")))
+WARMUP = int(os.environ.get("WARMUP", "20"))
+ROUNDS = max(1, int(os.environ.get("ROUNDS", "40")))
 USERS = int(os.environ.get("USERS", "50"))
 PROCS = int(os.environ.get("PROCS", "8"))
 CONC_COUNT = int(os.environ.get("CONC_COUNT", "250"))
