@@ -26,7 +26,7 @@ ADMIN       := target/release/useraudit-admin
 DRIVE       := target/pam_drive
 # The module is linked on its own (see build:), in its own target directory.
 MODULE_TARGET := target/module
-MODULE_BUILD  := CARGO_TARGET_DIR=$(MODULE_TARGET) CARGO_PROFILE_RELEASE_STRIP=none \
+MODULE_BUILD  := CARGO_TARGET_DIR=$(MODULE_TARGET) CARGO_PROFILE_RELEASE_STRIP=none USERAUDIT_SYMBOL_ORDER=1 \
                  $(CARGO) rustc --release --locked --lib --crate-type cdylib
 
 # Debian packages the build and the tests need.
