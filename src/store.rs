@@ -376,14 +376,25 @@ impl Store {
     pub fn merge_spool(&mut self) -> Result<Merged> {
         spool::set_aside(&self.path).map_err(StoreError::Spool)?;
         let mut total = Merged::default();
+        // Two commands may merge at once and meet the same file: the second
+        // transaction finds its generation merged and adds nothing, and a
+        // file the other one has removed meanwhile is simply done.
         for file in spool::set_aside_files(&self.path).map_err(StoreError::Spool)? {
-            let p = spool::read(&file).map_err(StoreError::Spool)?;
+            let p = match spool::read(&file) {
+                Ok(p) => p,
+                Err(_) if !file.exists() => continue,
+                Err(e) => return Err(StoreError::Spool(e)),
+            };
             self.conn.execute_batch("PRAGMA synchronous=FULL").map_err(self.err("cannot configure"))?;
             let r = self.merge_one(&p);
             self.conn.execute_batch(WAL_SETTINGS).map_err(self.err("cannot configure"))?;
             total.entries += r?;
             total.damaged += p.damaged;
-            p.remove().map_err(StoreError::Spool)?;
+            match p.remove() {
+                Ok(()) => {}
+                Err(_) if !file.exists() => {}
+                Err(e) => return Err(StoreError::Spool(e)),
+            }
         }
         Ok(total)
     }
@@ -834,6 +845,44 @@ mod tests {
             got,
             vec![(&b"carol"[..], Some(&b"pam"[..])), (b"bob", Some(b"pam")), (b"alice", Some(b"publickey"))]
         );
+    }
+
+    /// Merges running at once while logins append: every entry lands in
+    /// the log exactly once, and no merge fails.
+    #[test]
+    fn concurrent_merges_add_each_entry_once() {
+        let (_d, p) = tmp();
+        drop(open(&p));
+        let e = |i: i64| NewEntry { time: i, success: true, user: b"u", ..Default::default() };
+        let writer = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                for i in 0..2000 {
+                    spool::append(&p, &e(i)).unwrap();
+                }
+            })
+        };
+        let mergers: Vec<_> = (0..3)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let mut s = open(&p);
+                    for _ in 0..30 {
+                        s.merge_spool().unwrap();
+                    }
+                })
+            })
+            .collect();
+        writer.join().unwrap();
+        for m in mergers {
+            m.join().unwrap();
+        }
+        let mut s = open(&p);
+        s.merge_spool().unwrap();
+        assert_eq!(s.count().unwrap(), 2000);
+        let times: std::collections::BTreeSet<i64> =
+            s.query(&LogQuery::default()).unwrap().iter().map(|e| e.time).collect();
+        assert_eq!(times.len(), 2000);
     }
 
     /// Logins that meet a brand-new database at once all open it; none may
