@@ -64,6 +64,8 @@ say "Configuration: login_failure_limit = 3, account_expiry_days = 30"
 say "Successful logins"
 login alice wonderland 203.0.113.9
 login bob builder 198.51.100.23
+say "What the logins wrote: a state file per account and the log spool (no SQLite on the login path)"
+(cd "$D/state" && find . -mindepth 1 | sort | sed 's|^\./|    |')
 say "A name that is not an account (logged, no account state)"
 login mallory letmein 192.0.2.66
 say "Three wrong passwords for alice lock her account"
@@ -82,7 +84,7 @@ login carol wrongpass 203.0.113.7 +40d
 say "A nightly sweep (here: sixty days on) disables alice as well; carol never logged in and is left alone"
 LD_PRELOAD="libnss_wrapper.so $FAKETIME_LIB" FAKETIME=+60d "$ADMIN" --conf "$D/useraudit.toml" sweep --dry-run | sed 's/^/    /'
 LD_PRELOAD="libnss_wrapper.so $FAKETIME_LIB" FAKETIME=+60d "$ADMIN" --conf "$D/useraudit.toml" sweep | sed 's/^/    /'
-say "The login log"
+say "The login log (every useraudit-admin command first merges the spool into the database)"
 admin log
 say "Account states"
 admin status || true
