@@ -286,7 +286,7 @@ pub fn handle(
         Err(e) => {
             session.accounts = None;
             if !root && e.denied {
-                log.always(Priority::Debug, &format!("not root and cannot use the database; allowing: {e}"));
+                log.always(Priority::Debug, &format!("not root and cannot use the state files or spool; allowing: {e}"));
                 return on_error(hook, OnError::Allow);
             }
             log.at(Priority::Err, &format!("{e}"));
