@@ -41,13 +41,13 @@ all: build
 # also an rlib, so `cargo build` links the module without LTO (1.9x the
 # relocations, a larger and more scattered text: more page faults on every
 # dlopen, that is every login). The module is therefore linked again as a
-# cdylib alone, with LTO, and that is target/release/libpam_useraudit.so.
-# Its symbols are kept (they are not loaded at run time; install strips):
-# src/hot-symbols.txt names them as this exact build does.
+# cdylib alone, with LTO, and a stripped copy of it is
+# target/release/libpam_useraudit.so. That build keeps its symbols (in
+# target/module): src/hot-symbols.txt names them as this exact build does.
 build:
 	$(CARGO) build --release --locked
 	$(MODULE_BUILD)
-	rm -f $(SO) && cp $(MODULE_TARGET)/release/libpam_useraudit.so $(SO)
+	rm -f $(SO) && strip -o $(SO) $(MODULE_TARGET)/release/libpam_useraudit.so
 	mkdir -p target
 	$(CC) -O2 -Wall -Wextra -o $(DRIVE) tests/driver/pam_drive.c -lpam
 
