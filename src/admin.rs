@@ -106,19 +106,22 @@ pub fn open_store(cfg: &Config) -> Result<Db> {
             return Ok(Db { store: None, accounts, merged: Merged::default(), problem: Some(problem) });
         }
     };
-    let legacy = store.legacy_accounts()?;
-    if !legacy.is_empty() {
+    // Once: the table is dropped when copied (or empty, in a new database),
+    // so later commands neither read nor write the schema for it.
+    if let Some(legacy) = store.legacy_accounts()? {
         for a in &legacy {
             // State written since the upgrade is newer than the old table.
             accounts.update(&a.user, false, |cur| Ok((cur.is_none().then(|| a.clone()), ())))?;
         }
-        syslog_admin(&format!(
-            "copied {} account(s) from the version 1 database into {}",
-            legacy.len(),
-            accounts.dir().display()
-        ));
+        if !legacy.is_empty() {
+            syslog_admin(&format!(
+                "copied {} account(s) from the version 1 database into {}",
+                legacy.len(),
+                accounts.dir().display()
+            ));
+        }
+        store.drop_legacy_accounts()?;
     }
-    store.drop_legacy_accounts()?;
     let (merged, problem) = match store.merge_spool() {
         Ok(m) => (m, None),
         Err(e) => (Merged::default(), Some(e.to_string())),

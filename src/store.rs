@@ -342,8 +342,9 @@ impl Store {
     }
 
     /// The account table of schema version 1 (kept as `account_v1` until
-    /// [`Store::drop_legacy_accounts`]), for copying into the state files.
-    pub fn legacy_accounts(&self) -> Result<Vec<Account>> {
+    /// [`Store::drop_legacy_accounts`]), for copying into the state files;
+    /// None once it is gone.
+    pub fn legacy_accounts(&self) -> Result<Option<Vec<Account>>> {
         let exists: bool = self
             .conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'account_v1'", [], |r| {
@@ -351,11 +352,12 @@ impl Store {
             })
             .map_err(self.err("cannot read the schema"))?;
         if !exists {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         self.conn
             .prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM account_v1 ORDER BY user"))
             .and_then(|mut st| st.query_map([], row_account)?.collect())
+            .map(Some)
             .map_err(self.err("cannot read the old account table"))
     }
 
@@ -806,12 +808,12 @@ mod tests {
         a.locked_at = Some(3);
         a.pw_grace = true;
         a.note = Some(b"n".to_vec());
-        assert_eq!(s.legacy_accounts().unwrap(), vec![a]);
+        assert_eq!(s.legacy_accounts().unwrap(), Some(vec![a]));
         s.drop_legacy_accounts().unwrap();
-        assert_eq!(s.legacy_accounts().unwrap(), vec![]);
+        assert_eq!(s.legacy_accounts().unwrap(), None);
         // a new database has none
         let (_d2, p2) = tmp();
-        assert_eq!(open(&p2).legacy_accounts().unwrap(), vec![]);
+        assert_eq!(open(&p2).legacy_accounts().unwrap(), Some(vec![]));
     }
 
     #[test]
