@@ -529,15 +529,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// Fill in the auth method of an entry once it is known.
-    pub fn set_method(&self, id: i64, method: &[u8]) -> Result<()> {
-        self.conn
-            .prepare_cached("UPDATE log SET auth_method = ?1 WHERE id = ?2")
-            .and_then(|mut st| st.execute(params![crate::text::cap(method), id]))
-            .map(|_| ())
-            .map_err(self.err("cannot write the log"))
-    }
-
     /// Number of log entries.
     pub fn count(&self) -> Result<i64> {
         self.conn.query_row("SELECT count(*) FROM log", [], |r| r.get(0)).map_err(self.err("cannot count the log"))
