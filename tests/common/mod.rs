@@ -138,6 +138,21 @@ impl Sandbox {
         self.dir.path()
     }
 
+    /// Load a copy of the module that lives in the sandbox itself, so that a
+    /// caller who is not root can open it: the build tree may sit below a
+    /// directory only root can enter (a clone under /root, or in a
+    /// `mktemp -d` directory). Rewrites every service file.
+    pub fn use_module_copy(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let copy = self.path().join("pam_useraudit.so");
+        std::fs::copy(&self.so, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+        self.so = copy;
+        for s in SERVICES {
+            self.write_service(s, &self.stack(""));
+        }
+    }
+
     /// The module arguments common to every line.
     pub fn common(&self, extra: &str) -> String {
         format!("conf={} db={} {} {}", self.conf.display(), self.db.display(), self.args, extra)
