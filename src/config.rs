@@ -1,5 +1,6 @@
 //! Configuration: the TOML file and `key=value` module arguments of
-//! DESIGN.md, validated into one [`Config`]. Every error names the file (or
+//! pam_useraudit(8) and useraudit.toml(5), validated into one [`Config`].
+//! Every error names the file (or
 //! the module argument), the line and the key, and says what is allowed.
 #![forbid(unsafe_code)]
 

@@ -1,6 +1,6 @@
 //! Text helpers shared by the module and the CLI: escaping of untrusted
 //! bytes, bounding of stored fields, and the time and duration formats of
-//! DESIGN.md.
+//! useraudit-admin(8).
 #![forbid(unsafe_code)]
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};

@@ -230,7 +230,7 @@ def stack_faillock(sb, tag="faillock"):
 
 
 def stack_useraudit(sb, tag="useraudit", name="pam_useraudit"):
-    # DESIGN.md "PAM stacks", pam_matrix standing in for pam_unix.  conf= an
+    # The README's stacks, pam_matrix standing in for pam_unix.  conf= an
     # empty file keeps the host's /etc/security/useraudit.toml out of it.
     so = absolute(SO)
     db = sb.path(tag + ".db")

@@ -11,7 +11,7 @@ pam_faillock. build.rs hands this list to the linker (lld's
 Run after changes to the login path (`make hot-symbols`): it builds the
 module exactly as `make build` does (MODULE_BUILD; symbol names carry a
 hash of the build settings, so only the same build gives the same names),
-runs successful and failed attempts of DESIGN.md's stack through
+runs successful and failed attempts of the README's stack through
 tests/bench's driver under callgrind, and lists every function of the
 module that ran, by linker symbol name. A stale list is harmless: names
 that no longer exist are ignored, new functions land in the default place.

@@ -158,7 +158,7 @@ impl Sandbox {
         format!("conf={} db={} {} {}", self.conf.display(), self.db.display(), self.args, extra)
     }
 
-    /// DESIGN.md's stack, with pam_matrix standing in for pam_unix.
+    /// The documented stack (README, "Wiring PAM by hand"), with pam_matrix standing in for pam_unix.
     pub fn stack(&self, extra: &str) -> String {
         let so = self.so.display();
         let c = self.common(extra);

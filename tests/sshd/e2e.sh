@@ -2,7 +2,7 @@
 # tests/sshd/e2e.sh — pam_useraudit end to end behind Debian's real sshd.
 #
 # Runs /usr/sbin/sshd on 127.0.0.1 inside bubblewrap (tests/sshd/harness.sh)
-# with its own /etc/pam.d/sshd (DESIGN.md's stack with the REAL module,
+# with its own /etc/pam.d/sshd (the README's stack with the REAL module,
 # target/release/libpam_useraudit.so), passwd and shadow, drives it with the
 # real ssh client, and asserts on what `useraudit-admin log|status --format
 # json` then reports:

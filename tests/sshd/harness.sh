@@ -30,7 +30,7 @@
 #                                     @DIR@ and @PROBE@ in PAMTEXT are replaced by
 #                                     DIR and DIR/probe.sh
 #   sshd_pam_default                  print the default pam_unix stack
-#   sshd_pam_useraudit MODULE [ARG..] print DESIGN.md's stack with MODULE (an
+#   sshd_pam_useraudit MODULE [ARG..] print the README's stack with MODULE (an
 #                                     absolute path) and ARGs on every
 #                                     pam_useraudit line (e.g. db=@DIR@/ua.db
 #                                     login_failure_limit=3)
@@ -228,7 +228,7 @@ sshd_pam_useraudit() { # MODULE [ARG...]
   local m=$1; shift
   local a="$*"
   cat <<EOF
-# pam_useraudit stack (DESIGN.md)
+# pam_useraudit stack (as in the README)
 auth     requisite                   $m preauth $a
 auth     [success=1 default=ignore]  pam_unix.so nullok
 auth     [default=die]               $m authfail $a
@@ -809,7 +809,7 @@ session required pam_unix.so"
   [ "$_ST_FAIL" = 0 ]
 }
 
-# Smoke run of pam_useraudit.so in the DESIGN.md stack (not the full e2e test).
+# Smoke run of pam_useraudit.so in the README's stack (not the full e2e test).
 _selftest_module() { # DIR MODULE ADMIN
   local d=$1 module=$2 admin=$3
   case $module in /*) ;; *) module=$PWD/$module;; esac
