@@ -73,6 +73,7 @@ test-unit:
 
 lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	sh tests/check-docs.sh
 
 test-sshd:
 	bash tests/sshd/e2e.sh
