@@ -120,7 +120,7 @@ impl Sandbox {
         std::fs::create_dir(d.join("pam.d")).unwrap();
         let conf = d.join("useraudit.toml");
         std::fs::write(&conf, config).unwrap();
-        let sb = Sandbox {
+        let mut sb = Sandbox {
             so: module_path(),
             db: d.join("state/useraudit.db"),
             conf,
@@ -128,9 +128,7 @@ impl Sandbox {
             faketime: None,
             dir,
         };
-        for s in SERVICES {
-            sb.write_service(s, &sb.stack(""));
-        }
+        sb.use_module_copy();
         sb
     }
 
@@ -139,15 +137,22 @@ impl Sandbox {
     }
 
     /// Load a copy of the module that lives in the sandbox itself, so that a
-    /// caller who is not root can open it: the build tree may sit below a
-    /// directory only root can enter (a clone under /root, or in a
-    /// `mktemp -d` directory). Rewrites every service file.
+    /// caller who is not root, or root without CAP_DAC_OVERRIDE, can open
+    /// it: the build tree may sit below a directory only root can enter (a
+    /// clone under /root, or in a `mktemp -d` directory). Every sandbox does
+    /// this when it is made; a hard link where the filesystem allows one.
     pub fn use_module_copy(&mut self) {
         use std::os::unix::fs::PermissionsExt;
         let copy = self.path().join("pam_useraudit.so");
-        std::fs::copy(&self.so, &copy).unwrap();
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
-        self.so = copy;
+        if copy != self.so {
+            let _ = std::fs::remove_file(&copy);
+            if std::fs::hard_link(&self.so, &copy).is_err() {
+                std::fs::copy(&self.so, &copy).unwrap();
+            }
+            let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode | 0o444)).unwrap();
+            self.so = copy;
+        }
         for s in SERVICES {
             self.write_service(s, &self.stack(""));
         }
