@@ -140,9 +140,9 @@ fn log_filters() {
     let one = sb.log(&["--limit", "1"]);
     assert_eq!(one.len(), 1);
     assert_eq!(one[0]["user"], "bob", "newest first");
-    // bad input is a usage or value error
+    // a value an option cannot take is a usage error
     let o = sb.admin(&["log", "--since", "yesterday"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--since"));
     assert_eq!(sb.admin(&["log", "--format", "xml"]).status.code(), Some(2));
     assert_eq!(sb.admin(&["log", "--failed", "--succeeded"]).status.code(), Some(2));
