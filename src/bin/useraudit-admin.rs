@@ -379,8 +379,13 @@ fn print_log_table(out: &mut Out, rows: &[Entry]) -> Result<(), AdminError> {
     table(out, &LOG_HEADER, rows.iter().map(|e| log_fields(e, escape_visible, "-")).collect())
 }
 
+/// One CSV cell (RFC 4180). A cell that a spreadsheet would take for a
+/// formula (it begins with `=`, `+`, `-`, `@`, a tab or a carriage return)
+/// gets a `'` in front, as OWASP advises; so does one that begins with `'`,
+/// so that two different texts never give the same cell.
 fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', ' ']) || s.is_empty() { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) { format!("'{s}") } else { s.to_string() };
+    if s.contains([',', ';', '"', ' ']) || s.is_empty() { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }
 
 fn print_log_csv(out: &mut Out, rows: &[Entry]) -> Result<(), AdminError> {
