@@ -8,7 +8,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Output, Stdio};
 
-use common::{Sandbox, missing_tools, pam_wrapper_lock};
+use common::{Sandbox, admin_path, missing_tools, pam_wrapper_lock};
+use serde_json::Value;
 
 const RHOST: &str = "203.0.113.9";
 
@@ -41,8 +42,33 @@ fn attempt(sb: &Sandbox, service: &str, user: &[u8], items: &[(&str, &[u8])]) ->
     child.wait_with_output().unwrap().status.success()
 }
 
+/// useraudit-admin with raw byte arguments, against the sandbox's
+/// configuration and database.
+fn admin_bytes(sb: &Sandbox, args: &[&[u8]]) -> Output {
+    let mut cmd = Command::new(admin_path());
+    cmd.arg("--conf").arg(&sb.conf).arg("--db").arg(&sb.db);
+    for a in args {
+        cmd.arg(OsStr::from_bytes(a));
+    }
+    cmd.env("LD_PRELOAD", "libnss_wrapper.so")
+        .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
+        .env("NSS_WRAPPER_GROUP", sb.path().join("group"));
+    cmd.output().unwrap()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// How many log entries `log --format json` with these filter arguments
+/// returns (the command must succeed).
+fn count(sb: &Sandbox, filter: &[&[u8]]) -> usize {
+    let mut args: Vec<&[u8]> = vec![b"log", b"--format", b"json"];
+    args.extend_from_slice(filter);
+    let o = admin_bytes(sb, &args);
+    assert_eq!(o.status.code(), Some(0), "{filter:?}: {}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array().unwrap().len()
 }
 
 /// RFC 4180 records (the log never holds a raw line break, so one per line).
@@ -86,6 +112,29 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
         records.push(fields);
     }
     records
+}
+
+/// The cells of a table (columns start where the header's names start).
+fn table_cells(table: &str) -> Vec<Vec<String>> {
+    let mut lines = table.lines();
+    let header: Vec<char> = lines.next().unwrap().chars().collect();
+    let mut starts = vec![0];
+    for i in 1..header.len() {
+        if header[i] != ' ' && header[i - 1] == ' ' && i >= 2 && header[i - 2] == ' ' {
+            starts.push(i);
+        }
+    }
+    lines
+        .map(|l| {
+            let c: Vec<char> = l.chars().collect();
+            (0..starts.len())
+                .map(|k| {
+                    let end = starts.get(k + 1).copied().unwrap_or(c.len()).min(c.len());
+                    c[starts[k].min(end)..end].iter().collect::<String>().trim_end().to_string()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------- exit codes
@@ -164,4 +213,60 @@ fn csv_fields_that_a_spreadsheet_would_evaluate_are_neutralised() {
     assert!(json.iter().any(|e| e["user"] == "=cmd|' /C calc'!A0" && e["rhost"] == hyperlink), "{json:?}");
     let table = sb.admin_ok(&["log"]);
     assert!(table.lines().any(|l| l.contains(" +1+1 ")), "{table}");
+}
+
+// ---------------------------------------------------------------- filters
+
+#[test]
+fn filters_accept_what_the_output_shows() {
+    if missing_tools() {
+        return;
+    }
+    let sb = Sandbox::new("");
+    assert!(sb.login("alice", "secret", RHOST).ok);
+    assert!(!attempt(&sb, "login", b"\xff\xfe", &[("rhost", b"host\twith\ttabs")]));
+    assert!(!attempt(&sb, "sshd", b"evil\nuser", &[("rhost", RHOST.as_bytes())]));
+    assert!(!attempt(&sb, "login", b"back\\slash", &[("rhost", b"\xc3")]));
+    assert!(!attempt(&sb, "login", b"back\\\\slash", &[("rhost", RHOST.as_bytes())]));
+    assert!(!attempt(&sb, "login", b" spaced ", &[("rhost", RHOST.as_bytes())]));
+    assert_eq!(count(&sb, &[]), 6);
+
+    // Written the way the table shows them.
+    assert_eq!(count(&sb, &[b"--user", br"\xff\xfe"]), 1);
+    assert_eq!(count(&sb, &[b"--user", br"evil\nuser"]), 1);
+    assert_eq!(count(&sb, &[b"--user", br"back\\slash"]), 1);
+    assert_eq!(count(&sb, &[b"--user", br"back\\\\slash"]), 1);
+    assert_eq!(count(&sb, &[b"--user", br"\x20spaced\x20"]), 1);
+    assert_eq!(count(&sb, &[b"--rhost", br"host\twith\ttabs"]), 1);
+    assert_eq!(count(&sb, &[b"--rhost", br"\xc3"]), 1);
+    assert_eq!(count(&sb, &[b"--service", br"ss\x68d"]), 1);
+    assert_eq!(count(&sb, &[b"--user", br"\u{65}vil\nuser"]), 1);
+    // And as the raw bytes.
+    assert_eq!(count(&sb, &[b"--user", b"\xff\xfe"]), 1);
+    assert_eq!(count(&sb, &[b"--user", b"evil\nuser"]), 1);
+    assert_eq!(count(&sb, &[b"--rhost", b"host\twith\ttabs"]), 1);
+    assert_eq!(count(&sb, &[b"--user", b"alice", b"--rhost", RHOST.as_bytes(), b"--service", b"login"]), 1);
+
+    // Every name, host and service the table shows selects its rows.
+    let table = sb.admin_ok(&["log"]);
+    let rows = table_cells(&table);
+    assert_eq!(rows.len(), 6, "{table}");
+    for r in &rows {
+        for (col, opt) in [(2, "--user"), (3, "--service"), (4, "--rhost")] {
+            let n = rows.iter().filter(|o| o[col] == r[col]).count();
+            assert_eq!(count(&sb, &[opt.as_bytes(), r[col].as_bytes()]), n, "{opt} {:?}\n{table}", r[col]);
+        }
+    }
+    // So does every one that JSON shows.
+    for e in sb.log(&[]) {
+        let u = e["user"].as_str().unwrap();
+        assert!(count(&sb, &[b"--user", u.as_bytes()]) >= 1, "{u:?}");
+    }
+
+    // A backslash that starts no escape is a usage error, not an empty answer.
+    for bad in [&br"back\slash"[..], br"\x4", br"\u{110000}", br"trailing\"] {
+        let o = admin_bytes(&sb, &[b"log", b"--user", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("\\\\"), "says how to write a backslash: {}", stderr(&o));
+    }
 }

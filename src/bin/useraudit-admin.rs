@@ -4,10 +4,13 @@
 //! `pam_useraudit::admin`.
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
@@ -15,7 +18,7 @@ use pam_useraudit::admin::{self, Activated, AdminError, StatusRow};
 use pam_useraudit::config::Config;
 use pam_useraudit::store::{Entry, LogQuery};
 use pam_useraudit::text::{
-    date, escape, escape_visible, is_invisible, now_micros, parse_time, rfc3339, width,
+    date, escape, escape_visible, is_invisible, now_micros, parse_time, rfc3339, unescape, width,
 };
 
 #[derive(Parser)]
@@ -44,6 +47,15 @@ enum StatusFormat {
     Json,
 }
 
+/// A name, host or service to select by: the escaped form that the output
+/// shows (`\xff`, `\n`, `\\`), or the raw bytes.
+#[derive(Clone)]
+struct Text(Vec<u8>);
+
+fn text_arg() -> impl TypedValueParser<Value = Text> {
+    OsStringValueParser::new().try_map(|s: OsString| unescape(s.as_bytes()).map(Text))
+}
+
 /// `--since`/`--until`: checked here, so that a bad value is a usage
 /// error; resolved against the command's clock later.
 fn time_arg(s: &str) -> Result<String, String> {
@@ -62,15 +74,15 @@ struct LogArgs {
     /// Only successful logins
     #[arg(long)]
     succeeded: bool,
-    /// Only this user (as typed)
-    #[arg(long, value_name = "U")]
-    user: Option<String>,
-    /// Only this remote host
-    #[arg(long, value_name = "H")]
-    rhost: Option<String>,
-    /// Only this PAM service
-    #[arg(long, value_name = "S")]
-    service: Option<String>,
+    /// Only this user (as typed; written as the output shows it, or raw)
+    #[arg(long, value_name = "U", value_parser = text_arg())]
+    user: Option<Text>,
+    /// Only this remote host (written as the output shows it, or raw)
+    #[arg(long, value_name = "H", value_parser = text_arg())]
+    rhost: Option<Text>,
+    /// Only this PAM service (written as the output shows it, or raw)
+    #[arg(long, value_name = "S", value_parser = text_arg())]
+    service: Option<Text>,
     /// From this time: RFC 3339, a date, or a span back from now (3d, 12h)
     #[arg(long, value_name = "T", value_parser = time_arg)]
     since: Option<String>,
@@ -217,9 +229,9 @@ fn log(cfg: &Config, out: &mut Out, a: LogArgs, now: i64) -> Result<Exit, AdminE
         } else {
             None
         },
-        user: a.user.map(String::into_bytes),
-        rhost: a.rhost.map(String::into_bytes),
-        service: a.service.map(String::into_bytes),
+        user: a.user.map(|t| t.0),
+        rhost: a.rhost.map(|t| t.0),
+        service: a.service.map(|t| t.0),
         since: time("--since", a.since)?,
         until: time("--until", a.until)?,
         limit: a.limit,
