@@ -86,8 +86,24 @@ impl Db {
 /// be opened or merged is not an error here (accounts can still be shown,
 /// activated and locked: their state is in the state files); it is one
 /// for whatever needs the log ([`Db::log`]).
+///
+/// The database's directory must exist: a typo in `--db` is an error
+/// naming the missing directory, never a new, empty store. Only the files
+/// inside it (the database, the spool, the state directory) are created.
 pub fn open_store(cfg: &Config) -> Result<Db> {
     let root = sys::euid() == 0;
+    let dir = crate::files::parent(&cfg.database);
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(AdminError(format!(
+                "database {}: its directory {} does not exist (check --db or `database`, or create the directory, mode 0700)",
+                cfg.database.display(),
+                dir.display()
+            )));
+        }
+        // Anything else (not a directory, no permission) is reported below.
+        _ => {}
+    }
     let hint = |e: String, denied: bool| {
         if !root && denied {
             AdminError(format!("{e} (the database is readable by root only; run as root)"))

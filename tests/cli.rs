@@ -6,6 +6,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::{Sandbox, admin_path, missing_tools, pam_wrapper_lock};
@@ -54,6 +55,21 @@ fn admin_bytes(sb: &Sandbox, args: &[&[u8]]) -> Output {
         .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
         .env("NSS_WRAPPER_GROUP", sb.path().join("group"));
     cmd.output().unwrap()
+}
+
+/// useraudit-admin with the sandbox's users, configuration and `args`
+/// only (no `--db`), run in `cwd`.
+fn admin_plain(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(admin_path())
+        .arg("--conf")
+        .arg(&sb.conf)
+        .args(args)
+        .current_dir(cwd)
+        .env("LD_PRELOAD", "libnss_wrapper.so")
+        .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
+        .env("NSS_WRAPPER_GROUP", sb.path().join("group"))
+        .output()
+        .unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -269,4 +285,46 @@ fn filters_accept_what_the_output_shows() {
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
         assert!(stderr(&o).contains("\\\\"), "says how to write a backslash: {}", stderr(&o));
     }
+}
+
+// ---------------------------------------------------------------- --db
+
+#[test]
+fn database_path_must_be_absolute_and_its_directory_must_exist() {
+    if missing_tools() {
+        return;
+    }
+    let sb = Sandbox::new("");
+    let tmp = sb.path();
+    // relative: a usage error, nothing created where the command ran
+    let o = admin_plain(&sb, tmp, &["--db", "relative.db", "log"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("absolute"), "{}", stderr(&o));
+    assert!(!tmp.join("relative.db").exists() && !tmp.join("relative.db.accounts").exists());
+
+    // a directory that does not exist: named, never created
+    let typo = tmp.join("typo/dir/x.db");
+    for cmd in [&["log"][..], &["status"], &["status", "alice"], &["lock", "alice"], &["activate", "alice"], &["sweep"], &["check"]] {
+        let mut args = vec!["--db", typo.to_str().unwrap()];
+        args.extend_from_slice(cmd);
+        let o = admin_plain(&sb, tmp, &args);
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(&format!("{}", tmp.join("typo/dir").display())) && err.contains("does not exist"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!tmp.join("typo").exists(), "{cmd:?} created a directory");
+    }
+    // the same for the configuration's `database`
+    std::fs::write(&sb.conf, format!("database = \"{}\"\n", typo.display())).unwrap();
+    let o = admin_plain(&sb, tmp, &["log"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!tmp.join("typo").exists());
+    std::fs::write(&sb.conf, "").unwrap();
+
+    // an existing directory: the database and the state directory are made there
+    std::fs::create_dir(tmp.join("fresh")).unwrap();
+    let db = tmp.join("fresh/x.db");
+    let o = admin_plain(&sb, tmp, &["--db", db.to_str().unwrap(), "log"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(db.exists() && tmp.join("fresh/x.db.accounts").is_dir());
 }

@@ -303,6 +303,7 @@ fn check_prints_effective_settings() {
         return;
     }
     let sb = Sandbox::with_config("", "login_failure_limit = 5\nunlock_after = \"15m\"\n");
+    sb.create_db_dir();
     let out = sb.admin_ok(&["check"]);
     assert!(out.contains("login_failure_limit = 5\n"), "{out}");
     assert!(out.contains("unlock_after = \"15m\"\n"), "{out}");

@@ -1443,6 +1443,7 @@ fn sigkill_in_the_middle_of_logging_loses_nothing_returned() {
     // A record in the spool here is under 100 bytes (short names, no tty or
     // ruser): a kill can cut short at most the one its process was writing.
     const MAX_RECORD: u64 = 128;
+    sb.create_db_dir();
     sb.admin_ok(&["check"]); // the database, for merging after each round
     let mut alice_killed = 0i64;
     let mut damaged_total = 0u64;

@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::builder::{OsStringValueParser, TypedValueParser};
+use clap::builder::{OsStringValueParser, PathBufValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
@@ -27,8 +27,8 @@ struct Cli {
     /// Configuration file [default: /etc/security/useraudit.toml]
     #[arg(long, global = true, value_name = "PATH")]
     conf: Option<PathBuf>,
-    /// Database file (overrides the configuration's `database`)
-    #[arg(long, global = true, value_name = "PATH")]
+    /// Database file, an absolute path in an existing directory (overrides the configuration's `database`)
+    #[arg(long, global = true, value_name = "PATH", value_parser = PathBufValueParser::new().try_map(absolute))]
     db: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -64,6 +64,14 @@ fn time_arg(s: &str) -> Result<String, String> {
 
 fn limit_arg(s: &str) -> Result<u64, String> {
     s.parse().map_err(|_| format!("{s:?} is not a number of entries; expected a whole number (e.g. 100)"))
+}
+
+fn absolute(p: PathBuf) -> Result<PathBuf, String> {
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err("the database must be an absolute path (as the configuration's `database` must)".into())
+    }
 }
 
 #[derive(Args)]
