@@ -237,15 +237,19 @@ fn status_row(cfg: &Config, a: &Account, is_exempt: bool, now: i64) -> StatusRow
     }
 }
 
-/// `status`: every stored account, or the named ones.
-pub fn status(cfg: &Config, accounts: &Accounts, users: &[String], now: i64) -> Result<Vec<StatusRow>> {
+/// `status`: every stored account, or the named ones. Accounts that
+/// cannot be shown (a damaged state file, an unknown name) do not hide the
+/// others: they come back as problems beside the rows, in order.
+pub fn status(
+    cfg: &Config,
+    accounts: &Accounts,
+    users: &[String],
+    now: i64,
+) -> Result<(Vec<StatusRow>, Vec<AdminError>)> {
     if users.is_empty() {
         let (all, bad) = accounts.list()?;
-        if !bad.is_empty() {
-            let lines: Vec<String> = bad.iter().map(|e| format!("account state {e}")).collect();
-            return Err(AdminError(lines.join("; ")));
-        }
-        return Ok(all
+        let problems = bad.iter().map(|e| AdminError(format!("account state {e}"))).collect();
+        let rows = all
             .iter()
             .map(|a| {
                 let info = match sys::lookup_user(&a.user) {
@@ -254,17 +258,30 @@ pub fn status(cfg: &Config, accounts: &Accounts, users: &[String], now: i64) -> 
                 };
                 status_row(cfg, a, is_exempt(cfg, &a.user, info.as_ref()), now)
             })
-            .collect());
+            .collect();
+        return Ok((rows, problems));
     }
     let mut rows = Vec::new();
+    let mut problems = Vec::new();
     for u in users {
-        let (name, info) = resolve(accounts, u)?;
+        let (name, info) = match resolve(accounts, u) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
         // An account known to the system but never seen by the module is
         // shown as it would start: active, nothing recorded.
-        let acc = accounts.get(&name)?.unwrap_or_else(|| Account::new(&name, now));
-        rows.push(status_row(cfg, &acc, is_exempt(cfg, &name, info.as_ref()), now));
+        match accounts.get(&name) {
+            Ok(acc) => {
+                let acc = acc.unwrap_or_else(|| Account::new(&name, now));
+                rows.push(status_row(cfg, &acc, is_exempt(cfg, &name, info.as_ref()), now));
+            }
+            Err(e) => problems.push(AdminError(format!("account state {e}"))),
+        }
     }
-    Ok(rows)
+    Ok((rows, problems))
 }
 
 /// What `activate` did to one account.

@@ -76,6 +76,10 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// How many log entries `log --format json` with these filter arguments
 /// returns (the command must succeed).
 fn count(sb: &Sandbox, filter: &[&[u8]]) -> usize {
@@ -327,4 +331,45 @@ fn database_path_must_be_absolute_and_its_directory_must_exist() {
     let o = admin_plain(&sb, tmp, &["--db", db.to_str().unwrap(), "log"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(db.exists() && tmp.join("fresh/x.db.accounts").is_dir());
+}
+
+// ---------------------------------------------------------------- status
+
+#[test]
+fn status_shows_every_account_it_can_and_reports_the_others() {
+    if missing_tools() {
+        return;
+    }
+    let sb = Sandbox::new("");
+    for u in ["alice", "bob", "carol"] {
+        assert!(sb.login(u, "secret", RHOST).ok);
+    }
+    let bob_file = sb.path().join("state/useraudit.db.accounts/bob");
+    assert!(bob_file.exists());
+    std::fs::write(&bob_file, b"garbage, not an account record").unwrap();
+
+    let o = sb.admin(&["status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    let users: Vec<String> = table_cells(&out).into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(users, ["alice", "carol"], "{out}");
+    let err = stderr(&o);
+    assert!(err.contains(&bob_file.display().to_string()), "{err}");
+
+    let o = sb.admin(&["status", "alice", "bob", "nosuch", "carol", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let rows: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let users: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["user"].as_str().unwrap()).collect();
+    assert_eq!(users, ["alice", "carol"]);
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.contains("warning")).collect();
+    assert_eq!(lines.len(), 2, "one line per problem: {err}");
+    assert!(lines[0].contains(&bob_file.display().to_string()), "{err}");
+    assert!(lines[1].contains("no such account: nosuch"), "{err}");
+
+    // One account that cannot be read is an error, not "not allowed".
+    let o = sb.admin(&["status", "bob"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // Without problems nothing changes.
+    assert_eq!(sb.admin(&["status", "alice", "carol"]).status.code(), Some(0));
 }

@@ -254,15 +254,28 @@ fn log(cfg: &Config, out: &mut Out, a: LogArgs, now: i64) -> Result<Exit, AdminE
     Ok(Exit::Success)
 }
 
+/// Every account that can be shown is shown; each one that cannot is
+/// reported on stderr, and the exit code is then 1.
 fn status(cfg: &Config, out: &mut Out, users: &[String], format: StatusFormat, now: i64) -> Result<Exit, AdminError> {
     let db = admin::open_store(cfg)?;
     warn_unmerged(&db);
-    let rows = admin::status(cfg, &db.accounts, users, now)?;
+    let (rows, problems) = admin::status(cfg, &db.accounts, users, now)?;
     match format {
+        // Nothing to show but problems: no table of no rows.
+        StatusFormat::Table if rows.is_empty() && !problems.is_empty() => {}
         StatusFormat::Table => print_status_table(out, &rows)?,
         StatusFormat::Json => out.line(&json_text(&Value::Array(rows.iter().map(status_json).collect())))?,
     }
-    Ok(if users.len() == 1 && rows.first().is_some_and(|r| !r.may_login) { Exit::NotAllowed } else { Exit::Success })
+    for p in &problems {
+        report(p);
+    }
+    Ok(if !problems.is_empty() {
+        Exit::Error
+    } else if users.len() == 1 && rows.first().is_some_and(|r| !r.may_login) {
+        Exit::NotAllowed
+    } else {
+        Exit::Success
+    })
 }
 
 fn activate(cfg: &Config, out: &mut Out, users: &[String], now: i64) -> Result<Exit, AdminError> {
