@@ -369,7 +369,9 @@ pub struct SweepReport {
 }
 
 /// `sweep [--dry-run]`: disable accounts inactive longer than
-/// `account_expiry_days`, apply `retention_days`.
+/// `account_expiry_days`, apply `retention_days` (only to a complete log:
+/// when the spool was not merged, see [`Db::problem`], which the caller
+/// must report as a failure).
 pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     if cfg.account_expiry_days > 0 {
@@ -422,7 +424,9 @@ pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<Sweep
             }
         }
     }
-    if cfg.retention_days > 0 {
+    // Entries still in the spool cannot be trimmed; the caller reports the
+    // unmerged spool (`Db::problem`) and fails.
+    if cfg.retention_days > 0 && db.problem().is_none() {
         let before = now - i64::from(cfg.retention_days) * DAY_MICROS;
         report.retention_before = Some(before);
         report.deleted = if dry_run {

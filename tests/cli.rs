@@ -373,3 +373,32 @@ fn status_shows_every_account_it_can_and_reports_the_others() {
     // Without problems nothing changes.
     assert_eq!(sb.admin(&["status", "alice", "carol"]).status.code(), Some(0));
 }
+
+// ---------------------------------------------------------------- sweep
+
+#[test]
+fn sweep_fails_when_the_spool_cannot_be_merged() {
+    if missing_tools() {
+        return;
+    }
+    let sb = Sandbox::new("");
+    assert!(sb.login("alice", "secret", RHOST).ok);
+    assert!(sb.admin_ok(&["sweep"]).contains("0 account(s) disabled"));
+    // A corrupt database: every merge fails, the spool grows.
+    for suffix in ["", "-wal", "-shm"] {
+        let p = format!("{}{suffix}", sb.db.display());
+        let _ = std::fs::remove_file(&p);
+    }
+    std::fs::write(&sb.db, vec![0x5a; 8192]).unwrap();
+    assert!(sb.login("bob", "secret", RHOST).ok);
+    let o = sb.admin(&["sweep"]);
+    assert_eq!(o.status.code(), Some(1), "retention_days = 0; stdout {}; stderr {}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("spool") && err.contains(&sb.db.display().to_string()), "{err}");
+    let o = sb.admin(&["sweep", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // Commands that only touch accounts still work (with a warning).
+    let o = sb.admin(&["status", "alice"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning"), "{}", stderr(&o));
+}

@@ -313,9 +313,10 @@ fn lock(cfg: &Config, out: &mut Out, user: &str, reason: Option<&str>, now: i64)
     Ok(Exit::Success)
 }
 
+/// Run by a timer: accounts are swept even when the log spool cannot be
+/// merged, but then the run fails (exit 1), so that the timer shows it.
 fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, AdminError> {
     let mut db = admin::open_store(cfg)?;
-    warn_unmerged(&db);
     let r = admin::sweep(cfg, &mut db, dry_run, now)?;
     let verb = if dry_run { "would disable" } else { "disabled" };
     if cfg.account_expiry_days == 0 {
@@ -338,6 +339,11 @@ fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, A
         ))?;
     }
     out.line(&format!("{} account(s) {verb}", r.disabled.len()))?;
+    if let Some(p) = db.problem() {
+        let skipped = if cfg.retention_days > 0 { " (no log entries were deleted)" } else { "" };
+        report(&AdminError(format!("the log spool was not merged{skipped}: {p}")));
+        return Ok(Exit::Error);
+    }
     Ok(Exit::Success)
 }
 
