@@ -12,7 +12,7 @@ use crate::policy::{self, Account, PasswordChange, Reason, Standing};
 use crate::state::Accounts;
 use crate::store::{Merged, OpenOptions, Store};
 use crate::sys::{self, Lookup, Priority, UserInfo};
-use crate::text::{DAY_MICROS, escape, format_duration};
+use crate::text::{DAY_MICROS, escape, format_duration, plural};
 
 /// A failed admin operation: one line for stderr.
 #[derive(Debug)]
@@ -420,7 +420,8 @@ pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<Sweep
                     service: Some(b"sweep"),
                     failures: 0,
                 };
-                announce(cfg, &log, &n, &format!("disabled: not used for more than {} days", cfg.account_expiry_days));
+                let days = plural(i64::from(cfg.account_expiry_days), "day");
+                announce(cfg, &log, &n, &format!("disabled: not used for more than {days}"));
             }
         }
     }

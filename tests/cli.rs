@@ -402,3 +402,60 @@ fn sweep_fails_when_the_spool_cannot_be_merged() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("warning"), "{}", stderr(&o));
 }
+
+#[test]
+fn status_json_carries_the_note_given_when_locking() {
+    if missing_tools() {
+        return;
+    }
+    let sb = Sandbox::new("");
+    assert!(sb.login("alice", "secret", RHOST).ok);
+    sb.admin_ok(&["lock", "alice", "--reason", "left the company \"today\""]);
+    sb.admin_ok(&["lock", "bob"]);
+    let alice = sb.status("alice");
+    assert_eq!(alice["note"], "left the company \"today\"", "{alice}");
+    assert_eq!(alice["reason"], "admin");
+    assert_eq!(sb.status("bob")["note"], Value::Null);
+    assert_eq!(sb.status("carol")["note"], Value::Null);
+}
+
+// ---------------------------------------------------------------- wording
+
+#[test]
+fn counts_and_columns_are_worded_for_what_they_hold() {
+    if missing_tools() {
+        return;
+    }
+    let mut sb = Sandbox::new("");
+    std::fs::write(
+        &sb.conf,
+        "password_expiry_days = 1\npassword_change_source = \"useraudit\"\naccount_expiry_days = 1\n",
+    )
+    .unwrap();
+    // One day left on a password changed today.
+    let r = sb.pamtester("login", "alice", "secret\nnew-pw-1\nnew-pw-1\n", &[("rhost", RHOST)], &["chauthtok"]);
+    assert!(r.ok, "{r:?}");
+    let table = sb.admin_ok(&["status", "alice"]);
+    assert!(table.contains("(1 day left)"), "{table}");
+
+    // One failure.
+    assert!(!sb.login("bob", "wrong", RHOST).ok);
+    let out = sb.admin_ok(&["activate", "bob"]);
+    assert_eq!(out.trim(), "bob: activated (was active, 1 failure)");
+
+    // The column of a disabled account's time says so.
+    sb.admin_ok(&["lock", "carol"]);
+    let o = sb.admin(&["status", "carol"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let table = stdout(&o);
+    let header = table.lines().next().unwrap();
+    assert!(!header.contains("LOCKED SINCE"), "{header}");
+    assert!(header.contains("LOCKED/DISABLED AT"), "{header}");
+
+    // account_expiry_days = 1: "more than 1 day".
+    assert!(sb.login("dave", "secret", RHOST).ok);
+    sb.faketime = Some(format!("+{}", 3 * 86_400));
+    let out = sb.admin_ok(&["sweep", "--dry-run"]);
+    assert!(out.contains("more than 1 day)"), "{out}");
+    assert!(!out.contains("1 days"), "{out}");
+}

@@ -57,6 +57,7 @@ fn success_and_failure_are_logged_with_items() {
             "last_failure",
             "last_login",
             "locked_at",
+            "note",
             "password_changed",
             "password_expires",
             "reason",

@@ -18,7 +18,7 @@ use pam_useraudit::admin::{self, Activated, AdminError, StatusRow};
 use pam_useraudit::config::Config;
 use pam_useraudit::store::{Entry, LogQuery};
 use pam_useraudit::text::{
-    date, escape, escape_visible, is_invisible, now_micros, parse_time, rfc3339, unescape, width,
+    date, escape, escape_visible, is_invisible, now_micros, parse_time, plural, rfc3339, unescape, width,
 };
 
 #[derive(Parser)]
@@ -290,8 +290,9 @@ fn activate(cfg: &Config, out: &mut Out, users: &[String], now: i64) -> Result<E
         let name = escape_visible(&name);
         out.line(&match what {
             Activated::Reactivated { was_state, was_reason, failures } => format!(
-                "{name}: activated (was {was_state}{}, {failures} failures)",
-                was_reason.map(|r| format!(", {r}")).unwrap_or_default()
+                "{name}: activated (was {was_state}{}, {})",
+                was_reason.map(|r| format!(", {r}")).unwrap_or_default(),
+                plural(i64::from(failures), "failure")
             ),
             Activated::AlreadyActive => format!("{name}: already active (inactivity clock restarted)"),
             Activated::Repaired => format!("{name}: activated (its damaged state file was replaced)"),
@@ -324,10 +325,10 @@ fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, A
     }
     for (name, last) in &r.disabled {
         out.line(&format!(
-            "{}: {verb} (inactive since {}, more than {} days)",
+            "{}: {verb} (inactive since {}, more than {})",
             escape_visible(name),
             rfc3339(*last),
-            cfg.account_expiry_days
+            plural(i64::from(cfg.account_expiry_days), "day")
         ))?;
     }
     if let Some(before) = r.retention_before {
@@ -496,6 +497,7 @@ fn status_json(r: &StatusRow) -> Value {
         "last_login": jtime(r.last_login),
         "last_failure": jtime(r.last_failure),
         "locked_at": jtime(r.locked_at),
+        "note": jopt(&r.note),
         "password_changed": jtime(r.password_changed),
         "password_expires": jtime(r.password_expires),
         "unlocks_at": jtime(r.unlocks_at),
@@ -510,7 +512,7 @@ fn print_status_table(out: &mut Out, rows: &[StatusRow]) -> Result<(), AdminErro
         "FAILURES",
         "LAST LOGIN",
         "LAST FAILURE",
-        "LOCKED SINCE",
+        "LOCKED/DISABLED AT",
         "UNLOCKS AT",
         "PASSWORD CHANGED",
         "PASSWORD EXPIRES",
@@ -526,7 +528,7 @@ fn print_status_table(out: &mut Out, rows: &[StatusRow]) -> Result<(), AdminErro
             };
             let expires = match (r.password_expires, r.password_days_left) {
                 (Some(t), Some(d)) if d < 0 => format!("{} (expired)", date(t)),
-                (Some(t), Some(d)) => format!("{} ({d} days left)", date(t)),
+                (Some(t), Some(d)) => format!("{} ({} left)", date(t), plural(d, "day")),
                 _ => "-".into(),
             };
             vec![
