@@ -12,7 +12,7 @@ use crate::policy::{self, Account, PasswordChange, Reason, Standing};
 use crate::state::Accounts;
 use crate::store::{Merged, OpenOptions, Store};
 use crate::sys::{self, Lookup, Priority, UserInfo};
-use crate::text::{DAY_MICROS, escape, format_duration};
+use crate::text::{DAY_MICROS, escape, format_duration, plural};
 
 /// A failed admin operation: one line for stderr.
 #[derive(Debug)]
@@ -86,8 +86,24 @@ impl Db {
 /// be opened or merged is not an error here (accounts can still be shown,
 /// activated and locked: their state is in the state files); it is one
 /// for whatever needs the log ([`Db::log`]).
+///
+/// The database's directory must exist: a typo in `--db` is an error
+/// naming the missing directory, never a new, empty store. Only the files
+/// inside it (the database, the spool, the state directory) are created.
 pub fn open_store(cfg: &Config) -> Result<Db> {
     let root = sys::euid() == 0;
+    let dir = crate::files::parent(&cfg.database);
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(AdminError(format!(
+                "database {}: its directory {} does not exist (check --db or `database`, or create the directory, mode 0700)",
+                cfg.database.display(),
+                dir.display()
+            )));
+        }
+        // Anything else (not a directory, no permission) is reported below.
+        _ => {}
+    }
     let hint = |e: String, denied: bool| {
         if !root && denied {
             AdminError(format!("{e} (the database is readable by root only; run as root)"))
@@ -221,15 +237,19 @@ fn status_row(cfg: &Config, a: &Account, is_exempt: bool, now: i64) -> StatusRow
     }
 }
 
-/// `status`: every stored account, or the named ones.
-pub fn status(cfg: &Config, accounts: &Accounts, users: &[String], now: i64) -> Result<Vec<StatusRow>> {
+/// `status`: every stored account, or the named ones. Accounts that
+/// cannot be shown (a damaged state file, an unknown name) do not hide the
+/// others: they come back as problems beside the rows, in order.
+pub fn status(
+    cfg: &Config,
+    accounts: &Accounts,
+    users: &[String],
+    now: i64,
+) -> Result<(Vec<StatusRow>, Vec<AdminError>)> {
     if users.is_empty() {
         let (all, bad) = accounts.list()?;
-        if !bad.is_empty() {
-            let lines: Vec<String> = bad.iter().map(|e| format!("account state {e}")).collect();
-            return Err(AdminError(lines.join("; ")));
-        }
-        return Ok(all
+        let problems = bad.iter().map(|e| AdminError(format!("account state {e}"))).collect();
+        let rows = all
             .iter()
             .map(|a| {
                 let info = match sys::lookup_user(&a.user) {
@@ -238,17 +258,30 @@ pub fn status(cfg: &Config, accounts: &Accounts, users: &[String], now: i64) -> 
                 };
                 status_row(cfg, a, is_exempt(cfg, &a.user, info.as_ref()), now)
             })
-            .collect());
+            .collect();
+        return Ok((rows, problems));
     }
     let mut rows = Vec::new();
+    let mut problems = Vec::new();
     for u in users {
-        let (name, info) = resolve(accounts, u)?;
+        let (name, info) = match resolve(accounts, u) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
         // An account known to the system but never seen by the module is
         // shown as it would start: active, nothing recorded.
-        let acc = accounts.get(&name)?.unwrap_or_else(|| Account::new(&name, now));
-        rows.push(status_row(cfg, &acc, is_exempt(cfg, &name, info.as_ref()), now));
+        match accounts.get(&name) {
+            Ok(acc) => {
+                let acc = acc.unwrap_or_else(|| Account::new(&name, now));
+                rows.push(status_row(cfg, &acc, is_exempt(cfg, &name, info.as_ref()), now));
+            }
+            Err(e) => problems.push(AdminError(format!("account state {e}"))),
+        }
     }
-    Ok(rows)
+    Ok((rows, problems))
 }
 
 /// What `activate` did to one account.
@@ -336,7 +369,9 @@ pub struct SweepReport {
 }
 
 /// `sweep [--dry-run]`: disable accounts inactive longer than
-/// `account_expiry_days`, apply `retention_days`.
+/// `account_expiry_days`, apply `retention_days` (only to a complete log:
+/// when the spool was not merged, see [`Db::problem`], which the caller
+/// must report as a failure).
 pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     if cfg.account_expiry_days > 0 {
@@ -385,11 +420,14 @@ pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<Sweep
                     service: Some(b"sweep"),
                     failures: 0,
                 };
-                announce(cfg, &log, &n, &format!("disabled: not used for more than {} days", cfg.account_expiry_days));
+                let days = plural(i64::from(cfg.account_expiry_days), "day");
+                announce(cfg, &log, &n, &format!("disabled: not used for more than {days}"));
             }
         }
     }
-    if cfg.retention_days > 0 {
+    // Entries still in the spool cannot be trimmed; the caller reports the
+    // unmerged spool (`Db::problem`) and fails.
+    if cfg.retention_days > 0 && db.problem().is_none() {
         let before = now - i64::from(cfg.retention_days) * DAY_MICROS;
         report.retention_before = Some(before);
         report.deleted = if dry_run {

@@ -64,6 +64,57 @@ fn push_char(out: &mut String, c: char) {
     }
 }
 
+/// The inverse of [`escape`]: read a name, host or service written the way
+/// the output shows it. `\\`, `\n`, `\r`, `\t`, `\xNN` (any byte) and
+/// `\u{N..}` (a character) are escapes; every other byte stands for itself,
+/// so raw bytes (also ones that are not UTF-8) pass through. A backslash
+/// that starts no escape is an error: it cannot be told from a typo.
+pub fn unescape(s: &[u8]) -> Result<Vec<u8>, String> {
+    const FORMS: &str = "a backslash starts an escape as the output shows it: \\\\ for a backslash, \\n, \\r, \\t, \\xNN for a byte, \\u{NNNN} for a character";
+    fn hex(b: &[u8]) -> Option<&str> {
+        std::str::from_utf8(b).ok().filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] != b'\\' {
+            out.push(s[i]);
+            i += 1;
+            continue;
+        }
+        let bad = || match s.get(i + 1) {
+            Some(_) => format!("`\\{}` at byte {} starts no escape; {FORMS}", escape(&s[i + 1..i + 2]), i + 1),
+            None => format!("a backslash ends the text; {FORMS}"),
+        };
+        match s.get(i + 1) {
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'x') => {
+                let h = s.get(i + 2..i + 4).and_then(hex).ok_or_else(bad)?;
+                out.push(u8::from_str_radix(h, 16).map_err(|_| bad())?);
+                i += 2;
+            }
+            Some(b'u') if s.get(i + 2) == Some(&b'{') => {
+                let close = s[i + 3..].iter().position(|&b| b == b'}').ok_or_else(bad)?;
+                let h = hex(&s[i + 3..i + 3 + close]).filter(|h| (1..=6).contains(&h.len())).ok_or_else(bad)?;
+                let c = u32::from_str_radix(h, 16).ok().and_then(char::from_u32).ok_or_else(bad)?;
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                i += 2 + close;
+            }
+            _ => return Err(bad()),
+        }
+        i += 2;
+    }
+    Ok(out)
+}
+
+/// `1 day`, `2 days`, `0 days`: a count with its noun (plural by `s`).
+pub fn plural(n: i64, noun: &str) -> String {
+    if n.abs() == 1 { format!("{n} {noun}") } else { format!("{n} {noun}s") }
+}
+
 /// C1 controls, bidirectional controls, zero-width characters and line or
 /// paragraph separators: characters a terminal acts on or hides.
 pub fn is_invisible(c: char) -> bool {
@@ -176,6 +227,41 @@ mod tests {
         assert_eq!(escape_visible(b" alice"), "\\x20alice");
         // one-to-one: a literal backslash-x is not confused with a byte
         assert_ne!(escape(b"\\xff"), escape(b"\xff"));
+    }
+
+    #[test]
+    fn unescape_reads_what_escape_writes() {
+        let names: [&[u8]; 8] = [
+            b"alice",
+            b"\xff\xfe",
+            b"evil\nuser\r\t",
+            b"back\\slash\\\\",
+            b"\\xff",
+            "é\u{202e}x\u{85}".as_bytes(),
+            b"\x1b[31m\x7f",
+            b" spaced ",
+        ];
+        for n in names {
+            assert_eq!(unescape(escape(n).as_bytes()).as_deref(), Ok(n), "{}", escape(n));
+            assert_eq!(unescape(escape_visible(n).as_bytes()).as_deref(), Ok(n), "{}", escape_visible(n));
+            // Raw bytes without a backslash stand for themselves.
+            if !n.contains(&b'\\') {
+                assert_eq!(unescape(n).as_deref(), Ok(n));
+            }
+        }
+        assert_eq!(unescape(br"\u{65}\x41"), Ok(b"eA".to_vec()));
+        for bad in [&br"back\slash"[..], br"\x4", br"\xg0", br"\u{110000}", br"\u{d800}", br"\u{}", br"\u{41", br"\u41", br"end\"] {
+            let e = unescape(bad).unwrap_err();
+            assert!(e.contains("\\\\ for a backslash"), "{e}");
+        }
+    }
+
+    #[test]
+    fn plurals() {
+        assert_eq!(plural(1, "day"), "1 day");
+        assert_eq!(plural(0, "day"), "0 days");
+        assert_eq!(plural(2, "failure"), "2 failures");
+        assert_eq!(plural(-1, "day"), "-1 day");
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn success_and_failure_are_logged_with_items() {
             "last_failure",
             "last_login",
             "locked_at",
+            "note",
             "password_changed",
             "password_expires",
             "reason",
@@ -140,9 +141,9 @@ fn log_filters() {
     let one = sb.log(&["--limit", "1"]);
     assert_eq!(one.len(), 1);
     assert_eq!(one[0]["user"], "bob", "newest first");
-    // bad input is a usage or value error
+    // a value an option cannot take is a usage error
     let o = sb.admin(&["log", "--since", "yesterday"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--since"));
     assert_eq!(sb.admin(&["log", "--format", "xml"]).status.code(), Some(2));
     assert_eq!(sb.admin(&["log", "--failed", "--succeeded"]).status.code(), Some(2));
@@ -301,6 +302,7 @@ fn check_prints_effective_settings() {
         return;
     }
     let sb = Sandbox::with_config("", "login_failure_limit = 5\nunlock_after = \"15m\"\n");
+    sb.create_db_dir();
     let out = sb.admin_ok(&["check"]);
     assert!(out.contains("login_failure_limit = 5\n"), "{out}");
     assert!(out.contains("unlock_after = \"15m\"\n"), "{out}");

@@ -482,6 +482,7 @@ fn activate_unknown_already_active_and_several() {
         return;
     }
     let sb = Sandbox::new("login_failure_limit=3");
+    sb.create_db_dir();
     let o = sb.admin(&["activate", "nosuchuser"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nosuchuser"), "names it: {}", text(&o));
@@ -520,6 +521,7 @@ fn lock_by_hand_disables() {
         return;
     }
     let sb = Sandbox::new("login_failure_limit=3");
+    sb.create_db_dir();
     let o = sb.admin(&["lock", "bob", "--reason", "left"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("bob"), "{}", text(&o));

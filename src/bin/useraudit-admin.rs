@@ -4,16 +4,22 @@
 //! `pam_useraudit::admin`.
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::{OsStringValueParser, PathBufValueParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use pam_useraudit::admin::{self, Activated, AdminError, StatusRow};
+use pam_useraudit::config::Config;
 use pam_useraudit::store::{Entry, LogQuery};
-use pam_useraudit::text::{date, escape, escape_visible, is_invisible, now_micros, parse_time, rfc3339, width};
+use pam_useraudit::text::{
+    date, escape, escape_visible, is_invisible, now_micros, parse_time, plural, rfc3339, unescape, width,
+};
 
 #[derive(Parser)]
 #[command(name = "useraudit-admin", version, about = "Read the useraudit login log and manage account states")]
@@ -21,8 +27,8 @@ struct Cli {
     /// Configuration file [default: /etc/security/useraudit.toml]
     #[arg(long, global = true, value_name = "PATH")]
     conf: Option<PathBuf>,
-    /// Database file (overrides the configuration's `database`)
-    #[arg(long, global = true, value_name = "PATH")]
+    /// Database file, an absolute path in an existing directory (overrides the configuration's `database`)
+    #[arg(long, global = true, value_name = "PATH", value_parser = PathBufValueParser::new().try_map(absolute))]
     db: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -41,37 +47,67 @@ enum StatusFormat {
     Json,
 }
 
+/// A name, host or service to select by: the escaped form that the output
+/// shows (`\xff`, `\n`, `\\`), or the raw bytes.
+#[derive(Clone)]
+struct Text(Vec<u8>);
+
+fn text_arg() -> impl TypedValueParser<Value = Text> {
+    OsStringValueParser::new().try_map(|s: OsString| unescape(s.as_bytes()).map(Text))
+}
+
+/// `--since`/`--until`: checked here, so that a bad value is a usage
+/// error; resolved against the command's clock later.
+fn time_arg(s: &str) -> Result<String, String> {
+    parse_time(s, 0).map(|_| s.to_string())
+}
+
+fn limit_arg(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|_| format!("{s:?} is not a number of entries; expected a whole number (e.g. 100)"))
+}
+
+fn absolute(p: PathBuf) -> Result<PathBuf, String> {
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err("the database must be an absolute path (as the configuration's `database` must)".into())
+    }
+}
+
+#[derive(Args)]
+struct LogArgs {
+    /// Only failed attempts
+    #[arg(long, conflicts_with = "succeeded")]
+    failed: bool,
+    /// Only successful logins
+    #[arg(long)]
+    succeeded: bool,
+    /// Only this user (as typed; written as the output shows it, or raw)
+    #[arg(long, value_name = "U", value_parser = text_arg())]
+    user: Option<Text>,
+    /// Only this remote host (written as the output shows it, or raw)
+    #[arg(long, value_name = "H", value_parser = text_arg())]
+    rhost: Option<Text>,
+    /// Only this PAM service (written as the output shows it, or raw)
+    #[arg(long, value_name = "S", value_parser = text_arg())]
+    service: Option<Text>,
+    /// From this time: RFC 3339, a date, or a span back from now (3d, 12h)
+    #[arg(long, value_name = "T", value_parser = time_arg)]
+    since: Option<String>,
+    /// Before this time
+    #[arg(long, value_name = "T", value_parser = time_arg)]
+    until: Option<String>,
+    /// At most N entries
+    #[arg(long, value_name = "N", value_parser = limit_arg, allow_negative_numbers = true)]
+    limit: Option<u64>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: LogFormat,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The login log, newest first
-    Log {
-        /// Only failed attempts
-        #[arg(long, conflicts_with = "succeeded")]
-        failed: bool,
-        /// Only successful logins
-        #[arg(long)]
-        succeeded: bool,
-        /// Only this user (as typed)
-        #[arg(long, value_name = "U")]
-        user: Option<String>,
-        /// Only this remote host
-        #[arg(long, value_name = "H")]
-        rhost: Option<String>,
-        /// Only this PAM service
-        #[arg(long, value_name = "S")]
-        service: Option<String>,
-        /// From this time: RFC 3339, a date, or a span back from now (3d, 12h)
-        #[arg(long, value_name = "T")]
-        since: Option<String>,
-        /// Before this time
-        #[arg(long, value_name = "T")]
-        until: Option<String>,
-        /// At most N entries
-        #[arg(long, value_name = "N")]
-        limit: Option<u64>,
-        #[arg(long, value_enum, default_value = "table")]
-        format: LogFormat,
-    },
+    Log(LogArgs),
     /// Per account: state, reason, failures, last login, password expiry.
     /// With one USER, exit 0 if it may log in and 3 if it may not.
     Status {
@@ -101,16 +137,54 @@ enum Command {
     Check,
 }
 
+/// How a run ends: the documented exit codes, in one place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    /// 0: done.
+    Success,
+    /// 1: an error; each one was reported on stderr, one line each.
+    Error,
+    /// 2: a usage error: an unknown option, or a value an option cannot take.
+    Usage,
+    /// 3: `status USER`: that account may not log in.
+    NotAllowed,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(match e {
+            Exit::Success => 0,
+            Exit::Error => 1,
+            Exit::Usage => 2,
+            Exit::NotAllowed => 3,
+        })
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors.
+            let exit = if e.use_stderr() { Exit::Usage } else { Exit::Success };
+            let _ = e.print();
+            return exit.into();
+        }
+    };
     pam_useraudit::sys::openlog(c"useraudit-admin");
     match run(cli) {
-        Ok(code) => code,
+        Ok(exit) => exit,
         Err(e) => {
-            let _ = writeln!(io::stderr(), "useraudit-admin: {}", e.0.replace('\n', " "));
-            ExitCode::from(1)
+            report(&e);
+            Exit::Error
         }
     }
+    .into()
+}
+
+/// One problem on stderr, one line.
+fn report(e: &AdminError) {
+    let _ = writeln!(io::stderr(), "useraudit-admin: {}", e.0.replace('\n', " "));
 }
 
 /// Writes to stdout; a closed pipe (`| head`) ends the program quietly.
@@ -134,120 +208,152 @@ impl Out {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, AdminError> {
+fn run(cli: Cli) -> Result<Exit, AdminError> {
     let cfg = admin::load_config(cli.conf.as_deref(), cli.db.as_deref())?;
     let now = now_micros();
     let mut out = Out::new();
-    let mut code = ExitCode::SUCCESS;
-    match cli.command {
-        Command::Log { failed, succeeded, user, rhost, service, since, until, limit, format } => {
-            let q = LogQuery {
-                success: if failed {
-                    Some(false)
-                } else if succeeded {
-                    Some(true)
-                } else {
-                    None
-                },
-                user: user.map(String::into_bytes),
-                rhost: rhost.map(String::into_bytes),
-                service: service.map(String::into_bytes),
-                since: since
-                    .map(|t| parse_time(&t, now).map_err(|e| AdminError(format!("--since: {e}"))))
-                    .transpose()?,
-                until: until
-                    .map(|t| parse_time(&t, now).map_err(|e| AdminError(format!("--until: {e}"))))
-                    .transpose()?,
-                limit,
-            };
-            let db = admin::open_store(&cfg)?;
-            let rows = db.log()?.query(&q)?;
-            match format {
-                LogFormat::Table => print_log_table(&mut out, &rows)?,
-                LogFormat::Csv => print_log_csv(&mut out, &rows)?,
-                LogFormat::Json => out.line(&json_text(&Value::Array(rows.iter().map(log_json).collect())))?,
-            }
-        }
-        Command::Status { users, format } => {
-            let db = admin::open_store(&cfg)?;
-            warn_unmerged(&db);
-            let rows = admin::status(&cfg, &db.accounts, &users, now)?;
-            match format {
-                StatusFormat::Table => print_status_table(&mut out, &rows)?,
-                StatusFormat::Json => out.line(&json_text(&Value::Array(rows.iter().map(status_json).collect())))?,
-            }
-            if users.len() == 1 && rows.first().is_some_and(|r| !r.may_login) {
-                code = ExitCode::from(3);
-            }
-        }
-        Command::Activate { users } => {
-            let db = admin::open_store(&cfg)?;
-            warn_unmerged(&db);
-            // Check every name first, so a typo changes nothing.
-            for u in &users {
-                admin::resolve(&db.accounts, u)?;
-            }
-            for u in &users {
-                let (name, what) = admin::activate(&cfg, &db.accounts, u, now)?;
-                let name = escape_visible(&name);
-                out.line(&match what {
-                    Activated::Reactivated { was_state, was_reason, failures } => format!(
-                        "{name}: activated (was {was_state}{}, {failures} failures)",
-                        was_reason.map(|r| format!(", {r}")).unwrap_or_default()
-                    ),
-                    Activated::AlreadyActive => {
-                        format!("{name}: already active (inactivity clock restarted)")
-                    }
-                    Activated::Repaired => format!("{name}: activated (its damaged state file was replaced)"),
-                })?;
-            }
-        }
-        Command::Lock { user, reason } => {
-            let db = admin::open_store(&cfg)?;
-            warn_unmerged(&db);
-            let (name, newly) = admin::lock(&cfg, &db.accounts, &user, reason.as_deref(), now)?;
-            let name = escape_visible(&name);
-            out.line(&if newly {
-                format!("{name}: disabled")
-            } else {
-                format!("{name}: already locked or disabled; now disabled by hand")
-            })?;
-        }
-        Command::Sweep { dry_run } => {
-            let mut db = admin::open_store(&cfg)?;
-            warn_unmerged(&db);
-            let r = admin::sweep(&cfg, &mut db, dry_run, now)?;
-            let verb = if dry_run { "would disable" } else { "disabled" };
-            if cfg.account_expiry_days == 0 {
-                out.line("account_expiry_days is 0: no account is disabled for inactivity")?;
-            }
-            for (name, last) in &r.disabled {
-                out.line(&format!(
-                    "{}: {verb} (inactive since {}, more than {} days)",
-                    escape_visible(name),
-                    rfc3339(*last),
-                    cfg.account_expiry_days
-                ))?;
-            }
-            if let Some(before) = r.retention_before {
-                out.line(&format!(
-                    "log: {} {} entries older than {}",
-                    if dry_run { "would delete" } else { "deleted" },
-                    r.deleted,
-                    rfc3339(before)
-                ))?;
-            }
-            out.line(&format!("{} account(s) {verb}", r.disabled.len()))?;
-        }
-        Command::Check => {
-            let db = admin::open_store(&cfg)?;
-            for l in admin::check(&cfg, &db)? {
-                out.line(&l)?;
-            }
-        }
-    }
+    let exit = match cli.command {
+        Command::Log(args) => log(&cfg, &mut out, args, now)?,
+        Command::Status { users, format } => status(&cfg, &mut out, &users, format, now)?,
+        Command::Activate { users } => activate(&cfg, &mut out, &users, now)?,
+        Command::Lock { user, reason } => lock(&cfg, &mut out, &user, reason.as_deref(), now)?,
+        Command::Sweep { dry_run } => sweep(&cfg, &mut out, dry_run, now)?,
+        Command::Check => check(&cfg, &mut out)?,
+    };
     out.done()?;
-    Ok(code)
+    Ok(exit)
+}
+
+fn log(cfg: &Config, out: &mut Out, a: LogArgs, now: i64) -> Result<Exit, AdminError> {
+    // Checked when parsed; a failure here cannot happen.
+    let time = |opt: &str, t: Option<String>| {
+        t.map(|t| parse_time(&t, now).map_err(|e| AdminError(format!("{opt}: {e}")))).transpose()
+    };
+    let q = LogQuery {
+        success: if a.failed {
+            Some(false)
+        } else if a.succeeded {
+            Some(true)
+        } else {
+            None
+        },
+        user: a.user.map(|t| t.0),
+        rhost: a.rhost.map(|t| t.0),
+        service: a.service.map(|t| t.0),
+        since: time("--since", a.since)?,
+        until: time("--until", a.until)?,
+        limit: a.limit,
+    };
+    let db = admin::open_store(cfg)?;
+    let rows = db.log()?.query(&q)?;
+    match a.format {
+        LogFormat::Table => print_log_table(out, &rows)?,
+        LogFormat::Csv => print_log_csv(out, &rows)?,
+        LogFormat::Json => out.line(&json_text(&Value::Array(rows.iter().map(log_json).collect())))?,
+    }
+    Ok(Exit::Success)
+}
+
+/// Every account that can be shown is shown; each one that cannot is
+/// reported on stderr, and the exit code is then 1.
+fn status(cfg: &Config, out: &mut Out, users: &[String], format: StatusFormat, now: i64) -> Result<Exit, AdminError> {
+    let db = admin::open_store(cfg)?;
+    warn_unmerged(&db);
+    let (rows, problems) = admin::status(cfg, &db.accounts, users, now)?;
+    match format {
+        // Nothing to show but problems: no table of no rows.
+        StatusFormat::Table if rows.is_empty() && !problems.is_empty() => {}
+        StatusFormat::Table => print_status_table(out, &rows)?,
+        StatusFormat::Json => out.line(&json_text(&Value::Array(rows.iter().map(status_json).collect())))?,
+    }
+    for p in &problems {
+        report(p);
+    }
+    Ok(if !problems.is_empty() {
+        Exit::Error
+    } else if users.len() == 1 && rows.first().is_some_and(|r| !r.may_login) {
+        Exit::NotAllowed
+    } else {
+        Exit::Success
+    })
+}
+
+fn activate(cfg: &Config, out: &mut Out, users: &[String], now: i64) -> Result<Exit, AdminError> {
+    let db = admin::open_store(cfg)?;
+    warn_unmerged(&db);
+    // Check every name first, so a typo changes nothing.
+    for u in users {
+        admin::resolve(&db.accounts, u)?;
+    }
+    for u in users {
+        let (name, what) = admin::activate(cfg, &db.accounts, u, now)?;
+        let name = escape_visible(&name);
+        out.line(&match what {
+            Activated::Reactivated { was_state, was_reason, failures } => format!(
+                "{name}: activated (was {was_state}{}, {})",
+                was_reason.map(|r| format!(", {r}")).unwrap_or_default(),
+                plural(i64::from(failures), "failure")
+            ),
+            Activated::AlreadyActive => format!("{name}: already active (inactivity clock restarted)"),
+            Activated::Repaired => format!("{name}: activated (its damaged state file was replaced)"),
+        })?;
+    }
+    Ok(Exit::Success)
+}
+
+fn lock(cfg: &Config, out: &mut Out, user: &str, reason: Option<&str>, now: i64) -> Result<Exit, AdminError> {
+    let db = admin::open_store(cfg)?;
+    warn_unmerged(&db);
+    let (name, newly) = admin::lock(cfg, &db.accounts, user, reason, now)?;
+    let name = escape_visible(&name);
+    out.line(&if newly {
+        format!("{name}: disabled")
+    } else {
+        format!("{name}: already locked or disabled; now disabled by hand")
+    })?;
+    Ok(Exit::Success)
+}
+
+/// Run by a timer: accounts are swept even when the log spool cannot be
+/// merged, but then the run fails (exit 1), so that the timer shows it.
+fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, AdminError> {
+    let mut db = admin::open_store(cfg)?;
+    let r = admin::sweep(cfg, &mut db, dry_run, now)?;
+    let verb = if dry_run { "would disable" } else { "disabled" };
+    if cfg.account_expiry_days == 0 {
+        out.line("account_expiry_days is 0: no account is disabled for inactivity")?;
+    }
+    for (name, last) in &r.disabled {
+        out.line(&format!(
+            "{}: {verb} (inactive since {}, more than {})",
+            escape_visible(name),
+            rfc3339(*last),
+            plural(i64::from(cfg.account_expiry_days), "day")
+        ))?;
+    }
+    if let Some(before) = r.retention_before {
+        out.line(&format!(
+            "log: {} {} entries older than {}",
+            if dry_run { "would delete" } else { "deleted" },
+            r.deleted,
+            rfc3339(before)
+        ))?;
+    }
+    out.line(&format!("{} account(s) {verb}", r.disabled.len()))?;
+    if let Some(p) = db.problem() {
+        let skipped = if cfg.retention_days > 0 { " (no log entries were deleted)" } else { "" };
+        report(&AdminError(format!("the log spool was not merged{skipped}: {p}")));
+        return Ok(Exit::Error);
+    }
+    Ok(Exit::Success)
+}
+
+fn check(cfg: &Config, out: &mut Out) -> Result<Exit, AdminError> {
+    let db = admin::open_store(cfg)?;
+    for l in admin::check(cfg, &db)? {
+        out.line(&l)?;
+    }
+    Ok(Exit::Success)
 }
 
 /// Commands that do not show the log go on when the spool cannot be
@@ -313,8 +419,13 @@ fn print_log_table(out: &mut Out, rows: &[Entry]) -> Result<(), AdminError> {
     table(out, &LOG_HEADER, rows.iter().map(|e| log_fields(e, escape_visible, "-")).collect())
 }
 
+/// One CSV cell (RFC 4180). A cell that a spreadsheet would take for a
+/// formula (it begins with `=`, `+`, `-`, `@`, a tab or a carriage return)
+/// gets a `'` in front, as OWASP advises; so does one that begins with `'`,
+/// so that two different texts never give the same cell.
 fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', ' ']) || s.is_empty() { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) { format!("'{s}") } else { s.to_string() };
+    if s.contains([',', ';', '"', ' ']) || s.is_empty() { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }
 
 fn print_log_csv(out: &mut Out, rows: &[Entry]) -> Result<(), AdminError> {
@@ -386,6 +497,7 @@ fn status_json(r: &StatusRow) -> Value {
         "last_login": jtime(r.last_login),
         "last_failure": jtime(r.last_failure),
         "locked_at": jtime(r.locked_at),
+        "note": jopt(&r.note),
         "password_changed": jtime(r.password_changed),
         "password_expires": jtime(r.password_expires),
         "unlocks_at": jtime(r.unlocks_at),
@@ -400,7 +512,7 @@ fn print_status_table(out: &mut Out, rows: &[StatusRow]) -> Result<(), AdminErro
         "FAILURES",
         "LAST LOGIN",
         "LAST FAILURE",
-        "LOCKED SINCE",
+        "LOCKED/DISABLED AT",
         "UNLOCKS AT",
         "PASSWORD CHANGED",
         "PASSWORD EXPIRES",
@@ -416,7 +528,7 @@ fn print_status_table(out: &mut Out, rows: &[StatusRow]) -> Result<(), AdminErro
             };
             let expires = match (r.password_expires, r.password_days_left) {
                 (Some(t), Some(d)) if d < 0 => format!("{} (expired)", date(t)),
-                (Some(t), Some(d)) => format!("{} ({d} days left)", date(t)),
+                (Some(t), Some(d)) => format!("{} ({} left)", date(t), plural(d, "day")),
                 _ => "-".into(),
             };
             vec![

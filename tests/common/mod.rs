@@ -136,6 +136,14 @@ impl Sandbox {
         self.dir.path()
     }
 
+    /// Create the database's directory (0700), as the packages do for the
+    /// default one. The module creates it at the first login; useraudit-admin
+    /// never does (a typo in `--db` must not make a new, empty store).
+    pub fn create_db_dir(&self) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(self.db.parent().unwrap()).unwrap();
+    }
+
     /// Load a copy of the module that lives in the sandbox itself, so that a
     /// caller who is not root, or root without CAP_DAC_OVERRIDE, can open
     /// it: the build tree may sit below a directory only root can enter (a
