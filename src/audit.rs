@@ -47,6 +47,10 @@ pub struct Attempt {
     /// PAM_AUTHTOK is set: a password was typed in this handle (for the
     /// password hook: the new one).
     pub authtok: bool,
+    /// A set-user-ID caller (su) set a hard file-size or open-file limit
+    /// that could not be lifted: a storage error may be its doing, so it is
+    /// answered as `on_error = "deny"` whatever the configuration says.
+    pub caller_limited: bool,
 }
 
 /// The answer, before mapping to a PAM code.
@@ -279,7 +283,10 @@ pub fn handle(
         None => return on_error(hook, on_error_hint()),
     };
     let silent = silent_flag || margs.silent;
-    let ctx = Ctx { cfg: &cfg, attempt, hook, now, log: &log };
+    // "allow" is for storage the administrator's system broke, never for
+    // errors a caller can cause.
+    let on_error_policy = if attempt.caller_limited { OnError::Deny } else { cfg.on_error };
+    let ctx = Ctx { cfg: &cfg, attempt, hook, now, log: &log, on_error: on_error_policy };
     let result = run(session, &ctx, root);
     let mut out = match result {
         Ok(o) => o,
@@ -289,8 +296,15 @@ pub fn handle(
                 log.always(Priority::Debug, &format!("not root and cannot use the state files or spool; allowing: {e}"));
                 return on_error(hook, OnError::Allow);
             }
-            log.at(Priority::Err, &format!("{e}"));
-            on_error(hook, cfg.on_error)
+            if attempt.caller_limited {
+                log.at(
+                    Priority::Err,
+                    &format!("{e} (the set-user-ID caller's resource limits could not be lifted; answering as on_error = deny)"),
+                );
+            } else {
+                log.at(Priority::Err, &format!("{e}"));
+            }
+            on_error(hook, on_error_policy)
         }
     };
     if silent {
@@ -317,6 +331,8 @@ struct Ctx<'a> {
     hook: Hook,
     now: i64,
     log: &'a Log<'a>,
+    /// `on_error` for this attempt (see [`Attempt::caller_limited`]).
+    on_error: OnError,
 }
 
 impl Ctx<'_> {
@@ -547,7 +563,7 @@ fn login(
             // on_error = "allow" lets it in, so it is a login (and the
             // account hook of the same login must not log it again).
             // Refused by "deny", it is not; the syslog error tells.
-            if cfg.on_error == OnError::Allow
+            if ctx.on_error == OnError::Allow
                 && log_attempt(ctx, &ctx.entry(typed, true, None, method)).is_ok()
                 && ctx.hook != Hook::Account
             {

@@ -12,6 +12,115 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Whether this process runs for another user than the one who started
+/// it: a set-user-ID or set-group-ID program such as `su`, whose caller
+/// chose the resource limits, signal dispositions and umask it inherited.
+pub fn setuid_context() -> bool {
+    // SAFETY: getuid, geteuid, getgid and getegid have no preconditions
+    // and cannot fail.
+    unsafe { libc::getuid() != libc::geteuid() || libc::getgid() != libc::getegid() }
+}
+
+/// Keeps what a set-user-ID caller chose for this process from reaching
+/// the module's work, and puts it back when dropped (also while a panic
+/// unwinds). In such a process the caller may have set `ulimit -f 0` and
+/// ignored SIGXFSZ (every write fails with EFBIG), lowered the open-file
+/// limit, or set a umask that makes new files unusable; the module's
+/// writes must not fail because of its caller. In any other process it
+/// does nothing beyond one comparison of ids.
+#[must_use]
+pub struct CallerShield {
+    saved: Option<Saved>,
+    /// The caller's limits could not all be lifted (no CAP_SYS_RESOURCE
+    /// and a low hard limit): a write error may be the caller's doing.
+    limited: bool,
+}
+
+struct Saved {
+    fsize: libc::rlimit,
+    nofile: libc::rlimit,
+    xfsz: libc::sigaction,
+    umask: libc::mode_t,
+}
+
+/// The fewest open files the module may have while it works.
+const MIN_NOFILE: libc::rlim_t = 1024;
+
+fn getrlimit(res: libc::__rlimit_resource_t) -> libc::rlimit {
+    let mut r = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: r is a valid out-pointer; on failure it keeps the value above.
+    unsafe { libc::getrlimit(res, &mut r) };
+    r
+}
+
+fn setrlimit(res: libc::__rlimit_resource_t, r: libc::rlimit) -> bool {
+    // SAFETY: r is a valid rlimit value passed by pointer.
+    unsafe { libc::setrlimit(res, &r) == 0 }
+}
+
+/// Raise a limit's soft value to at least `want`. Raising the hard limit
+/// needs CAP_SYS_RESOURCE, which a set-user-ID root program has; without
+/// it, the soft limit is raised as far as the hard one allows. True when
+/// the soft limit is now at least `want`.
+fn raise(res: libc::__rlimit_resource_t, old: libc::rlimit, want: libc::rlim_t) -> bool {
+    if old.rlim_cur >= want {
+        return true;
+    }
+    if setrlimit(res, libc::rlimit { rlim_cur: want, rlim_max: old.rlim_max.max(want) }) {
+        return true;
+    }
+    let cur = old.rlim_max.min(want);
+    if cur > old.rlim_cur {
+        setrlimit(res, libc::rlimit { rlim_cur: cur, rlim_max: old.rlim_max });
+    }
+    false
+}
+
+impl CallerShield {
+    /// Shield the module's work from a set-user-ID caller, if this is one.
+    pub fn engage() -> CallerShield {
+        if !setuid_context() {
+            return CallerShield { saved: None, limited: false };
+        }
+        let fsize = getrlimit(libc::RLIMIT_FSIZE);
+        let nofile = getrlimit(libc::RLIMIT_NOFILE);
+        let lifted = raise(libc::RLIMIT_FSIZE, fsize, libc::RLIM_INFINITY)
+            & raise(libc::RLIMIT_NOFILE, nofile, MIN_NOFILE);
+        // SAFETY: a zeroed sigaction is a valid value of a plain C struct.
+        let mut xfsz: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; sa_handler SIG_IGN with an empty mask.
+        let mut ign: libc::sigaction = unsafe { std::mem::zeroed() };
+        ign.sa_sigaction = libc::SIG_IGN;
+        // SAFETY: both pointers are valid; SIGXFSZ may be ignored.
+        unsafe { libc::sigaction(libc::SIGXFSZ, &ign, &mut xfsz) };
+        // SAFETY: umask cannot fail.
+        let umask = unsafe { libc::umask(0o077) };
+        CallerShield { saved: Some(Saved { fsize, nofile, xfsz, umask }), limited: !lifted }
+    }
+
+    /// True when this is a set-user-ID process whose caller set a hard
+    /// file-size or open-file limit that could not be lifted: a storage
+    /// error may then be the caller's doing, not the administrator's.
+    pub fn caller_limited(&self) -> bool {
+        self.limited
+    }
+}
+
+impl Drop for CallerShield {
+    fn drop(&mut self) {
+        let Some(s) = self.saved.take() else { return };
+        // SAFETY: umask cannot fail; the sigaction was returned by the
+        // kernel above and is valid to install again.
+        unsafe {
+            libc::umask(s.umask);
+            libc::sigaction(libc::SIGXFSZ, &s.xfsz, std::ptr::null_mut());
+        }
+        // Lowering a limit needs no privilege.
+        setrlimit(libc::RLIMIT_NOFILE, s.nofile);
+        setrlimit(libc::RLIMIT_FSIZE, s.fsize);
+    }
+}
+
 /// An account as NSS knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
