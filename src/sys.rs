@@ -276,17 +276,68 @@ pub fn openlog(ident: &'static CStr) {
     unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_AUTHPRIV) };
 }
 
+/// The resource limits the notify command starts with, whatever its
+/// caller had: those of a fresh process on a default Linux system (the
+/// kernel's initial limits). A set-user-ID caller could otherwise hand it a
+/// file-size limit of 0, no CPU time or a handful of descriptors.
+const FRESH_LIMITS: [(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t); 16] = {
+    const INF: libc::rlim_t = libc::RLIM_INFINITY;
+    [
+        (libc::RLIMIT_CPU, INF, INF),
+        (libc::RLIMIT_FSIZE, INF, INF),
+        (libc::RLIMIT_DATA, INF, INF),
+        (libc::RLIMIT_STACK, 8 << 20, INF),
+        (libc::RLIMIT_CORE, 0, INF),
+        (libc::RLIMIT_RSS, INF, INF),
+        (libc::RLIMIT_NPROC, INF, INF),
+        (libc::RLIMIT_NOFILE, 1024, 4096),
+        (libc::RLIMIT_MEMLOCK, 8 << 20, 8 << 20),
+        (libc::RLIMIT_AS, INF, INF),
+        (libc::RLIMIT_LOCKS, INF, INF),
+        (libc::RLIMIT_SIGPENDING, INF, INF),
+        (libc::RLIMIT_MSGQUEUE, 819_200, 819_200),
+        (libc::RLIMIT_NICE, 0, 0),
+        (libc::RLIMIT_RTPRIO, 0, 0),
+        (libc::RLIMIT_RTTIME, INF, INF),
+    ]
+};
+
 /// Start `prog` with exactly `env`, without a shell, detached from this
 /// process (double fork, new session, stdio on /dev/null, no inherited
 /// descriptors) and killed by SIGALRM after `timeout_secs`. Returns once
 /// the intermediate child has exited, which is immediate.
+///
+/// Nothing of the process that starts it reaches the command but the
+/// effective ids: started from a set-user-ID program (su), whose caller
+/// chose the real ids, groups, limits, umask, niceness and signal
+/// dispositions, it runs with every user and group id set to the effective
+/// ones (for root: uid 0, gid 0 and group root alone), fresh resource
+/// limits ([`FRESH_LIMITS`]), umask 022, niceness 0, every signal at its
+/// default and none blocked. The caller can then neither signal it nor
+/// make a shell script drop to its own uid.
+///
+/// Safe from a multi-threaded host (gdm, polkit): everything is prepared
+/// before `fork`, and the children make only async-signal-safe calls (the
+/// second fork is a raw `clone`, which runs no `pthread_atfork` handlers).
 pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Result<()> {
-    // Everything the children need is prepared before fork: after it, only
-    // async-signal-safe calls are made.
     let argv: [*const c_char; 2] = [prog.as_ptr(), std::ptr::null()];
     let envp: Vec<*const c_char> = env.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let devnull = c"/dev/null";
     let root = c"/";
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    // Root's group for root (su keeps its caller's effective gid).
+    // SAFETY: as above.
+    let gid = if uid == 0 { 0 } else { unsafe { libc::getegid() } };
+    let groups: [libc::gid_t; 1] = [0];
+    // The highest descriptor a close loop must reach when close_range is
+    // missing (Linux before 5.9).
+    let nofile = getrlimit(libc::RLIMIT_NOFILE).rlim_cur.min(1 << 20) as libc::c_int;
+    // The kernel's struct sigaction (rt_sigaction(2)) all zero: SIG_DFL, no
+    // flags, an empty mask, on every architecture.
+    let dfl = [0u64; 4];
+    let (uid_l, gid_l) = (libc::c_long::from(uid), libc::c_long::from(gid));
+    const Z: libc::c_long = 0;
     // SAFETY: fork has no memory-safety preconditions; the child below only
     // makes async-signal-safe calls and always ends in execve or _exit.
     let pid = unsafe { libc::fork() };
@@ -295,12 +346,30 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
     }
     if pid == 0 {
         // SAFETY: in the intermediate child and the grandchild only
-        // async-signal-safe functions are called, on pointers prepared
-        // before fork that stay valid (the memory is copied by fork).
+        // async-signal-safe functions and raw system calls are made, on
+        // values prepared before fork that stay valid (the memory is
+        // copied by fork).
         unsafe {
+            // The ids first: until they change, a caller with the same
+            // real uid could stop or kill this child. Raw system calls:
+            // glibc's wrappers would try to signal the threads of the host.
+            // Never run the command with ids half changed.
+            if uid == 0 && libc::syscall(libc::SYS_setgroups, 1 as libc::c_long, groups.as_ptr()) != 0 {
+                libc::_exit(127);
+            }
+            if libc::syscall(libc::SYS_setresgid, gid_l, gid_l, gid_l) != 0
+                || libc::syscall(libc::SYS_setresuid, uid_l, uid_l, uid_l) != 0
+            {
+                libc::_exit(127);
+            }
             libc::setsid();
-            if libc::fork() != 0 {
-                libc::_exit(0);
+            // A plain fork: the same as fork(2) without the host's
+            // pthread_atfork handlers. Every argument but the flags is 0,
+            // so their order (which differs between architectures) does
+            // not matter.
+            let child = libc::syscall(libc::SYS_clone, libc::c_long::from(libc::SIGCHLD), Z, Z, Z, Z);
+            if child != 0 {
+                libc::_exit(if child < 0 { 127 } else { 0 });
             }
             let fd = libc::open(devnull.as_ptr(), libc::O_RDWR);
             if fd >= 0 {
@@ -310,18 +379,35 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
             }
             if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
                 let mut f = 3;
-                while f < 4096 {
+                while f < nofile {
                     libc::close(f);
                     f += 1;
                 }
             }
             libc::chdir(root.as_ptr());
+            libc::umask(0o022);
+            for (res, cur, max) in FRESH_LIMITS {
+                if libc::setrlimit(res, &libc::rlimit { rlim_cur: cur, rlim_max: max }) != 0 {
+                    // Without CAP_SYS_RESOURCE a lower hard limit stays;
+                    // the soft one goes as near as it allows.
+                    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    if libc::getrlimit(res, &mut old) == 0 {
+                        let r = libc::rlimit { rlim_cur: cur.min(old.rlim_max), rlim_max: old.rlim_max };
+                        libc::setrlimit(res, &r);
+                    }
+                }
+            }
+            libc::setpriority(libc::PRIO_PROCESS, 0, 0);
+            // Every signal, the C library's own too (its sigaction wrapper
+            // refuses those); SIGKILL and SIGSTOP refuse, and need not.
+            let mut sig: libc::c_long = 1;
+            while sig < 65 {
+                libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8 as libc::c_long);
+                sig += 1;
+            }
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            for sig in [libc::SIGALRM, libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGPIPE, libc::SIGCHLD] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
             libc::alarm(timeout_secs);
             libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
             libc::_exit(127);

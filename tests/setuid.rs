@@ -15,9 +15,10 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -266,4 +267,82 @@ fn nofile_here() -> String {
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
     let f = |v: libc::rlim_t| if v == libc::RLIM_INFINITY { "inf".to_string() } else { v.to_string() };
     format!("{}/{}", f(r.rlim_cur), f(r.rlim_max))
+}
+
+/// Wait (bounded) for a file that ends with `END\n`.
+fn wait_for(p: &Path, limit: Duration) -> Option<String> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if let Ok(s) = std::fs::read_to_string(p) {
+            if s.ends_with("END\n") {
+                return Some(s);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A notify script that records who it runs as and what it inherited.
+fn notify_script(sb: &Sandbox) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let out = sb.path().join("notify.out");
+    let script = sb.path().join("notify.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec >{o}.tmp 2>&1\nid\necho \"umask $(umask)\"\necho \"fsize $(ulimit -f)\"\n\
+             echo \"nofile $(ulimit -n)\"\necho \"core $(ulimit -c)\"\necho \"nice $(nice)\"\n\
+             grep -E '^(Uid|Gid|Groups|SigIgn|SigBlk):' /proc/self/status\necho \"fds $(ls /proc/self/fd | sort -n | tr '\\n' ' ')\"\n\
+             echo END\nmv {o}.tmp {o}\n",
+            o = out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, out)
+}
+
+/// Started by a lock that a set-user-ID caller reached, the notify command
+/// runs as root (real, effective, saved and file-system ids, group root
+/// alone: the caller can no longer signal it, and /bin/sh does not drop to
+/// the caller's uid), with fresh limits, umask, niceness and signal
+/// dispositions and no inherited descriptor, whatever the caller had set.
+#[test]
+fn notifier_started_by_a_setuid_caller_runs_as_root_with_a_fresh_state() {
+    if cannot_run() {
+        return;
+    }
+    let sb = sandbox("login_failure_limit=1", "");
+    let (script, out) = notify_script(&sb);
+    sb.write_service("su", &sb.stack(&format!("notify_command={}", script.display())));
+    // Hard limits too where they can be lifted (see has_cap_sys_resource).
+    let hard = if has_cap_sys_resource() { "" } else { "-S" };
+    let pre = format!(
+        "ulimit {hard} -f 100; ulimit {hard} -n 40; ulimit -c 0; umask 0; \
+         trap '' HUP INT QUIT USR1 USR2 TERM PIPE XFSZ ALRM; exec 7</dev/null 8>/dev/null; renice -n 7 -p $$ >/dev/null"
+    );
+    let l = setuid_login(&sb, &pre, "su", "alice", "wrong");
+    assert!(!l.ok());
+    assert_eq!(sb.status("alice")["state"], "locked");
+    let got = wait_for(&out, Duration::from_secs(20)).unwrap_or_else(|| panic!("the notify command wrote nothing: {l:?}"));
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines[0], "uid=0(root) gid=0(root) groups=0(root)", "{got}");
+    for want in [
+        "umask 0022",
+        "fsize unlimited",
+        "nofile 1024",
+        "core 0",
+        "nice 0",
+        "Uid:\t0\t0\t0\t0",
+        "Gid:\t0\t0\t0\t0",
+        "Groups:\t0 ",
+        "SigIgn:\t0000000000000000",
+        "SigBlk:\t0000000000000000",
+        // ls itself: its standard streams and the directory it reads
+        "fds 0 1 2 3 ",
+        "END",
+    ] {
+        assert!(lines.contains(&want), "{want:?} not in:\n{got}");
+    }
 }
