@@ -107,11 +107,21 @@ pub struct Session {
     /// The NSS answer for the name last looked up, so the hooks of one
     /// login ask NSS once (an NSS error is not kept).
     user: Option<(Vec<u8>, Option<UserInfo>)>,
+    /// How a name is looked up: NSS (the unit tests put in a fake).
+    lookup: fn(&[u8]) -> Lookup,
 }
 
 impl Default for Session {
     fn default() -> Self {
-        Session { pid: std::process::id(), key: Vec::new(), cfg: None, accounts: None, mark: None, user: None }
+        Session {
+            pid: std::process::id(),
+            key: Vec::new(),
+            cfg: None,
+            accounts: None,
+            mark: None,
+            user: None,
+            lookup: sys::lookup_user,
+        }
     }
 }
 
@@ -180,10 +190,40 @@ pub fn method_for(a: &Attempt, hook: Hook) -> Vec<u8> {
     m.to_vec()
 }
 
-/// Whether the account is exempt from locking and expiry.
+/// Whether the account is exempt from locking and expiry; an NSS error
+/// looking up an exempt group counts as not exempt.
 pub fn exempt(cfg: &Config, u: &UserInfo) -> bool {
-    cfg.exempt_users.iter().any(|n| n.as_bytes() == u.name.as_slice())
-        || cfg.exempt_groups.iter().any(|g| sys::in_group(&u.name, u.gid, g))
+    exemption(cfg, u).unwrap_or(false)
+}
+
+/// Whether the account is exempt: named in `exempt_users`, or a member of
+/// a group in `exempt_groups` by its primary group or by any group NSS
+/// lists for it (`getgrouplist`, not only the groups' member lists). Err:
+/// the error number of an NSS failure looking up a group.
+pub fn exemption(cfg: &Config, u: &UserInfo) -> Result<bool, i32> {
+    if cfg.exempt_users.iter().any(|n| n.as_bytes() == u.name.as_slice()) {
+        return Ok(true);
+    }
+    let mut gids = Vec::new();
+    for g in &cfg.exempt_groups {
+        if let Some(id) = sys::group_id(g)? {
+            gids.push(id);
+        }
+    }
+    if gids.is_empty() {
+        return Ok(false);
+    }
+    if gids.contains(&u.gid) {
+        return Ok(true);
+    }
+    Ok(sys::group_list(&u.name, u.gid).iter().any(|g| gids.contains(g)))
+}
+
+/// An NSS failure: neither "known" nor "no such account", so it is
+/// answered like storage that cannot be used (`on_error`). The name is
+/// not given: it may not be an account (often a password typed as one).
+fn nss_error(what: &str, e: i32) -> FileError {
+    FileError::new(std::path::Path::new("NSS"), format!("{what}: {}", std::io::Error::from_raw_os_error(e)))
 }
 
 /// The last password change day for an account, from the configured source.
@@ -407,7 +447,7 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
         Some((n, info)) if *n == typed => info.clone(),
         _ => {
             session.user = None;
-            match sys::lookup_user(&typed) {
+            match (session.lookup)(&typed) {
                 Lookup::Found(u) => {
                     session.user = Some((typed.clone(), Some(u.clone())));
                     Some(u)
@@ -416,20 +456,16 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
                     session.user = Some((typed.clone(), None));
                     None
                 }
-                Lookup::Error(e) => {
-                    ctx.log.at(
-                        Priority::Err,
-                        &format!("cannot look the user up through NSS: {}", std::io::Error::from_raw_os_error(e)),
-                    );
-                    None
-                }
+                // Not "no such account": nothing would be counted and
+                // preauth would pass a locked account.
+                Lookup::Error(e) => return Err(nss_error("cannot look the user up", e)),
             }
         }
     };
     let Some(info) = info else {
         return unknown_user(session, ctx, root, &typed, &method);
     };
-    let is_exempt = exempt(cfg, &info);
+    let is_exempt = exemption(cfg, &info).map_err(|e| nss_error("cannot look up the exempt groups", e))?;
     let name = info.name.clone();
     match hook {
         Hook::Auth(Some(Mode::Preauth)) => {
@@ -687,6 +723,36 @@ mod tests {
         assert_eq!(method_for(&at(b"sshd", Some(b"publickey ssh-ed25519 AAAA"), false), Hook::Account), b"publickey");
         assert_eq!(method_for(&at(b"login", None, true), auth), b"pam");
         assert_eq!(method_for(&at(b"login", None, false), Hook::Account), b"pam");
+    }
+
+    /// An NSS failure looking the user up is answered as `on_error`, like
+    /// storage that cannot be used, never as "no such account" (which
+    /// counts nothing and lets preauth pass).
+    #[test]
+    fn nss_error_is_answered_as_on_error() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("useraudit.toml");
+        std::fs::write(&conf, "login_failure_limit = 1\n").unwrap();
+        let db = d.path().join("state/ua.db");
+        let attempt = Attempt { user: Some(b"alice".to_vec()), service: Some(b"login".to_vec()), ..Default::default() };
+        let run = |hook: Hook, mode: &str, on_error: &str| {
+            let args: Vec<String> = [mode, &format!("conf={}", conf.display()), &format!("db={}", db.display()), on_error]
+                .iter()
+                .filter(|a| !a.is_empty())
+                .map(|a| a.to_string())
+                .collect();
+            let mut s = Session { lookup: |_| Lookup::Error(libc::EIO), ..Session::default() };
+            handle(&mut s, &args, hook, &attempt, false, 1_800_000_000_000_000).verdict
+        };
+        let pre = Hook::Auth(Some(Mode::Preauth));
+        assert_eq!(run(pre, "preauth", "on_error=deny"), Verdict::AuthErr);
+        assert_eq!(run(Hook::Account, "", "on_error=deny"), Verdict::PermDenied);
+        assert_eq!(run(Hook::Auth(Some(Mode::Authsucc)), "authsucc", "on_error=deny"), Verdict::AuthErr);
+        assert_eq!(run(Hook::Auth(Some(Mode::Authfail)), "authfail", ""), Verdict::AuthErr);
+        assert_eq!(run(pre, "preauth", ""), Verdict::Success);
+        assert_eq!(run(Hook::Account, "", ""), Verdict::Success);
+        // nothing was made of the name: no state, no log entry
+        assert!(!d.path().join("state").exists());
     }
 
     #[test]

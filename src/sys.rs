@@ -176,34 +176,45 @@ pub fn lookup_user(name: &[u8]) -> Lookup {
     }
 }
 
-/// Whether `user` (primary group `gid`) is a member of the group named `group`.
-pub fn in_group(user: &[u8], gid: u32, group: &str) -> bool {
-    let Ok(cgroup) = CString::new(group) else { return false };
-    let r = with_buffer(|buf| {
+/// The id of the group named `name` (`getgrnam_r`); Ok(None) when there is
+/// no such group, Err with the error number when NSS fails.
+pub fn group_id(name: &str) -> Result<Option<u32>, i32> {
+    let Ok(cname) = CString::new(name) else { return Ok(None) };
+    with_buffer(|buf| {
         // SAFETY: a zeroed group is a valid value of a plain C struct.
         let mut gr: libc::group = unsafe { std::mem::zeroed() };
         let mut out: *mut libc::group = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the call; buf.len() is the size of buf.
-        let rc = unsafe { libc::getgrnam_r(cgroup.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+        let rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
         if out.is_null() {
-            return if rc == 0 || rc == libc::ENOENT { Ok(None) } else { Err(rc) };
+            return if rc == 0 || rc == libc::ENOENT || rc == libc::ESRCH { Ok(None) } else { Err(rc) };
         }
-        if gr.gr_gid == gid {
-            return Ok(Some(true));
+        Ok(Some(gr.gr_gid))
+    })
+}
+
+/// Every group `user` (primary group `gid`) belongs to, as NSS reports it
+/// for a login (`getgrouplist`, the list `initgroups` sets): the primary
+/// group, and the others also from backends that do not fill in member
+/// lists (SSSD with `ignore_group_members`, some LDAP setups).
+pub fn group_list(user: &[u8], gid: u32) -> Vec<u32> {
+    let Ok(cuser) = CString::new(user) else { return vec![gid] };
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut n = groups.len() as libc::c_int;
+        // SAFETY: groups has room for n entries; n is a valid in/out pointer.
+        let rc = unsafe { libc::getgrouplist(cuser.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            groups.truncate(n.max(0) as usize);
+            return groups;
         }
-        let mut p = gr.gr_mem;
-        // SAFETY: gr_mem is a NULL-terminated array of NUL-terminated strings inside buf.
-        unsafe {
-            while !p.is_null() && !(*p).is_null() {
-                if CStr::from_ptr(*p).to_bytes() == user {
-                    return Ok(Some(true));
-                }
-                p = p.add(1);
-            }
+        // Too small: n now says how many there are (glibc); grow anyway.
+        let want = (n.max(0) as usize).max(groups.len() * 2);
+        if want > 1 << 20 {
+            return vec![gid];
         }
-        Ok(Some(false))
-    });
-    matches!(r, Ok(Some(true)))
+        groups.resize(want, 0);
+    }
 }
 
 /// The password's last-change day from the shadow database.

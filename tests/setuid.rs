@@ -346,3 +346,33 @@ fn notifier_started_by_a_setuid_caller_runs_as_root_with_a_fresh_state() {
         assert!(lines.contains(&want), "{want:?} not in:\n{got}");
     }
 }
+
+/// `exempt_groups` goes by the groups NSS lists for a login
+/// (`getgrouplist`), not only by a group's member list: a directory that
+/// does not fill member lists (SSSD with `ignore_group_members`) reports a
+/// membership only there. Here erin's membership is recorded under another
+/// entry with the exempt group's id, which a member-list check of `admins`
+/// does not see; carol's is her primary group. Both stay unlocked at the
+/// failure limit; bob, in neither, is locked.
+#[test]
+fn exempt_group_membership_as_nss_lists_it_for_a_login() {
+    if missing_tools() {
+        return;
+    }
+    let sb = Sandbox::with_config("login_failure_limit=1", "exempt_groups = [\"admins\"]\n");
+    let p = sb.path();
+    let passwd = std::fs::read_to_string(p.join("passwd")).unwrap().replace("carol:x:1002:1002:", "carol:x:1002:2000:");
+    std::fs::write(p.join("passwd"), passwd).unwrap();
+    let mut group = std::fs::read_to_string(p.join("group")).unwrap();
+    group.push_str("admins:x:2000:\nadmins-by-id:x:2000:erin\n");
+    std::fs::write(p.join("group"), group).unwrap();
+    for user in ["erin", "carol", "bob"] {
+        assert!(!sb.login(user, "wrong", "192.0.2.1").ok);
+        assert!(!sb.login(user, "wrong", "192.0.2.1").ok);
+    }
+    for user in ["erin", "carol"] {
+        assert_eq!(sb.status(user)["state"], "active", "{user} is exempt");
+        assert!(sb.login(user, PASSWORD, "192.0.2.1").ok, "{user} gets in");
+    }
+    assert_eq!(sb.status("bob")["state"], "locked");
+}
