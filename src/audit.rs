@@ -490,17 +490,27 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
             // Logged first: the entry does not depend on the count, and a
             // count that cannot be kept must not cost the log its entry.
             log_attempt(ctx, &ctx.entry(&typed, false, Some(LogReason::Auth), &method))?;
-            let (outcome, failures) = accts.update(&name, false, |cur| {
+            let (outcome, failures, texts) = accts.update(&name, false, |cur| {
                 let mut acc = cur.unwrap_or_else(|| Account::new(&name, ctx.now));
                 let o = policy::record_failure(&mut acc, cfg, ctx.now, is_exempt);
                 let failures = acc.failures;
-                Ok((Some(acc), (o, failures)))
+                // Not counted: the account was already locked or disabled,
+                // a lock that landed after preauth let this attempt on.
+                // The right password gets the refusal text then (see
+                // `login`); a wrong one gets the same, so that the answer
+                // does not tell them apart.
+                let texts = if !o.counted && !is_exempt {
+                    policy::refusal_text(&acc, policy::standing(&acc, cfg, ctx.now), ctx.now)
+                } else {
+                    Vec::new()
+                };
+                Ok((Some(acc), (o, failures, texts)))
             })?;
             ctx.log.at(Priority::Debug, &format!("failure {} for {}", failures, escape(&name)));
             if outcome.locked_now {
                 announce(cfg, &ctx.logf(), &ctx.notice(&name, Event::Locked, failures), "locked after failed logins");
             }
-            Ok(Outcome::plain(Verdict::AuthErr))
+            Ok(Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() })
         }
         Hook::Auth(Some(Mode::Authsucc)) | Hook::Account => {
             if hook == Hook::Account {

@@ -376,3 +376,36 @@ fn exempt_group_membership_as_nss_lists_it_for_a_login() {
     }
     assert_eq!(sb.status("bob")["state"], "locked");
 }
+
+/// An attempt that passed `preauth` before a lock landed (another login
+/// locked the account meanwhile) meets the lock after the password module:
+/// the right password and a wrong one get the same answer, so the answer
+/// is no password oracle. The stack without its `preauth` line stands in
+/// for that moment.
+#[test]
+fn refusal_after_the_password_module_is_the_same_for_right_and_wrong() {
+    if missing_tools() {
+        return;
+    }
+    let sb = Sandbox::new("login_failure_limit=2 unlock_after=1h");
+    for _ in 0..2 {
+        assert!(!sb.login("alice", "wrong", "192.0.2.1").ok);
+    }
+    assert_eq!(sb.status("alice")["state"], "locked");
+    sb.admin_ok(&["lock", "bob"]);
+    let stack = sb.stack("");
+    let (preauth, rest) = stack.split_once('\n').unwrap();
+    assert!(preauth.contains(" preauth "), "{preauth}");
+    sb.write_service("login", rest);
+    for (user, text) in [("alice", "The account is locked due to 2 failed logins."), ("bob", "disabled by an administrator")] {
+        let right = sb.login(user, PASSWORD, "192.0.2.1");
+        let wrong = sb.login(user, "wrong", "192.0.2.1");
+        assert!(!right.ok && !wrong.ok);
+        assert!(right.shown().contains(text), "{user}: {right:?}");
+        // pam_wrapper's own lines carry the process id
+        let shown = |p: &Pam| p.shown().lines().filter(|l| !l.starts_with("PWRAP_")).collect::<Vec<_>>().join("\n");
+        assert_eq!(shown(&right), shown(&wrong), "{user}: the right password and a wrong one are told apart");
+    }
+    // failures after the lock do not extend or count
+    assert_eq!(sb.status("alice")["failures"], 2);
+}
