@@ -15,10 +15,18 @@ pub fn euid() -> u32 {
 /// Whether this process runs for another user than the one who started
 /// it: a set-user-ID or set-group-ID program such as `su`, whose caller
 /// chose the resource limits, signal dispositions and umask it inherited.
+/// That is: its real and effective ids differ, or the kernel started it in
+/// secure mode (`AT_SECURE`: set-id or file-capability programs, also
+/// those, like sudo, that make their real uid root before calling PAM).
 pub fn setuid_context() -> bool {
-    // SAFETY: getuid, geteuid, getgid and getegid have no preconditions
+    // SAFETY: getauxval only reads the auxiliary vector kept by the C
+    // library; getuid, geteuid, getgid and getegid have no preconditions
     // and cannot fail.
-    unsafe { libc::getuid() != libc::geteuid() || libc::getgid() != libc::getegid() }
+    unsafe {
+        libc::getauxval(libc::AT_SECURE) != 0
+            || libc::getuid() != libc::geteuid()
+            || libc::getgid() != libc::getegid()
+    }
 }
 
 /// Keeps what a set-user-ID caller chose for this process from reaching
@@ -495,3 +503,29 @@ pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
 // unwinder never meets another unwinder's exceptions.
 #[link(name = "gcc_eh", kind = "static", modifiers = "-bundle")]
 unsafe extern "C" {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn umask_now() -> String {
+        let st = std::fs::read_to_string("/proc/self/status").unwrap();
+        st.lines().find(|l| l.starts_with("Umask:")).unwrap().to_string()
+    }
+
+    /// Outside a set-user-ID process (the test runner) the shield is a
+    /// comparison of ids and nothing else: limits and umask stay.
+    #[test]
+    fn shield_does_nothing_in_an_ordinary_process() {
+        if setuid_context() {
+            return;
+        }
+        let (fsize, nofile, umask) = (getrlimit(libc::RLIMIT_FSIZE), getrlimit(libc::RLIMIT_NOFILE), umask_now());
+        let s = CallerShield::engage();
+        assert!(!s.caller_limited());
+        assert!(s.saved.is_none());
+        let same = |a: libc::rlimit, b: libc::rlimit| (a.rlim_cur, a.rlim_max) == (b.rlim_cur, b.rlim_max);
+        assert!(same(getrlimit(libc::RLIMIT_FSIZE), fsize) && same(getrlimit(libc::RLIMIT_NOFILE), nofile));
+        assert_eq!(umask_now(), umask);
+    }
+}
