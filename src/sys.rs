@@ -20,13 +20,20 @@ pub fn euid() -> u32 {
 /// those, like sudo, that make their real uid root before calling PAM).
 pub fn setuid_context() -> bool {
     // SAFETY: getauxval only reads the auxiliary vector kept by the C
-    // library; getuid, geteuid, getgid and getegid have no preconditions
-    // and cannot fail.
-    unsafe {
-        libc::getauxval(libc::AT_SECURE) != 0
-            || libc::getuid() != libc::geteuid()
-            || libc::getgid() != libc::getegid()
+    // library.
+    if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+        return true;
     }
+    // Two system calls (not four): getresuid and getresgid.
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: the three pointers are valid out-pointers; the call cannot
+    // fail with them.
+    if unsafe { libc::getresuid(&mut r, &mut e, &mut s) } == 0 && r != e {
+        return true;
+    }
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: as above.
+    unsafe { libc::getresgid(&mut r, &mut e, &mut s) == 0 && r != e }
 }
 
 /// Keeps what a set-user-ID caller chose for this process from reaching
