@@ -356,12 +356,14 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
     // SAFETY: as above.
     let gid = if uid == 0 { 0 } else { unsafe { libc::getegid() } };
     let groups: [libc::gid_t; 1] = [0];
-    // The highest descriptor a close loop must reach when close_range is
-    // missing (Linux before 5.9).
-    let nofile = getrlimit(libc::RLIMIT_NOFILE).rlim_cur.min(1 << 20) as libc::c_int;
+    // How far a close loop goes when close_range is missing (Linux before
+    // 5.9): the hard limit, as descriptors opened before a lower soft limit
+    // was set stay open.
+    let nofile = getrlimit(libc::RLIMIT_NOFILE).rlim_max.min(1 << 16) as libc::c_int;
     // The kernel's struct sigaction (rt_sigaction(2)) all zero: SIG_DFL, no
-    // flags, an empty mask, on every architecture.
+    // flags, an empty mask. Its sigset is 8 bytes on x86-64 and arm64.
     let dfl = [0u64; 4];
+    let sigset_size: libc::c_long = 8;
     let (uid_l, gid_l) = (libc::c_long::from(uid), libc::c_long::from(gid));
     const Z: libc::c_long = 0;
     // SAFETY: fork has no memory-safety preconditions; the child below only
@@ -378,8 +380,9 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
         unsafe {
             // The ids first: until they change, a caller with the same
             // real uid could stop or kill this child. Raw system calls:
-            // glibc's wrappers would try to signal the threads of the host.
-            // Never run the command with ids half changed.
+            // glibc's wrappers make every thread of a process change ids
+            // together, which is not async-signal-safe. Never run the
+            // command with ids half changed (exit 127, reported below).
             if uid == 0 && libc::syscall(libc::SYS_setgroups, 1 as libc::c_long, groups.as_ptr()) != 0 {
                 libc::_exit(127);
             }
@@ -428,7 +431,7 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
             // refuses those); SIGKILL and SIGSTOP refuse, and need not.
             let mut sig: libc::c_long = 1;
             while sig < 65 {
-                libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8 as libc::c_long);
+                libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), sigset_size);
                 sig += 1;
             }
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -443,7 +446,16 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
     loop {
         // SAFETY: waiting for our own child; status is a valid out-pointer.
         let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+        if r >= 0 {
+            // The intermediate child exits 0 once the command's process is
+            // started, 127 when its ids could not be set or clone failed.
+            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0 {
+                return Err(io::Error::other("cannot set its user and group ids, or fork"));
+            }
+            break;
+        }
+        // ECHILD: the caller ignores SIGCHLD and the child was reaped.
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             break;
         }
     }
