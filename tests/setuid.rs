@@ -181,6 +181,7 @@ fn assert_refusals_hold(sb: &Sandbox, pre: &str, disabled: &str, guessed: &str) 
     let d = setuid_login(sb, pre, "su", disabled, PASSWORD);
     assert!(!d.ok(), "a disabled account got in through a caller without writes: {d:?}");
     assert_eq!(d.auth, 7, "PAM_AUTH_ERR from preauth: {d:?}");
+    assert_eq!(d.messages, ["Your account has been disabled by an administrator."], "{d:?}");
     for i in 1..=2 {
         let g = setuid_login(sb, pre, "su", guessed, "wrong");
         assert!(!g.ok(), "{g:?}");
