@@ -47,6 +47,10 @@ pub struct Attempt {
     /// PAM_AUTHTOK is set: a password was typed in this handle (for the
     /// password hook: the new one).
     pub authtok: bool,
+    /// A set-user-ID caller (su) set a hard file-size or open-file limit
+    /// that could not be lifted: a storage error may be its doing, so it is
+    /// answered as `on_error = "deny"` whatever the configuration says.
+    pub caller_limited: bool,
 }
 
 /// The answer, before mapping to a PAM code.
@@ -103,11 +107,21 @@ pub struct Session {
     /// The NSS answer for the name last looked up, so the hooks of one
     /// login ask NSS once (an NSS error is not kept).
     user: Option<(Vec<u8>, Option<UserInfo>)>,
+    /// How a name is looked up: NSS (the unit tests put in a fake).
+    lookup: fn(&[u8]) -> Lookup,
 }
 
 impl Default for Session {
     fn default() -> Self {
-        Session { pid: std::process::id(), key: Vec::new(), cfg: None, accounts: None, mark: None, user: None }
+        Session {
+            pid: std::process::id(),
+            key: Vec::new(),
+            cfg: None,
+            accounts: None,
+            mark: None,
+            user: None,
+            lookup: sys::lookup_user,
+        }
     }
 }
 
@@ -176,10 +190,40 @@ pub fn method_for(a: &Attempt, hook: Hook) -> Vec<u8> {
     m.to_vec()
 }
 
-/// Whether the account is exempt from locking and expiry.
+/// Whether the account is exempt from locking and expiry; an NSS error
+/// looking up an exempt group counts as not exempt.
 pub fn exempt(cfg: &Config, u: &UserInfo) -> bool {
-    cfg.exempt_users.iter().any(|n| n.as_bytes() == u.name.as_slice())
-        || cfg.exempt_groups.iter().any(|g| sys::in_group(&u.name, u.gid, g))
+    exemption(cfg, u).unwrap_or(false)
+}
+
+/// Whether the account is exempt: named in `exempt_users`, or a member of
+/// a group in `exempt_groups` by its primary group or by any group NSS
+/// lists for it (`getgrouplist`, not only the groups' member lists). Err:
+/// the error number of an NSS failure looking up a group.
+pub fn exemption(cfg: &Config, u: &UserInfo) -> Result<bool, i32> {
+    if cfg.exempt_users.iter().any(|n| n.as_bytes() == u.name.as_slice()) {
+        return Ok(true);
+    }
+    let mut gids = Vec::new();
+    for g in &cfg.exempt_groups {
+        if let Some(id) = sys::group_id(g)? {
+            gids.push(id);
+        }
+    }
+    if gids.is_empty() {
+        return Ok(false);
+    }
+    if gids.contains(&u.gid) {
+        return Ok(true);
+    }
+    Ok(sys::group_list(&u.name, u.gid).iter().any(|g| gids.contains(g)))
+}
+
+/// An NSS failure: neither "known" nor "no such account", so it is
+/// answered like storage that cannot be used (`on_error`). The name is
+/// not given: it may not be an account (often a password typed as one).
+fn nss_error(what: &str, e: i32) -> FileError {
+    FileError::new(std::path::Path::new("NSS"), format!("{what}: {}", std::io::Error::from_raw_os_error(e)))
 }
 
 /// The last password change day for an account, from the configured source.
@@ -279,7 +323,10 @@ pub fn handle(
         None => return on_error(hook, on_error_hint()),
     };
     let silent = silent_flag || margs.silent;
-    let ctx = Ctx { cfg: &cfg, attempt, hook, now, log: &log };
+    // "allow" is for storage the administrator's system broke, never for
+    // errors a caller can cause.
+    let on_error_policy = if attempt.caller_limited { OnError::Deny } else { cfg.on_error };
+    let ctx = Ctx { cfg: &cfg, attempt, hook, now, log: &log, on_error: on_error_policy };
     let result = run(session, &ctx, root);
     let mut out = match result {
         Ok(o) => o,
@@ -289,8 +336,15 @@ pub fn handle(
                 log.always(Priority::Debug, &format!("not root and cannot use the state files or spool; allowing: {e}"));
                 return on_error(hook, OnError::Allow);
             }
-            log.at(Priority::Err, &format!("{e}"));
-            on_error(hook, cfg.on_error)
+            if attempt.caller_limited {
+                log.at(
+                    Priority::Err,
+                    &format!("{e} (the set-user-ID caller's resource limits could not be lifted; answering as on_error = deny)"),
+                );
+            } else {
+                log.at(Priority::Err, &format!("{e}"));
+            }
+            on_error(hook, on_error_policy)
         }
     };
     if silent {
@@ -317,6 +371,8 @@ struct Ctx<'a> {
     hook: Hook,
     now: i64,
     log: &'a Log<'a>,
+    /// `on_error` for this attempt (see [`Attempt::caller_limited`]).
+    on_error: OnError,
 }
 
 impl Ctx<'_> {
@@ -391,7 +447,7 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
         Some((n, info)) if *n == typed => info.clone(),
         _ => {
             session.user = None;
-            match sys::lookup_user(&typed) {
+            match (session.lookup)(&typed) {
                 Lookup::Found(u) => {
                     session.user = Some((typed.clone(), Some(u.clone())));
                     Some(u)
@@ -400,20 +456,16 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
                     session.user = Some((typed.clone(), None));
                     None
                 }
-                Lookup::Error(e) => {
-                    ctx.log.at(
-                        Priority::Err,
-                        &format!("cannot look the user up through NSS: {}", std::io::Error::from_raw_os_error(e)),
-                    );
-                    None
-                }
+                // Not "no such account": nothing would be counted and
+                // preauth would pass a locked account.
+                Lookup::Error(e) => return Err(nss_error("cannot look the user up", e)),
             }
         }
     };
     let Some(info) = info else {
         return unknown_user(session, ctx, root, &typed, &method);
     };
-    let is_exempt = exempt(cfg, &info);
+    let is_exempt = exemption(cfg, &info).map_err(|e| nss_error("cannot look up the exempt groups", e))?;
     let name = info.name.clone();
     match hook {
         Hook::Auth(Some(Mode::Preauth)) => {
@@ -438,17 +490,27 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
             // Logged first: the entry does not depend on the count, and a
             // count that cannot be kept must not cost the log its entry.
             log_attempt(ctx, &ctx.entry(&typed, false, Some(LogReason::Auth), &method))?;
-            let (outcome, failures) = accts.update(&name, false, |cur| {
+            let (outcome, failures, texts) = accts.update(&name, false, |cur| {
                 let mut acc = cur.unwrap_or_else(|| Account::new(&name, ctx.now));
                 let o = policy::record_failure(&mut acc, cfg, ctx.now, is_exempt);
                 let failures = acc.failures;
-                Ok((Some(acc), (o, failures)))
+                // Not counted: the account was already locked or disabled,
+                // a lock that landed after preauth let this attempt on.
+                // The right password gets the refusal text then (see
+                // `login`); a wrong one gets the same, so that the answer
+                // does not tell them apart.
+                let texts = if !o.counted && !is_exempt {
+                    policy::refusal_text(&acc, policy::standing(&acc, cfg, ctx.now), ctx.now)
+                } else {
+                    Vec::new()
+                };
+                Ok((Some(acc), (o, failures, texts)))
             })?;
             ctx.log.at(Priority::Debug, &format!("failure {} for {}", failures, escape(&name)));
             if outcome.locked_now {
                 announce(cfg, &ctx.logf(), &ctx.notice(&name, Event::Locked, failures), "locked after failed logins");
             }
-            Ok(Outcome::plain(Verdict::AuthErr))
+            Ok(Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() })
         }
         Hook::Auth(Some(Mode::Authsucc)) | Hook::Account => {
             if hook == Hook::Account {
@@ -547,7 +609,7 @@ fn login(
             // on_error = "allow" lets it in, so it is a login (and the
             // account hook of the same login must not log it again).
             // Refused by "deny", it is not; the syslog error tells.
-            if cfg.on_error == OnError::Allow
+            if ctx.on_error == OnError::Allow
                 && log_attempt(ctx, &ctx.entry(typed, true, None, method)).is_ok()
                 && ctx.hook != Hook::Account
             {
@@ -671,6 +733,36 @@ mod tests {
         assert_eq!(method_for(&at(b"sshd", Some(b"publickey ssh-ed25519 AAAA"), false), Hook::Account), b"publickey");
         assert_eq!(method_for(&at(b"login", None, true), auth), b"pam");
         assert_eq!(method_for(&at(b"login", None, false), Hook::Account), b"pam");
+    }
+
+    /// An NSS failure looking the user up is answered as `on_error`, like
+    /// storage that cannot be used, never as "no such account" (which
+    /// counts nothing and lets preauth pass).
+    #[test]
+    fn nss_error_is_answered_as_on_error() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("useraudit.toml");
+        std::fs::write(&conf, "login_failure_limit = 1\n").unwrap();
+        let db = d.path().join("state/ua.db");
+        let attempt = Attempt { user: Some(b"alice".to_vec()), service: Some(b"login".to_vec()), ..Default::default() };
+        let run = |hook: Hook, mode: &str, on_error: &str| {
+            let args: Vec<String> = [mode, &format!("conf={}", conf.display()), &format!("db={}", db.display()), on_error]
+                .iter()
+                .filter(|a| !a.is_empty())
+                .map(|a| a.to_string())
+                .collect();
+            let mut s = Session { lookup: |_| Lookup::Error(libc::EIO), ..Session::default() };
+            handle(&mut s, &args, hook, &attempt, false, 1_800_000_000_000_000).verdict
+        };
+        let pre = Hook::Auth(Some(Mode::Preauth));
+        assert_eq!(run(pre, "preauth", "on_error=deny"), Verdict::AuthErr);
+        assert_eq!(run(Hook::Account, "", "on_error=deny"), Verdict::PermDenied);
+        assert_eq!(run(Hook::Auth(Some(Mode::Authsucc)), "authsucc", "on_error=deny"), Verdict::AuthErr);
+        assert_eq!(run(Hook::Auth(Some(Mode::Authfail)), "authfail", ""), Verdict::AuthErr);
+        assert_eq!(run(pre, "preauth", ""), Verdict::Success);
+        assert_eq!(run(Hook::Account, "", ""), Verdict::Success);
+        // nothing was made of the name: no state, no log entry
+        assert!(!d.path().join("state").exists());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `notify_command`: run once per lock or disable, without a shell, with the
-//! event in environment variables, detached and bounded in time.
+//! event in environment variables, detached and bounded in time, as root
+//! with a fresh process state even when a set-user-ID caller started the
+//! login (see [`sys::spawn_detached`]).
 #![forbid(unsafe_code)]
 
 use std::ffi::CString;

@@ -58,14 +58,20 @@ impl PamHooks for UserAudit {
     }
 }
 
-/// Every hook: catch panics and answer them like a database error.
+/// Every hook: shield the work from a set-user-ID caller's limits, catch
+/// panics and answer them like a database error.
 fn entry(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag, hook: Hook) -> PamResultCode {
+    // Called from a set-user-ID program (su), the module's writes must not
+    // fail by the caller's resource limits, ignored signals or umask; they
+    // are put back when this returns, also after a caught panic.
+    let shield = sys::CallerShield::engage();
+    let limited = shield.caller_limited();
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     // Read here, outside the guard, so a caught panic's syslog line can name it.
     let service = catch_unwind(AssertUnwindSafe(|| bytes(pamh.get_item::<Service>()))).ok().flatten();
     guarded(&args, service.as_deref(), hook, || {
         debug_panic(&args);
-        call(pamh, &args, flags, hook, service.clone())
+        call(pamh, &args, flags, hook, service.clone(), limited)
     })
 }
 
@@ -111,7 +117,14 @@ fn bytes<'a, T: std::ops::Deref<Target = &'a CStr>>(item: Result<Option<T>, PamR
     item.ok().flatten().map(|c| c.to_bytes().to_vec())
 }
 
-fn call(pamh: &mut PamHandle, args: &[String], flags: PamFlag, hook: Hook, service: Option<Vec<u8>>) -> PamResultCode {
+fn call(
+    pamh: &mut PamHandle,
+    args: &[String],
+    flags: PamFlag,
+    hook: Hook,
+    service: Option<Vec<u8>>,
+    caller_limited: bool,
+) -> PamResultCode {
     let user = if hook == Hook::Auth(Some(Mode::Preauth)) {
         // preauth may run first in the stack: ask for the name if needed.
         let mut p: *const c_char = std::ptr::null();
@@ -144,6 +157,7 @@ fn call(pamh: &mut PamHandle, args: &[String], flags: PamFlag, hook: Hook, servi
         tty: bytes(pamh.get_item::<Tty>()),
         ssh_auth_info,
         authtok: matches!(pamh.get_item::<AuthTok>(), Ok(Some(_))),
+        caller_limited,
     };
 
     // The session lives in the handle's data, so the hooks of one login

@@ -12,6 +12,130 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Whether this process runs for another user than the one who started
+/// it: a set-user-ID or set-group-ID program such as `su`, whose caller
+/// chose the resource limits, signal dispositions and umask it inherited.
+/// That is: its real and effective ids differ, or the kernel started it in
+/// secure mode (`AT_SECURE`: set-id or file-capability programs, also
+/// those, like sudo, that make their real uid root before calling PAM).
+pub fn setuid_context() -> bool {
+    // SAFETY: getauxval only reads the auxiliary vector kept by the C
+    // library.
+    if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+        return true;
+    }
+    // Two system calls (not four): getresuid and getresgid.
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: the three pointers are valid out-pointers; the call cannot
+    // fail with them.
+    if unsafe { libc::getresuid(&mut r, &mut e, &mut s) } == 0 && r != e {
+        return true;
+    }
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: as above.
+    unsafe { libc::getresgid(&mut r, &mut e, &mut s) == 0 && r != e }
+}
+
+/// Keeps what a set-user-ID caller chose for this process from reaching
+/// the module's work, and puts it back when dropped (also while a panic
+/// unwinds). In such a process the caller may have set `ulimit -f 0` and
+/// ignored SIGXFSZ (every write fails with EFBIG), lowered the open-file
+/// limit, or set a umask that makes new files unusable; the module's
+/// writes must not fail because of its caller. In any other process it
+/// does nothing beyond one comparison of ids.
+#[must_use]
+pub struct CallerShield {
+    saved: Option<Saved>,
+    /// The caller's limits could not all be lifted (no CAP_SYS_RESOURCE
+    /// and a low hard limit): a write error may be the caller's doing.
+    limited: bool,
+}
+
+struct Saved {
+    fsize: libc::rlimit,
+    nofile: libc::rlimit,
+    xfsz: libc::sigaction,
+    umask: libc::mode_t,
+}
+
+/// The fewest open files the module may have while it works.
+const MIN_NOFILE: libc::rlim_t = 1024;
+
+fn getrlimit(res: libc::__rlimit_resource_t) -> libc::rlimit {
+    let mut r = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: r is a valid out-pointer; on failure it keeps the value above.
+    unsafe { libc::getrlimit(res, &mut r) };
+    r
+}
+
+fn setrlimit(res: libc::__rlimit_resource_t, r: libc::rlimit) -> bool {
+    // SAFETY: r is a valid rlimit value passed by pointer.
+    unsafe { libc::setrlimit(res, &r) == 0 }
+}
+
+/// Raise a limit's soft value to at least `want`. Raising the hard limit
+/// needs CAP_SYS_RESOURCE, which a set-user-ID root program has; without
+/// it, the soft limit is raised as far as the hard one allows. True when
+/// the soft limit is now at least `want`.
+fn raise(res: libc::__rlimit_resource_t, old: libc::rlimit, want: libc::rlim_t) -> bool {
+    if old.rlim_cur >= want {
+        return true;
+    }
+    if setrlimit(res, libc::rlimit { rlim_cur: want, rlim_max: old.rlim_max.max(want) }) {
+        return true;
+    }
+    let cur = old.rlim_max.min(want);
+    if cur > old.rlim_cur {
+        setrlimit(res, libc::rlimit { rlim_cur: cur, rlim_max: old.rlim_max });
+    }
+    false
+}
+
+impl CallerShield {
+    /// Shield the module's work from a set-user-ID caller, if this is one.
+    pub fn engage() -> CallerShield {
+        if !setuid_context() {
+            return CallerShield { saved: None, limited: false };
+        }
+        let fsize = getrlimit(libc::RLIMIT_FSIZE);
+        let nofile = getrlimit(libc::RLIMIT_NOFILE);
+        let lifted = raise(libc::RLIMIT_FSIZE, fsize, libc::RLIM_INFINITY)
+            & raise(libc::RLIMIT_NOFILE, nofile, MIN_NOFILE);
+        // SAFETY: a zeroed sigaction is a valid value of a plain C struct.
+        let mut xfsz: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; sa_handler SIG_IGN with an empty mask.
+        let mut ign: libc::sigaction = unsafe { std::mem::zeroed() };
+        ign.sa_sigaction = libc::SIG_IGN;
+        // SAFETY: both pointers are valid; SIGXFSZ may be ignored.
+        unsafe { libc::sigaction(libc::SIGXFSZ, &ign, &mut xfsz) };
+        // SAFETY: umask cannot fail.
+        let umask = unsafe { libc::umask(0o077) };
+        CallerShield { saved: Some(Saved { fsize, nofile, xfsz, umask }), limited: !lifted }
+    }
+
+    /// True when this is a set-user-ID process whose caller set a hard
+    /// file-size or open-file limit that could not be lifted: a storage
+    /// error may then be the caller's doing, not the administrator's.
+    pub fn caller_limited(&self) -> bool {
+        self.limited
+    }
+}
+
+impl Drop for CallerShield {
+    fn drop(&mut self) {
+        let Some(s) = self.saved.take() else { return };
+        // SAFETY: umask cannot fail; the sigaction was returned by the
+        // kernel above and is valid to install again.
+        unsafe {
+            libc::umask(s.umask);
+            libc::sigaction(libc::SIGXFSZ, &s.xfsz, std::ptr::null_mut());
+        }
+        // Lowering a limit needs no privilege.
+        setrlimit(libc::RLIMIT_NOFILE, s.nofile);
+        setrlimit(libc::RLIMIT_FSIZE, s.fsize);
+    }
+}
+
 /// An account as NSS knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
@@ -67,34 +191,45 @@ pub fn lookup_user(name: &[u8]) -> Lookup {
     }
 }
 
-/// Whether `user` (primary group `gid`) is a member of the group named `group`.
-pub fn in_group(user: &[u8], gid: u32, group: &str) -> bool {
-    let Ok(cgroup) = CString::new(group) else { return false };
-    let r = with_buffer(|buf| {
+/// The id of the group named `name` (`getgrnam_r`); Ok(None) when there is
+/// no such group, Err with the error number when NSS fails.
+pub fn group_id(name: &str) -> Result<Option<u32>, i32> {
+    let Ok(cname) = CString::new(name) else { return Ok(None) };
+    with_buffer(|buf| {
         // SAFETY: a zeroed group is a valid value of a plain C struct.
         let mut gr: libc::group = unsafe { std::mem::zeroed() };
         let mut out: *mut libc::group = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the call; buf.len() is the size of buf.
-        let rc = unsafe { libc::getgrnam_r(cgroup.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+        let rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
         if out.is_null() {
-            return if rc == 0 || rc == libc::ENOENT { Ok(None) } else { Err(rc) };
+            return if rc == 0 || rc == libc::ENOENT || rc == libc::ESRCH { Ok(None) } else { Err(rc) };
         }
-        if gr.gr_gid == gid {
-            return Ok(Some(true));
+        Ok(Some(gr.gr_gid))
+    })
+}
+
+/// Every group `user` (primary group `gid`) belongs to, as NSS reports it
+/// for a login (`getgrouplist`, the list `initgroups` sets): the primary
+/// group, and the others also from backends that do not fill in member
+/// lists (SSSD with `ignore_group_members`, some LDAP setups).
+pub fn group_list(user: &[u8], gid: u32) -> Vec<u32> {
+    let Ok(cuser) = CString::new(user) else { return vec![gid] };
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut n = groups.len() as libc::c_int;
+        // SAFETY: groups has room for n entries; n is a valid in/out pointer.
+        let rc = unsafe { libc::getgrouplist(cuser.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            groups.truncate(n.max(0) as usize);
+            return groups;
         }
-        let mut p = gr.gr_mem;
-        // SAFETY: gr_mem is a NULL-terminated array of NUL-terminated strings inside buf.
-        unsafe {
-            while !p.is_null() && !(*p).is_null() {
-                if CStr::from_ptr(*p).to_bytes() == user {
-                    return Ok(Some(true));
-                }
-                p = p.add(1);
-            }
+        // Too small: n now says how many there are (glibc); grow anyway.
+        let want = (n.max(0) as usize).max(groups.len() * 2);
+        if want > 1 << 20 {
+            return vec![gid];
         }
-        Ok(Some(false))
-    });
-    matches!(r, Ok(Some(true)))
+        groups.resize(want, 0);
+    }
 }
 
 /// The password's last-change day from the shadow database.
@@ -167,17 +302,70 @@ pub fn openlog(ident: &'static CStr) {
     unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_AUTHPRIV) };
 }
 
+/// The resource limits the notify command starts with, whatever its
+/// caller had: those of a fresh process on a default Linux system (the
+/// kernel's initial limits). A set-user-ID caller could otherwise hand it a
+/// file-size limit of 0, no CPU time or a handful of descriptors.
+const FRESH_LIMITS: [(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t); 16] = {
+    const INF: libc::rlim_t = libc::RLIM_INFINITY;
+    [
+        (libc::RLIMIT_CPU, INF, INF),
+        (libc::RLIMIT_FSIZE, INF, INF),
+        (libc::RLIMIT_DATA, INF, INF),
+        (libc::RLIMIT_STACK, 8 << 20, INF),
+        (libc::RLIMIT_CORE, 0, INF),
+        (libc::RLIMIT_RSS, INF, INF),
+        (libc::RLIMIT_NPROC, INF, INF),
+        (libc::RLIMIT_NOFILE, 1024, 4096),
+        (libc::RLIMIT_MEMLOCK, 8 << 20, 8 << 20),
+        (libc::RLIMIT_AS, INF, INF),
+        (libc::RLIMIT_LOCKS, INF, INF),
+        (libc::RLIMIT_SIGPENDING, INF, INF),
+        (libc::RLIMIT_MSGQUEUE, 819_200, 819_200),
+        (libc::RLIMIT_NICE, 0, 0),
+        (libc::RLIMIT_RTPRIO, 0, 0),
+        (libc::RLIMIT_RTTIME, INF, INF),
+    ]
+};
+
 /// Start `prog` with exactly `env`, without a shell, detached from this
 /// process (double fork, new session, stdio on /dev/null, no inherited
 /// descriptors) and killed by SIGALRM after `timeout_secs`. Returns once
 /// the intermediate child has exited, which is immediate.
+///
+/// Nothing of the process that starts it reaches the command but the
+/// effective ids: started from a set-user-ID program (su), whose caller
+/// chose the real ids, groups, limits, umask, niceness and signal
+/// dispositions, it runs with every user and group id set to the effective
+/// ones (for root: uid 0, gid 0 and group root alone), fresh resource
+/// limits ([`FRESH_LIMITS`]), umask 022, niceness 0, every signal at its
+/// default and none blocked. The caller can then neither signal it nor
+/// make a shell script drop to its own uid.
+///
+/// Safe from a multi-threaded host (gdm, polkit): everything is prepared
+/// before `fork`, and the children make only async-signal-safe calls (the
+/// second fork is a raw `clone`, which runs no `pthread_atfork` handlers).
 pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Result<()> {
-    // Everything the children need is prepared before fork: after it, only
-    // async-signal-safe calls are made.
     let argv: [*const c_char; 2] = [prog.as_ptr(), std::ptr::null()];
     let envp: Vec<*const c_char> = env.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let devnull = c"/dev/null";
     let root = c"/";
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    // Root's group for root (su keeps its caller's effective gid).
+    // SAFETY: as above.
+    let gid = if uid == 0 { 0 } else { unsafe { libc::getegid() } };
+    let groups: [libc::gid_t; 1] = [0];
+    // How far a close loop goes when close_range is missing (Linux before
+    // 5.9): the hard limit, as descriptors opened before a lower soft limit
+    // was set stay open.
+    let nofile = getrlimit(libc::RLIMIT_NOFILE).rlim_max.min(1 << 16) as libc::c_int;
+    // The kernel's struct sigaction (rt_sigaction(2)) all zero: SIG_DFL, no
+    // flags, an empty mask. Its sigset is 8 bytes on x86-64 and arm64.
+    let dfl = [0u64; 4];
+    let sigset_size: libc::c_long = 8;
+    let (uid_l, gid_l) = (libc::c_long::from(uid), libc::c_long::from(gid));
+    const Z: libc::c_long = 0;
     // SAFETY: fork has no memory-safety preconditions; the child below only
     // makes async-signal-safe calls and always ends in execve or _exit.
     let pid = unsafe { libc::fork() };
@@ -186,12 +374,31 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
     }
     if pid == 0 {
         // SAFETY: in the intermediate child and the grandchild only
-        // async-signal-safe functions are called, on pointers prepared
-        // before fork that stay valid (the memory is copied by fork).
+        // async-signal-safe functions and raw system calls are made, on
+        // values prepared before fork that stay valid (the memory is
+        // copied by fork).
         unsafe {
+            // The ids first: until they change, a caller with the same
+            // real uid could stop or kill this child. Raw system calls:
+            // glibc's wrappers make every thread of a process change ids
+            // together, which is not async-signal-safe. Never run the
+            // command with ids half changed (exit 127, reported below).
+            if uid == 0 && libc::syscall(libc::SYS_setgroups, 1 as libc::c_long, groups.as_ptr()) != 0 {
+                libc::_exit(127);
+            }
+            if libc::syscall(libc::SYS_setresgid, gid_l, gid_l, gid_l) != 0
+                || libc::syscall(libc::SYS_setresuid, uid_l, uid_l, uid_l) != 0
+            {
+                libc::_exit(127);
+            }
             libc::setsid();
-            if libc::fork() != 0 {
-                libc::_exit(0);
+            // A plain fork: the same as fork(2) without the host's
+            // pthread_atfork handlers. Every argument but the flags is 0,
+            // so their order (which differs between architectures) does
+            // not matter.
+            let child = libc::syscall(libc::SYS_clone, libc::c_long::from(libc::SIGCHLD), Z, Z, Z, Z);
+            if child != 0 {
+                libc::_exit(if child < 0 { 127 } else { 0 });
             }
             let fd = libc::open(devnull.as_ptr(), libc::O_RDWR);
             if fd >= 0 {
@@ -201,18 +408,35 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
             }
             if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
                 let mut f = 3;
-                while f < 4096 {
+                while f < nofile {
                     libc::close(f);
                     f += 1;
                 }
             }
             libc::chdir(root.as_ptr());
+            libc::umask(0o022);
+            for (res, cur, max) in FRESH_LIMITS {
+                if libc::setrlimit(res, &libc::rlimit { rlim_cur: cur, rlim_max: max }) != 0 {
+                    // Without CAP_SYS_RESOURCE a lower hard limit stays;
+                    // the soft one goes as near as it allows.
+                    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    if libc::getrlimit(res, &mut old) == 0 {
+                        let r = libc::rlimit { rlim_cur: cur.min(old.rlim_max), rlim_max: old.rlim_max };
+                        libc::setrlimit(res, &r);
+                    }
+                }
+            }
+            libc::setpriority(libc::PRIO_PROCESS, 0, 0);
+            // Every signal, the C library's own too (its sigaction wrapper
+            // refuses those); SIGKILL and SIGSTOP refuse, and need not.
+            let mut sig: libc::c_long = 1;
+            while sig < 65 {
+                libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), sigset_size);
+                sig += 1;
+            }
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            for sig in [libc::SIGALRM, libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGPIPE, libc::SIGCHLD] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
             libc::alarm(timeout_secs);
             libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
             libc::_exit(127);
@@ -222,7 +446,16 @@ pub fn spawn_detached(prog: &CStr, env: &[CString], timeout_secs: u32) -> io::Re
     loop {
         // SAFETY: waiting for our own child; status is a valid out-pointer.
         let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+        if r >= 0 {
+            // The intermediate child exits 0 once the command's process is
+            // started, 127 when its ids could not be set or clone failed.
+            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0 {
+                return Err(io::Error::other("cannot set its user and group ids, or fork"));
+            }
+            break;
+        }
+        // ECHILD: the caller ignores SIGCHLD and the child was reaped.
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             break;
         }
     }
@@ -289,3 +522,29 @@ pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
 // unwinder never meets another unwinder's exceptions.
 #[link(name = "gcc_eh", kind = "static", modifiers = "-bundle")]
 unsafe extern "C" {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn umask_now() -> String {
+        let st = std::fs::read_to_string("/proc/self/status").unwrap();
+        st.lines().find(|l| l.starts_with("Umask:")).unwrap().to_string()
+    }
+
+    /// Outside a set-user-ID process (the test runner) the shield is a
+    /// comparison of ids and nothing else: limits and umask stay.
+    #[test]
+    fn shield_does_nothing_in_an_ordinary_process() {
+        if setuid_context() {
+            return;
+        }
+        let (fsize, nofile, umask) = (getrlimit(libc::RLIMIT_FSIZE), getrlimit(libc::RLIMIT_NOFILE), umask_now());
+        let s = CallerShield::engage();
+        assert!(!s.caller_limited());
+        assert!(s.saved.is_none());
+        let same = |a: libc::rlimit, b: libc::rlimit| (a.rlim_cur, a.rlim_max) == (b.rlim_cur, b.rlim_max);
+        assert!(same(getrlimit(libc::RLIMIT_FSIZE), fsize) && same(getrlimit(libc::RLIMIT_NOFILE), nofile));
+        assert_eq!(umask_now(), umask);
+    }
+}
