@@ -736,7 +736,7 @@ impl Jail<'_> {
     fn admin(&self, db: &Path, args: &[&str]) -> Output {
         let mut a = vec!["--conf".to_string(), self.sb.conf.display().to_string(), "--db".into(), db.display().to_string()];
         a.extend(args.iter().map(|s| s.to_string()));
-        self.command("libnss_wrapper.so", &[], &admin_path().display().to_string(), &a).output().unwrap()
+        self.command("libnss_wrapper.so", &[], &self.sb.admin_copy().display().to_string(), &a).output().unwrap()
     }
 
     /// `status USER --format json` as seen inside the jail (it reads shadow too).

@@ -166,6 +166,16 @@ impl Sandbox {
         }
     }
 
+    /// A copy of `useraudit-admin` in the sandbox, for runs as a user who
+    /// may not enter the build tree (see [`Sandbox::use_module_copy`]).
+    pub fn admin_copy(&self) -> PathBuf {
+        let copy = self.path().join("useraudit-admin");
+        if !copy.exists() && std::fs::hard_link(admin_path(), &copy).is_err() {
+            std::fs::copy(admin_path(), &copy).unwrap();
+        }
+        copy
+    }
+
     /// The module arguments common to every line.
     pub fn common(&self, extra: &str) -> String {
         format!("conf={} db={} {} {}", self.conf.display(), self.db.display(), self.args, extra)
