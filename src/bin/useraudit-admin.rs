@@ -161,6 +161,7 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
                 limit,
             };
             let db = admin::open_store(&cfg)?;
+            warn_damaged(&db);
             let rows = db.log()?.query(&q)?;
             match format {
                 LogFormat::Table => print_log_table(&mut out, &rows)?,
@@ -256,6 +257,15 @@ fn run(cli: Cli) -> Result<ExitCode, AdminError> {
 fn warn_unmerged(db: &admin::Db) {
     if let Some(e) = db.problem() {
         eprintln!("useraudit-admin: warning: the log spool was not merged: {e}");
+    }
+    warn_damaged(db);
+}
+
+/// Every command says so while a spool file with a damaged header exists
+/// (`check` fails instead).
+fn warn_damaged(db: &admin::Db) {
+    for l in db.damaged_spools() {
+        eprintln!("useraudit-admin: warning: {l}");
     }
 }
 
