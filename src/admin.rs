@@ -473,6 +473,12 @@ pub fn check(cfg: &Config, db: &Db) -> Result<Vec<String>> {
     if db.merged.damaged > 0 {
         out.push(format!("# warning: the log spool had {} damaged byte(s), skipped", db.merged.damaged));
     }
+    if db.merged.dropped > 0 {
+        out.push(format!(
+            "# warning: {} entries were dropped at the spool bound (spool_max_bytes); counted in the log",
+            db.merged.dropped
+        ));
+    }
     if cfg.unlock_after > 0 {
         out.push(format!("# locks lift after {}", format_duration(cfg.unlock_after)));
     }

@@ -511,6 +511,10 @@ pub struct SpoolFile {
     /// The header was intact. A damaged file's records are found by
     /// scanning it from its first byte.
     pub intact: bool,
+    /// For a damaged file, the generation bytes of its header, which may
+    /// have survived the damage: if a merge already recorded progress for
+    /// them, that progress applies (the offsets are the same).
+    pub header_generation: Option<[u8; 16]>,
     /// Entries dropped at the bound (counted in the header).
     pub dropped: u64,
     /// The file's length when opened (it no longer changes: no writer
@@ -545,7 +549,9 @@ pub fn open_set_aside(path: &Path) -> Result<SpoolFile, FileError> {
             let dropped =
                 if hlen == HEADER_LEN { u64::from_le_bytes(h[24..32].try_into().unwrap_or_default()) } else { 0 };
             let start = hlen as u64;
-            return Ok(SpoolFile { path: path.into(), file, generation, intact: true, dropped, len, start });
+            let path = path.into();
+            let intact = true;
+            return Ok(SpoolFile { path, file, generation, intact, header_generation: None, dropped, len, start });
         }
     }
     let path = if damaged_name {
@@ -559,7 +565,8 @@ pub fn open_set_aside(path: &Path) -> Result<SpoolFile, FileError> {
         aside
     };
     let generation = content_id(&file, len, &path)?;
-    Ok(SpoolFile { path, file, generation, intact: false, dropped: 0, len, start: 0 })
+    let header_generation = (n >= 24).then(|| h[8..24].try_into().unwrap_or_default());
+    Ok(SpoolFile { path, file, generation, intact: false, header_generation, dropped: 0, len, start: 0 })
 }
 
 /// A 16-byte id of a file's content: its length, CRC-32 and FNV-1a-32.

@@ -433,12 +433,18 @@ impl Store {
     /// Merge one spool file in batches; what it added, and whether it got
     /// to the end (false: the `batches` budget ran out first).
     fn merge_file(&mut self, sf: &spool::SpoolFile, batch: usize, batches: &mut usize) -> Result<(Merged, bool)> {
-        let generation = sf.generation.to_vec();
-        let upto = |c: &Connection| -> rusqlite::Result<i64> {
-            Ok(c.query_row("SELECT upto FROM spool_merged WHERE generation = ?1", [&generation], |r| r.get(0))
-                .optional()?
-                .unwrap_or(0))
+        let upto_of = |c: &Connection, generation: &[u8]| -> rusqlite::Result<Option<i64>> {
+            c.query_row("SELECT upto FROM spool_merged WHERE generation = ?1", [generation], |r| r.get(0)).optional()
         };
+        // A damaged header whose generation survived, of a file a merge had
+        // begun: go on from there, not from the start under a new id.
+        let generation = match sf.header_generation {
+            Some(g) if upto_of(&self.conn, &g).map_err(self.err("cannot read the spool record"))?.is_some() => {
+                g.to_vec()
+            }
+            _ => sf.generation.to_vec(),
+        };
+        let upto = |c: &Connection| -> rusqlite::Result<i64> { Ok(upto_of(c, &generation)?.unwrap_or(0)) };
         let done = upto(&self.conn).map_err(self.err("cannot read the spool record"))?;
         let mut recs = sf.records_from(u64::try_from(done).unwrap_or(0));
         let len = i64::try_from(sf.len).unwrap_or(i64::MAX);
@@ -1013,6 +1019,27 @@ mod tests {
         assert_eq!(dropped.len(), 1);
         assert_eq!(dropped[0].user, b"[2 entries dropped at the spool bound]");
         assert_eq!(s.merge_spool().unwrap().dropped, 0);
+    }
+
+    /// A file set aside whose merge stopped half-way, then whose header
+    /// magic was damaged: the merge goes on under the generation that
+    /// survived in the header, adding nothing twice.
+    #[test]
+    fn damaged_magic_of_a_half_merged_file_adds_nothing_twice() {
+        let (_d, p) = tmp();
+        let mut s = open(&p);
+        for i in 0..100 {
+            spool::append(&p, &NewEntry { time: i, user: b"u", ..Default::default() }).unwrap();
+        }
+        assert_eq!(s.merge_spool_batched(10, &mut 4).unwrap().entries, 40);
+        let file = spool::set_aside_files(&p).unwrap().remove(0);
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"garbage!", 0).unwrap();
+        drop(f);
+        assert_eq!(s.merge_spool().unwrap().entries, 60);
+        assert_eq!(times(&s), (0..100).collect::<Vec<_>>());
+        assert_eq!(spool::damaged_files(&p).unwrap().len(), 1);
+        assert_eq!(s.merge_spool().unwrap().entries, 0);
     }
 
     /// Merges running at once while logins append: every entry lands in
