@@ -56,6 +56,9 @@ pub struct Db {
     /// Why the log is not complete: the database cannot be opened, or the
     /// spool cannot be merged into it.
     problem: Option<String>,
+    /// Spool files set aside with a damaged header, one line each: their
+    /// intact records are in the log, but they may hold more.
+    damaged_spools: Vec<String>,
 }
 
 impl Db {
@@ -78,6 +81,33 @@ impl Db {
     pub fn problem(&self) -> Option<&str> {
         self.problem.as_deref()
     }
+
+    /// Spool files with a damaged header that still exist, one line each.
+    /// Every command reports them until the administrator removes them.
+    pub fn damaged_spools(&self) -> &[String] {
+        &self.damaged_spools
+    }
+}
+
+/// The spool files with a damaged header beside `db`, as lines for stderr
+/// and syslog (each also goes to syslog here).
+fn damaged_spools(db: &Path) -> Vec<String> {
+    let lines: Vec<String> = match crate::spool::damaged_files(db) {
+        Ok(files) => files
+            .iter()
+            .map(|f| {
+                format!(
+                    "damaged log spool {}: its header was damaged; the intact records it holds are in the log, the rest could not be read; inspect it and remove it",
+                    f.display()
+                )
+            })
+            .collect(),
+        Err(e) => vec![format!("cannot look for damaged log spools: {e}")],
+    };
+    for l in &lines {
+        sys::syslog(Priority::Err, &format!("useraudit-admin (uid {}): {l}", sys::euid()));
+    }
+    lines
 }
 
 /// Open the configured database and account state (created if missing):
@@ -119,7 +149,8 @@ pub fn open_store(cfg: &Config) -> Result<Db> {
         Err(e) => {
             let problem = e.to_string();
             sys::syslog(Priority::Err, &format!("useraudit-admin (uid {}): {problem}", sys::euid()));
-            return Ok(Db { store: None, accounts, merged: Merged::default(), problem: Some(problem) });
+            let damaged_spools = damaged_spools(&cfg.database);
+            return Ok(Db { store: None, accounts, merged: Merged::default(), problem: Some(problem), damaged_spools });
         }
     };
     // Once: the table is dropped when copied (or empty, in a new database),
@@ -150,10 +181,23 @@ pub fn open_store(cfg: &Config) -> Result<Db> {
             merged.entries
         ));
     }
+    if merged.dropped > 0 {
+        sys::syslog(
+            Priority::Warning,
+            &format!(
+                "useraudit-admin (uid {}): log spool of {}: {} entries were dropped at its bound (spool_max_bytes = {}); counted in the log with reason \"dropped\"",
+                sys::euid(),
+                cfg.database.display(),
+                merged.dropped,
+                cfg.spool_max_bytes
+            ),
+        );
+    }
     if let Some(p) = &problem {
         sys::syslog(Priority::Err, &format!("useraudit-admin (uid {}): {p}", sys::euid()));
     }
-    Ok(Db { store: Some(store), accounts, merged, problem })
+    let damaged_spools = damaged_spools(&cfg.database);
+    Ok(Db { store: Some(store), accounts, merged, problem, damaged_spools })
 }
 
 fn syslog_admin(msg: &str) {
@@ -454,6 +498,9 @@ pub fn check(cfg: &Config, db: &Db) -> Result<Vec<String>> {
     if let Some(e) = bad.first() {
         return Err(AdminError(format!("account state {e}")));
     }
+    if !db.damaged_spools.is_empty() {
+        return Err(AdminError(db.damaged_spools.join("; ")));
+    }
     out.push(format!(
         "# database {}: schema version {}, {} log entries, integrity ok",
         store.path().display(),
@@ -463,6 +510,12 @@ pub fn check(cfg: &Config, db: &Db) -> Result<Vec<String>> {
     out.push(format!("# account state {}: {} accounts", db.accounts.dir().display(), accounts.len()));
     if db.merged.damaged > 0 {
         out.push(format!("# warning: the log spool had {} damaged byte(s), skipped", db.merged.damaged));
+    }
+    if db.merged.dropped > 0 {
+        out.push(format!(
+            "# warning: {} entries were dropped at the spool bound (spool_max_bytes); counted in the log",
+            db.merged.dropped
+        ));
     }
     if cfg.unlock_after > 0 {
         out.push(format!("# locks lift after {}", format_duration(cfg.unlock_after)));

@@ -410,9 +410,51 @@ fn accounts<'s>(session: &'s mut Session, cfg: &Config, root: bool) -> Result<&'
     Ok(&session.accounts.as_ref().expect("just opened").1)
 }
 
-/// Append an attempt to the log spool.
-fn log_attempt(ctx: &Ctx<'_>, e: &NewEntry<'_>) -> Result<(), FileError> {
-    spool::append(&ctx.cfg.database, e)
+/// Append an attempt to the log spool (of an account, or of a name that is
+/// not one: those are the first dropped at the spool's bound). Whether it
+/// was written or deliberately dropped; an error is logged here, and the
+/// caller decides what it means for the answer: never a refusal turned
+/// into a success.
+fn log_attempt(ctx: &Ctx<'_>, e: &NewEntry<'_>, account: bool) -> bool {
+    let bound = spool::Bound { max_bytes: ctx.cfg.spool_max_bytes, account };
+    match spool::append_bounded(&ctx.cfg.database, e, bound) {
+        Ok(a) => {
+            if let Some(aside) = &a.damaged_aside {
+                ctx.log.at(
+                    Priority::Err,
+                    &format!(
+                        "{}: damaged header; set aside as {} (useraudit-admin recovers its intact records) and a new spool started",
+                        spool::path_for(&ctx.cfg.database).display(),
+                        aside.display()
+                    ),
+                );
+            }
+            if let Some(n) = a.dropped {
+                // Logged at 1, 2, 4, 8 ... drops per spool: a flood cannot
+                // flood syslog in turn.
+                if n.is_power_of_two() {
+                    let (p, what) = if account {
+                        (Priority::Err, "entries for accounts too")
+                    } else {
+                        (Priority::Warning, "entries for names that are not accounts")
+                    };
+                    ctx.log.at(
+                        p,
+                        &format!(
+                            "{}: at its bound (spool_max_bytes = {}): {what} are dropped; {n} dropped so far (counted in the log at the next merge)",
+                            spool::path_for(&ctx.cfg.database).display(),
+                            ctx.cfg.spool_max_bytes
+                        ),
+                    );
+                }
+            }
+            true
+        }
+        Err(err) => {
+            ctx.log.at(Priority::Err, &format!("cannot log the attempt: {err}"));
+            false
+        }
+    }
 }
 
 fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, FileError> {
@@ -479,7 +521,8 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
             let Some(reason) = policy::refusal(standing) else {
                 return Ok(Outcome::plain(Verdict::Success));
             };
-            log_attempt(ctx, &ctx.entry(&typed, false, Some(reason), &method))?;
+            // Decided from readable state: a refusal whatever the spool says.
+            log_attempt(ctx, &ctx.entry(&typed, false, Some(reason), &method), true);
             ctx.log
                 .at(Priority::Notice, &format!("refused {} before authentication: {}", escape(&name), reason.as_str()));
             let texts = policy::refusal_text(&acc, standing, ctx.now);
@@ -487,10 +530,12 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
         }
         Hook::Auth(Some(Mode::Authfail)) => {
             let accts = accounts(session, cfg, root)?;
-            // Logged first: the entry does not depend on the count, and a
-            // count that cannot be kept must not cost the log its entry.
-            log_attempt(ctx, &ctx.entry(&typed, false, Some(LogReason::Auth), &method))?;
-            let (outcome, failures, texts) = accts.update(&name, false, |cur| {
+            // Counted first: the count is what locks, and it is rewritten
+            // in place (no new disk space), while the log entry needs room
+            // that a full disk or an attacker's flood may have taken. An
+            // entry that cannot be logged is reported; the answer is a
+            // refusal either way.
+            let counted = accts.update(&name, false, |cur| {
                 let mut acc = cur.unwrap_or_else(|| Account::new(&name, ctx.now));
                 let o = policy::record_failure(&mut acc, cfg, ctx.now, is_exempt);
                 let failures = acc.failures;
@@ -505,7 +550,9 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
                     Vec::new()
                 };
                 Ok((Some(acc), (o, failures, texts)))
-            })?;
+            });
+            log_attempt(ctx, &ctx.entry(&typed, false, Some(LogReason::Auth), &method), true);
+            let (outcome, failures, texts) = counted?;
             ctx.log.at(Priority::Debug, &format!("failure {} for {}", failures, escape(&name)));
             if outcome.locked_now {
                 announce(cfg, &ctx.logf(), &ctx.notice(&name, Event::Locked, failures), "locked after failed logins");
@@ -565,7 +612,12 @@ fn unknown_user(
     };
     // The directories are checked (as for a known account) before the spool is used.
     accounts(session, ctx.cfg, root)?;
-    log_attempt(ctx, &ctx.entry(typed, success, (!success).then_some(LogReason::Auth), method))?;
+    let logged = log_attempt(ctx, &ctx.entry(typed, success, (!success).then_some(LogReason::Auth), method), false);
+    if !logged && success {
+        // A success that cannot be logged: the administrator's storage
+        // broke (the error is in syslog); on_error decides.
+        return Err(FileError::new(&spool::path_for(&ctx.cfg.database), "the entry above could not be logged"));
+    }
     ctx.log.at(Priority::Debug, "attempt for a name that is not an account");
     Ok(Outcome::plain(verdict))
 }
@@ -590,6 +642,8 @@ fn login(
     }
     // A directory that cannot be used (or trusted) gets nothing written.
     let accts = accounts(session, cfg, root)?;
+    // What was decided, kept even when writing it fails.
+    let mut decided = None;
     let updated = accts.update(name, false, |cur| {
         let mut acc = cur.unwrap_or_else(|| Account::new(name, ctx.now));
         let change = match &shadow {
@@ -600,17 +654,24 @@ fn login(
         policy::apply_login(&mut acc, check, cfg, ctx.now);
         // A refused attempt changes nothing; the others record their effect.
         let keep = !matches!(check, LoginCheck::Refuse(_));
+        decided = Some((check, acc.clone()));
         Ok((keep.then(|| acc.clone()), (check, acc)))
     });
-    let (check, acc) = match updated {
-        Ok(v) => v,
-        Err(e) => {
+    let (check, acc) = match (updated, decided) {
+        (Ok(v), _) => v,
+        // A refusal (or a disable) decided from readable state stays one
+        // when its state cannot be written; the error goes to syslog.
+        (Err(e), Some((check @ (LoginCheck::Refuse(_) | LoginCheck::Disable(_)), acc))) => {
+            ctx.log.at(Priority::Err, &format!("{e}"));
+            (check, acc)
+        }
+        (Err(e), _) => {
             // The state cannot be used, but the attempt can still be logged:
             // on_error = "allow" lets it in, so it is a login (and the
             // account hook of the same login must not log it again).
             // Refused by "deny", it is not; the syslog error tells.
             if ctx.on_error == OnError::Allow
-                && log_attempt(ctx, &ctx.entry(typed, true, None, method)).is_ok()
+                && log_attempt(ctx, &ctx.entry(typed, true, None, method), true)
                 && ctx.hook != Hook::Account
             {
                 session.mark = Some(LoginMark {
@@ -629,7 +690,7 @@ fn login(
         LoginCheck::Refuse(r) => (false, Some(r)),
         LoginCheck::Disable(r) => (false, Some(r.refusal())),
     };
-    let logged = log_attempt(ctx, &ctx.entry(typed, success, reason, method));
+    let logged = log_attempt(ctx, &ctx.entry(typed, success, reason, method), true);
     let now = ctx.now;
     let out = match check {
         LoginCheck::Allow { warn_days } => {
@@ -669,9 +730,13 @@ fn login(
             }
         }
     };
-    // The state has changed either way (and a disable was announced); an
-    // entry that could not be logged is answered as an error.
-    logged?;
+    // The state has changed either way (and a disable was announced). A
+    // refusal stays a refusal whether or not its entry could be logged; a
+    // success that could not be logged is answered by on_error (the error
+    // is in syslog already).
+    if !logged && out.verdict == Verdict::Success {
+        return Err(FileError::new(&spool::path_for(&cfg.database), "the login above could not be logged"));
+    }
     if ctx.hook != Hook::Account && out.verdict == Verdict::Success {
         session.mark =
             Some(LoginMark { user: name.to_vec(), time: now, typed: typed.to_vec(), method: method.to_vec(), check });

@@ -55,6 +55,8 @@ pub struct Config {
     pub notify_command: Option<PathBuf>,
     pub retention_days: u32,
     pub on_error: OnError,
+    /// Bytes the log spool may grow to between merges (see [`crate::spool`]).
+    pub spool_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             notify_command: None,
             retention_days: 0,
             on_error: OnError::Allow,
+            spool_max_bytes: SPOOL_MAX_DEFAULT,
         }
     }
 }
@@ -96,7 +99,16 @@ pub const KEYS: &[&str] = &[
     "notify_command",
     "retention_days",
     "on_error",
+    "spool_max_bytes",
 ];
+
+/// The default bound of the log spool: 128 MiB, days of an ordinary
+/// server's logins, far from a full disk.
+pub const SPOOL_MAX_DEFAULT: u64 = 128 << 20;
+/// The smallest bound accepted (64 KiB: a few hundred entries).
+pub const SPOOL_MAX_MIN: u64 = 64 << 10;
+/// The largest bound accepted (1 TiB).
+pub const SPOOL_MAX_MAX: u64 = 1 << 40;
 
 /// Where a bad value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +191,35 @@ fn get_duration(raw: &Raw<'_>) -> Result<u64, String> {
         Raw::Arg(s) => parse_duration(s),
         _ => Err(bad(raw, "a duration such as 900, \"15m\", \"2h\" or \"7d\"")),
     }
+}
+
+/// A size in bytes: a whole number, or a string with a binary suffix
+/// (`"64K"`, `"128M"`, `"1G"`).
+fn get_size(raw: &Raw<'_>, min: u64, max: u64) -> Result<u64, String> {
+    let allowed = format!("a size in bytes from {min} to {max}, or with a suffix: \"64K\", \"128M\", \"1G\"");
+    let text = match raw {
+        Raw::Toml(toml::Value::Integer(i)) => Some(i.to_string()),
+        Raw::Toml(toml::Value::String(s)) => Some(s.clone()),
+        Raw::Arg(s) => Some(s.to_string()),
+        _ => None,
+    };
+    let n = text.and_then(|t| {
+        let (digits, shift) = match t.strip_suffix(['K', 'k']) {
+            Some(d) => (d, 10),
+            None => match t.strip_suffix(['M', 'm']) {
+                Some(d) => (d, 20),
+                None => match t.strip_suffix(['G', 'g']) {
+                    Some(d) => (d, 30),
+                    None => (t.as_str(), 0),
+                },
+            },
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+    });
+    n.filter(|n| (min..=max).contains(n)).ok_or_else(|| bad(raw, &allowed))
 }
 
 fn get_str<'a>(raw: &'a Raw<'a>, what: &str) -> Result<&'a str, String> {
@@ -265,6 +306,7 @@ impl Config {
             "on_error" => {
                 self.on_error = get_choice(raw, &[("allow", OnError::Allow), ("deny", OnError::Deny)])?
             }
+            "spool_max_bytes" => self.spool_max_bytes = get_size(raw, SPOOL_MAX_MIN, SPOOL_MAX_MAX)?,
             _ => return Err(format!("unknown key; known keys are {}", KEYS.join(", "))),
         }
         Ok(())
@@ -432,6 +474,7 @@ impl Config {
                 }
                 .into(),
             ),
+            ("spool_max_bytes", self.spool_max_bytes.to_string()),
         ]
     }
 }
@@ -578,6 +621,22 @@ on_error = "deny"
         assert_eq!(c.notify_command, Some(PathBuf::from("/usr/local/sbin/notify")));
         assert_eq!(c.retention_days, 365);
         assert_eq!(c.on_error, OnError::Deny);
+    }
+
+    #[test]
+    fn spool_max_bytes_sizes() {
+        assert_eq!(parse("").unwrap().spool_max_bytes, 128 << 20);
+        assert_eq!(parse("spool_max_bytes = 65536").unwrap().spool_max_bytes, 65536);
+        assert_eq!(parse("spool_max_bytes = \"512K\"").unwrap().spool_max_bytes, 512 << 10);
+        assert_eq!(parse("spool_max_bytes = \"2G\"").unwrap().spool_max_bytes, 2 << 30);
+        let mut c = Config::default();
+        c.apply_arg("spool_max_bytes", "64m").unwrap();
+        assert_eq!(c.spool_max_bytes, 64 << 20);
+        let bad = ["spool_max_bytes = 1000", "spool_max_bytes = -1", "spool_max_bytes = \"1T\"", "spool_max_bytes = \"M\""];
+        for bad in bad {
+            let e = parse(bad).unwrap_err();
+            assert!(e.to_string().contains("a size in bytes"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -209,7 +209,14 @@ pub struct Merged {
     pub entries: u64,
     /// Bytes of the spool that were not intact records (skipped).
     pub damaged: u64,
+    /// Entries the module dropped at the spool's bound (`spool_max_bytes`),
+    /// now counted by one log entry with reason `dropped`.
+    pub dropped: u64,
 }
+
+/// Records per merge transaction: a few MiB at most in memory, and a
+/// transaction short enough that other writers get in between.
+const MERGE_BATCH: usize = 2000;
 
 /// An open database.
 pub struct Store {
@@ -369,30 +376,52 @@ impl Store {
     }
 
     /// Move the log spool's entries into the log. The spool is first set
-    /// aside (logins start a new one at once); each file set aside is
-    /// merged in one transaction that also records how far its generation
-    /// was merged, so a merge interrupted after its commit is not applied
-    /// twice, and then removed. The commit is synced before the file goes
-    /// (`synchronous=FULL` for it), so a power cut cannot lose both copies.
-    /// Returns the entries added and the damaged bytes skipped.
+    /// aside (logins start a new one at once). Each file set aside is read
+    /// in chunks and merged in transactions of [`MERGE_BATCH`] records;
+    /// each also records how far the file's generation was merged, so a
+    /// merge cut short anywhere (or two merges at once) adds every record
+    /// exactly once, and memory stays bounded however large the file. The
+    /// last transaction records the whole file and the count of entries
+    /// dropped at the spool's bound (as one log entry), and is synced
+    /// (`synchronous=FULL`) before the file is removed, so a power cut
+    /// cannot lose both copies. Files whose header was damaged are
+    /// recovered the same way (their records found by scanning) and kept
+    /// for the administrator; see [`spool::damaged_files`].
     pub fn merge_spool(&mut self) -> Result<Merged> {
+        let mut unlimited = usize::MAX;
+        self.merge_spool_batched(MERGE_BATCH, &mut unlimited)
+    }
+
+    /// [`Store::merge_spool`] with `batch` records per transaction,
+    /// stopping (as a crash would) once `batches` transactions are spent.
+    fn merge_spool_batched(&mut self, batch: usize, batches: &mut usize) -> Result<Merged> {
         spool::set_aside(&self.path).map_err(StoreError::Spool)?;
         let mut total = Merged::default();
-        // Two commands may merge at once and meet the same file: the second
-        // transaction finds its generation merged and adds nothing, and a
-        // file the other one has removed meanwhile is simply done.
-        for file in spool::set_aside_files(&self.path).map_err(StoreError::Spool)? {
-            let p = match spool::read(&file) {
-                Ok(p) => p,
+        let mut files = spool::set_aside_files(&self.path).map_err(StoreError::Spool)?;
+        files.extend(spool::damaged_files(&self.path).map_err(StoreError::Spool)?);
+        // Two commands may merge at once and meet the same file: each batch
+        // skips what the other recorded, and a file the other one has
+        // removed (or set aside as damaged) meanwhile is done by it.
+        for file in files {
+            let sf = match spool::open_set_aside(&file) {
+                Ok(sf) => sf,
                 Err(_) if !file.exists() => continue,
                 Err(e) => return Err(StoreError::Spool(e)),
             };
             self.conn.execute_batch("PRAGMA synchronous=FULL").map_err(self.err("cannot configure"))?;
-            let r = self.merge_one(&p);
+            let r = self.merge_file(&sf, batch, batches);
             self.conn.execute_batch(WAL_SETTINGS).map_err(self.err("cannot configure"))?;
-            total.entries += r?;
-            total.damaged += p.damaged;
-            match p.remove() {
+            let (m, complete) = r?;
+            total.entries += m.entries;
+            total.damaged += m.damaged;
+            total.dropped += m.dropped;
+            if !complete {
+                return Ok(total);
+            }
+            if !sf.intact {
+                continue;
+            }
+            match sf.remove() {
                 Ok(()) => {}
                 Err(_) if !file.exists() => {}
                 Err(e) => return Err(StoreError::Spool(e)),
@@ -401,42 +430,88 @@ impl Store {
         Ok(total)
     }
 
-    fn merge_one(&mut self, p: &spool::Pending) -> Result<u64> {
-        let generation = p.generation.to_vec();
-        let now = crate::text::now_micros();
-        self.write(|t| {
-            let done: i64 =
-                t.tx.query_row("SELECT upto FROM spool_merged WHERE generation = ?1", [&generation], |r| r.get(0))
-                    .optional()
-                    .map_err(t.err("cannot read the spool record"))?
-                    .unwrap_or(0);
-            let mut n = 0u64;
-            for (end, rec) in &p.records {
-                if i64::try_from(*end).unwrap_or(i64::MAX) <= done {
-                    continue;
-                }
-                match rec {
-                    Record::Entry(e) => {
-                        insert_entry(&t.tx, &e.as_new()).map_err(t.err("cannot write the log"))?;
-                        n += 1;
-                    }
-                    Record::SetMethod { time, user, method } => {
-                        t.tx.prepare_cached(
-                            "UPDATE log SET auth_method = ?1 WHERE id =
-                             (SELECT max(id) FROM log WHERE user = ?2 AND time = ?3)",
-                        )
-                        .and_then(|mut st| st.execute(params![crate::text::cap(method), user, time]))
-                        .map_err(t.err("cannot write the log"))?;
-                    }
+    /// Merge one spool file in batches; what it added, and whether it got
+    /// to the end (false: the `batches` budget ran out first).
+    fn merge_file(&mut self, sf: &spool::SpoolFile, batch: usize, batches: &mut usize) -> Result<(Merged, bool)> {
+        let upto_of = |c: &Connection, generation: &[u8]| -> rusqlite::Result<Option<i64>> {
+            c.query_row("SELECT upto FROM spool_merged WHERE generation = ?1", [generation], |r| r.get(0)).optional()
+        };
+        // A damaged header whose generation survived, of a file a merge had
+        // begun: go on from there, not from the start under a new id.
+        let generation = match sf.header_generation {
+            Some(g) if upto_of(&self.conn, &g).map_err(self.err("cannot read the spool record"))?.is_some() => {
+                g.to_vec()
+            }
+            _ => sf.generation.to_vec(),
+        };
+        let upto = |c: &Connection| -> rusqlite::Result<i64> { Ok(upto_of(c, &generation)?.unwrap_or(0)) };
+        let done = upto(&self.conn).map_err(self.err("cannot read the spool record"))?;
+        let mut recs = sf.records_from(u64::try_from(done).unwrap_or(0));
+        let len = i64::try_from(sf.len).unwrap_or(i64::MAX);
+        let mut out = Merged::default();
+        loop {
+            let mut chunk = Vec::with_capacity(batch.min(4096));
+            while chunk.len() < batch {
+                match recs.next_record().map_err(StoreError::Spool)? {
+                    Some(r) => chunk.push(r),
+                    None => break,
                 }
             }
-            t.tx.execute(
-                "INSERT OR REPLACE INTO spool_merged (generation, upto, time) VALUES (?1, ?2, ?3)",
-                params![generation, i64::try_from(p.len).unwrap_or(i64::MAX), now],
-            )
-            .map_err(t.err("cannot write the spool record"))?;
-            Ok(n)
-        })
+            let last = chunk.len() < batch;
+            if *batches == 0 {
+                out.damaged = recs.damaged;
+                return Ok((out, false));
+            }
+            *batches -= 1;
+            let end = if last { len } else { chunk.last().map_or(len, |(e, _)| i64::try_from(*e).unwrap_or(i64::MAX)) };
+            let now = crate::text::now_micros();
+            let (n, dropped) = self.write(|t| {
+                // Read again inside the transaction: another merge may
+                // have got further meanwhile.
+                let done = upto(&t.tx).map_err(t.err("cannot read the spool record"))?;
+                if done >= end {
+                    return Ok((0, 0));
+                }
+                let mut n = 0u64;
+                for (e, rec) in &chunk {
+                    if i64::try_from(*e).unwrap_or(i64::MAX) <= done {
+                        continue;
+                    }
+                    match rec {
+                        Record::Entry(e) => {
+                            insert_entry(&t.tx, &e.as_new()).map_err(t.err("cannot write the log"))?;
+                            n += 1;
+                        }
+                        Record::SetMethod { time, user, method } => {
+                            t.tx.prepare_cached(
+                                "UPDATE log SET auth_method = ?1 WHERE id =
+                                 (SELECT max(id) FROM log WHERE user = ?2 AND time = ?3)",
+                            )
+                            .and_then(|mut st| st.execute(params![crate::text::cap(method), user, time]))
+                            .map_err(t.err("cannot write the log"))?;
+                        }
+                    }
+                }
+                let dropped = if last && sf.dropped > 0 {
+                    insert_dropped(&t.tx, now, sf.dropped).map_err(t.err("cannot write the log"))?;
+                    sf.dropped
+                } else {
+                    0
+                };
+                t.tx.execute(
+                    "INSERT OR REPLACE INTO spool_merged (generation, upto, time) VALUES (?1, ?2, ?3)",
+                    params![generation, end, now],
+                )
+                .map_err(t.err("cannot write the spool record"))?;
+                Ok((n, dropped))
+            })?;
+            out.entries += n;
+            out.dropped += dropped;
+            if last {
+                out.damaged = recs.damaged;
+                return Ok((out, true));
+            }
+        }
     }
 
     /// Record an attempt outside a transaction (one statement, atomic).
@@ -612,6 +687,16 @@ fn insert_entry(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<i64> {
         e.reason.map(LogReason::as_str),
     ])?;
     Ok(c.last_insert_rowid())
+}
+
+/// The log entry that counts entries dropped at the spool's bound: reason
+/// `dropped`, the count in the user field (no attempt has that reason, so
+/// it cannot be mistaken for a name), at the time of the merge.
+fn insert_dropped(c: &Connection, time: i64, n: u64) -> rusqlite::Result<()> {
+    let text = format!("[{n} entries dropped at the spool bound]");
+    c.prepare_cached("INSERT INTO log (time, success, user, service, reason) VALUES (?1, 0, ?2, ?3, 'dropped')")?
+        .execute(params![time, text.as_bytes(), &b"useraudit"[..]])?;
+    Ok(())
 }
 
 /// The account columns in the order [`row_account`] reads them.
@@ -825,19 +910,136 @@ mod tests {
         // the same spool generation met twice (a merge whose file removal
         // did not happen): the second pass adds only what came after
         let copy = std::fs::read(spool::path_for(&p)).unwrap();
-        assert_eq!(s.merge_spool().unwrap(), Merged { entries: 2, damaged: 0 });
+        assert_eq!(s.merge_spool().unwrap(), Merged { entries: 2, ..Default::default() });
         assert!(!spool::path_for(&p).exists());
         assert!(spool::set_aside_files(&p).unwrap().is_empty());
         let again = crate::files::beside(&spool::path_for(&p), ".merging-00000000000000000001-1");
         std::fs::write(&again, &copy).unwrap();
         spool::append(&p, &e(b"carol", 11)).unwrap();
-        assert_eq!(s.merge_spool().unwrap(), Merged { entries: 1, damaged: 0 });
+        assert_eq!(s.merge_spool().unwrap(), Merged { entries: 1, ..Default::default() });
         let all = s.query(&LogQuery::default()).unwrap();
         let got: Vec<(&[u8], Option<&[u8]>)> = all.iter().map(|e| (&e.user[..], e.auth_method.as_deref())).collect();
         assert_eq!(
             got,
             vec![(&b"carol"[..], Some(&b"pam"[..])), (b"bob", Some(b"pam")), (b"alice", Some(b"publickey"))]
         );
+    }
+
+    fn times(s: &Store) -> Vec<i64> {
+        let mut t: Vec<i64> = s.query(&LogQuery::default()).unwrap().iter().map(|e| e.time).collect();
+        t.sort();
+        t
+    }
+
+    /// The merge streams the spool in batches: a spool of many batches
+    /// arrives whole, each entry once; a merge stopped between batches (as
+    /// a crash would stop it) leaves the file, and the next merge adds only
+    /// what the first did not, also when it runs with another batch size.
+    #[test]
+    fn merge_streams_in_batches_and_resumes_without_duplicates() {
+        let (_d, p) = tmp();
+        let mut s = open(&p);
+        let e = |i: i64| NewEntry { time: i, success: true, user: b"u", ..Default::default() };
+        for i in 0..1000 {
+            spool::append(&p, &e(i)).unwrap();
+        }
+        let m = s.merge_spool_batched(7, &mut usize::MAX.clone()).unwrap();
+        assert_eq!(m, Merged { entries: 1000, ..Default::default() });
+        assert_eq!(times(&s), (0..1000).collect::<Vec<_>>());
+        assert!(spool::set_aside_files(&p).unwrap().is_empty());
+
+        for i in 1000..2000 {
+            spool::append(&p, &e(i)).unwrap();
+        }
+        // stopped after 3 batches of 100
+        let m = s.merge_spool_batched(100, &mut 3).unwrap();
+        assert_eq!(m.entries, 300);
+        assert_eq!(spool::set_aside_files(&p).unwrap().len(), 1, "left for the next merge");
+        // more logins meanwhile, then a merge stopped again, with another size
+        for i in 2000..2100 {
+            spool::append(&p, &e(i)).unwrap();
+        }
+        let m = s.merge_spool_batched(33, &mut 5).unwrap();
+        assert_eq!(m.entries, 165);
+        // two merges meeting the same file: the first one's upto is honoured
+        let mut s2 = open(&p);
+        let m = s2.merge_spool_batched(50, &mut 2).unwrap();
+        assert_eq!(m.entries, 100);
+        assert_eq!(s.merge_spool().unwrap().entries, 1000 - 565 + 100);
+        assert!(spool::set_aside_files(&p).unwrap().is_empty());
+        assert_eq!(times(&s), (0..2100).collect::<Vec<_>>());
+        assert_eq!(s.merge_spool().unwrap(), Merged::default());
+    }
+
+    /// A spool whose header is damaged: its intact records are recovered
+    /// once, however many merges meet the file, which is kept; entries
+    /// dropped at the bound become one `dropped` entry, once.
+    #[test]
+    fn damaged_header_recovered_once_and_drops_counted_once() {
+        let (_d, p) = tmp();
+        let mut s = open(&p);
+        let e = |i: i64| NewEntry { time: i, success: false, user: b"alice", ..Default::default() };
+        for i in 0..50 {
+            spool::append(&p, &e(i)).unwrap();
+        }
+        let path = spool::path_for(&p);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"garbage!", 0).unwrap();
+        drop(f);
+        let a = spool::append_bounded(&p, &e(50), spool::Bound { max_bytes: 1 << 20, account: true }).unwrap();
+        assert!(a.damaged_aside.is_some());
+        // stopped half-way through the damaged file, then completed
+        let m = s.merge_spool_batched(10, &mut 3).unwrap();
+        assert_eq!(m.entries, 1 + 20, "the new spool (first), then two batches of the damaged one");
+        assert_eq!(m.damaged, 32, "the header's bytes");
+        let m = s.merge_spool().unwrap();
+        assert_eq!(m.entries, 30);
+        assert_eq!(m.damaged, 0, "counted where the reading started");
+        for _ in 0..2 {
+            assert_eq!(s.merge_spool().unwrap().entries, 0, "merged once");
+        }
+        assert_eq!(times(&s), (0..51).collect::<Vec<_>>());
+        assert_eq!(spool::damaged_files(&p).unwrap().len(), 1, "kept for the administrator");
+
+        // drops: counted once, as one entry
+        let unknown = spool::Bound { max_bytes: 65536, account: false };
+        let mut i = 100;
+        while spool::append_bounded(&p, &NewEntry { time: i, user: b"nosuch", ..Default::default() }, unknown)
+            .unwrap()
+            .dropped
+            .is_none()
+        {
+            i += 1;
+        }
+        spool::append_bounded(&p, &NewEntry { time: i, user: b"nosuch", ..Default::default() }, unknown).unwrap();
+        let m = s.merge_spool_batched(500, &mut usize::MAX.clone()).unwrap();
+        assert_eq!(m.dropped, 2);
+        let dropped: Vec<Entry> =
+            s.query(&LogQuery::default()).unwrap().into_iter().filter(|e| e.reason.as_deref() == Some("dropped")).collect();
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].user, b"[2 entries dropped at the spool bound]");
+        assert_eq!(s.merge_spool().unwrap().dropped, 0);
+    }
+
+    /// A file set aside whose merge stopped half-way, then whose header
+    /// magic was damaged: the merge goes on under the generation that
+    /// survived in the header, adding nothing twice.
+    #[test]
+    fn damaged_magic_of_a_half_merged_file_adds_nothing_twice() {
+        let (_d, p) = tmp();
+        let mut s = open(&p);
+        for i in 0..100 {
+            spool::append(&p, &NewEntry { time: i, user: b"u", ..Default::default() }).unwrap();
+        }
+        assert_eq!(s.merge_spool_batched(10, &mut 4).unwrap().entries, 40);
+        let file = spool::set_aside_files(&p).unwrap().remove(0);
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"garbage!", 0).unwrap();
+        drop(f);
+        assert_eq!(s.merge_spool().unwrap().entries, 60);
+        assert_eq!(times(&s), (0..100).collect::<Vec<_>>());
+        assert_eq!(spool::damaged_files(&p).unwrap().len(), 1);
+        assert_eq!(s.merge_spool().unwrap().entries, 0);
     }
 
     /// Merges running at once while logins append: every entry lands in

@@ -245,6 +245,7 @@ fn log(cfg: &Config, out: &mut Out, a: LogArgs, now: i64) -> Result<Exit, AdminE
         limit: a.limit,
     };
     let db = admin::open_store(cfg)?;
+    warn_damaged(&db);
     let rows = db.log()?.query(&q)?;
     match a.format {
         LogFormat::Table => print_log_table(out, &rows)?,
@@ -318,6 +319,7 @@ fn lock(cfg: &Config, out: &mut Out, user: &str, reason: Option<&str>, now: i64)
 /// merged, but then the run fails (exit 1), so that the timer shows it.
 fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, AdminError> {
     let mut db = admin::open_store(cfg)?;
+    warn_damaged(&db);
     let r = admin::sweep(cfg, &mut db, dry_run, now)?;
     let verb = if dry_run { "would disable" } else { "disabled" };
     if cfg.account_expiry_days == 0 {
@@ -362,6 +364,15 @@ fn check(cfg: &Config, out: &mut Out) -> Result<Exit, AdminError> {
 fn warn_unmerged(db: &admin::Db) {
     if let Some(e) = db.problem() {
         eprintln!("useraudit-admin: warning: the log spool was not merged: {e}");
+    }
+    warn_damaged(db);
+}
+
+/// Every command says so while a spool file with a damaged header exists
+/// (`check` fails instead).
+fn warn_damaged(db: &admin::Db) {
+    for l in db.damaged_spools() {
+        eprintln!("useraudit-admin: warning: {l}");
     }
 }
 
