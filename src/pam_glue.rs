@@ -144,6 +144,7 @@ fn call(pamh: &mut PamHandle, args: &[String], flags: PamFlag, hook: Hook, servi
         tty: bytes(pamh.get_item::<Tty>()),
         ssh_auth_info,
         authtok: matches!(pamh.get_item::<AuthTok>(), Ok(Some(_))),
+        ruid: Some(sys::uid()),
     };
 
     // The session lives in the handle's data, so the hooks of one login
