@@ -14,7 +14,11 @@
 #      change does not happen (no tty; a client that cannot answer the
 #      change prompts) is logged as a failure (password_expired), moves
 #      neither the count nor last_login, and does not use up the chance
-#      given by `activate`.
+#      given by `activate`;
+#   4. sshd: the change done in the same keyboard-interactive login
+#      (pam_matrix keeps the passwords; a pty driver answers the prompts):
+#      the demand is a failure, the password hook logs the completed login
+#      as a success and only then resets the count and sets last_login.
 #
 # Usage: bash tests/sshd/policy.sh   (root only; prints "SKIP: ..." and exits
 #        0 otherwise). KEEP=1 keeps the sandbox. Last line "N passed, M
@@ -206,6 +210,81 @@ expect_status "the chance is still there: active, last_login unchanged" carol st
 ssh_password "$D" carol carol-pw echo logged-in; sshout
 check "and again: change demanded, not disabled" out_has "Password change required but no TTY available"
 expect_status "still active" carol state=active
+
+# --- 4. sshd: the change done in the same login ---------------------------------
+# pam_unix cannot write the bind-mounted shadow file, so pam_matrix (from
+# libpam-wrapper, a plain PAM module) keeps the passwords here, for the auth
+# and password stacks; the module's lines are as before. A pty driver
+# answers the keyboard-interactive prompts, the change prompts included.
+MATRIX=/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so
+if [ -f "$MATRIX" ]; then
+  printf 'bob:bob-pw:sshd\n' > "$D/passdb"; chmod 600 "$D/passdb"
+  sshd_set_pam "$D" "auth     requisite                   $MODULE preauth $ARGS
+auth     [success=1 default=ignore]  $MATRIX passdb=@DIR@/passdb
+auth     [default=die]               $MODULE authfail $ARGS
+auth     sufficient                  $MODULE authsucc $ARGS
+auth     required                    pam_deny.so
+account  required                    $MODULE $ARGS
+password required                    $MATRIX passdb=@DIR@/passdb
+password optional                    $MODULE $ARGS
+session  required                    pam_unix.so"
+  sed -i 's/^password_expired_action = .*/password_expired_action = "change"/' "$CONF"
+  UA_FAKETIME=+11d ua_admin activate bob >/dev/null
+  cat > "$D/kbdint.py" <<'PY'
+# ssh by keyboard-interactive on a pty; answers each prompt from the list
+# of (prompt substring, answer) pairs given as arguments; prints the
+# session; exits with ssh's status.
+import os, pty, sys, time
+answers = [a.split("=", 1) for a in sys.argv[1].split("\n") if a]
+cmd = sys.argv[2:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(cmd[0], cmd)
+buf, seen, deadline = b"", 0, time.time() + 30
+while time.time() < deadline:
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    buf += data
+    tail = buf[seen:].decode(errors="replace")
+    if tail.rstrip().endswith(":"):
+        for key, ans in answers:
+            if key.lower() in tail.lower():
+                os.write(fd, ans.encode() + b"\n")
+                seen = len(buf)
+                break
+sys.stdout.write(buf.decode(errors="replace"))
+_, st = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(st))
+PY
+  kbdint_tty() { # USER ANSWERS CMD...
+    local user=$1 answers=$2; shift 2
+    _ssh_common_opts "$D"
+    timeout 60 "$PY" "$D/kbdint.py" "$answers" "$SSHD_SSH" "${_SSH_OPTS[@]}" \
+      -o PreferredAuthentications=keyboard-interactive -o KbdInteractiveAuthentication=yes \
+      -o PasswordAuthentication=no -o PubkeyAuthentication=no "$user@127.0.0.1" "$@" > "$D/out" 2>&1
+  }
+  before=$(entries bob)
+  kbdint_tty bob $'new password=fresh-pw-1\nverify=fresh-pw-1\nretype=fresh-pw-1\nold password=bob-pw\npassword=bob-pw' echo logged-in
+  rc=$?
+  check "keyboard-interactive: bob is asked for a new password, changes it and logs in" \
+    eval '[ $rc = 0 ] && grep -q "^logged-in" "$D/out" && grep -q "bob:fresh-pw-1:sshd" "$D/passdb"'
+  check "two entries: the demand, then the completed login" eval '[ "$(entries bob)" = $((before + 2)) ]'
+  expect_last "the completed login is logged as a success by the password hook" bob \
+    outcome=success reason=null service=sshd rhost=127.0.0.1 auth_method=keyboard-interactive/pam
+  expect_status "the count is reset and the change recorded" bob state=active failures=0
+  check "last_login is the completed login, password_changed is set" eval \
+    '[ "$(status_field bob last_login)" = "$(ua_admin log --user bob --limit 1 --format json | "$PY" -c "import json,sys; print(json.load(sys.stdin)[0][\"time\"])")" ] && [ "$(status_field bob password_changed)" != None ]'
+  kbdint_tty bob $'password=fresh-pw-1' echo logged-in
+  rc=$?
+  check "the next login with the new password is plain" eval '[ $rc = 0 ] && grep -q "^logged-in" "$D/out" && ! grep -qi "new password" "$D/out"'
+  expect_last "logged as a success" bob outcome=success reason=null
+else
+  echo "# skipped section 4: $MATRIX missing (Debian: libpam-wrapper)"
+fi
 
 sshd_stop "$D"
 echo "$PASS passed, $FAIL failed"
