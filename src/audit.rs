@@ -580,13 +580,13 @@ fn login(
     let accts = accounts(session, cfg, root)?;
     let updated = accts.update(name, false, |cur| {
         let mut acc = cur.unwrap_or_else(|| Account::new(name, ctx.now));
+        // Times recorded while the clock was ahead count as now (written
+        // down even when the attempt is refused).
+        let clamped = policy::clamp_future_times(&mut acc, ctx.now);
         let change = match &shadow {
             Some((c, _)) => *c,
             None => password_change(cfg, &acc).0,
         };
-        // Times recorded while the clock was ahead count as now (written
-        // down even when the attempt is refused).
-        let clamped = policy::clamp_future_times(&mut acc, ctx.now);
         let check = policy::check_login(&acc, cfg, ctx.now, change, is_exempt, root_caller);
         policy::apply_login(&mut acc, check, cfg, ctx.now);
         // A refused attempt changes nothing; the others record their effect.

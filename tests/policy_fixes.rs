@@ -167,6 +167,24 @@ fn a_lock_taken_while_the_clock_was_ahead_lasts_unlock_after_from_now() {
     assert_eq!(sb.status("alice")["state"], "active");
 }
 
+#[test]
+fn a_password_change_recorded_while_the_clock_was_ahead_counts_from_now() {
+    if missing_tools() {
+        return;
+    }
+    let (mut sb, c) = expiry_sandbox("change");
+    assert!(login(&sb, "alice", PASSWORD).ok);
+    sb.faketime = Some(c.at(365));
+    assert!(chauthtok(&sb, "alice", "fresh-pw-1", "fresh-pw-1").ok);
+    // back at the real time: seen now, so it expires 10 days from now,
+    // not 10 days after that future change
+    sb.faketime = Some(c.at(0));
+    assert!(login(&sb, "alice", "fresh-pw-1").ok);
+    sb.faketime = Some(c.at(11));
+    let r = login(&sb, "alice", "fresh-pw-1");
+    assert!(!r.ok && r.shown().contains(NEW_AUTHTOK_REQD), "{r:?}");
+}
+
 // ---------------------------------------------------------------- password change
 
 const PW_USERAUDIT: &str = "password_expiry_days = 10\npassword_change_source = \"useraudit\"\n";
