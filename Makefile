@@ -77,6 +77,7 @@ lint:
 
 test-sshd:
 	bash tests/sshd/e2e.sh
+	bash tests/sshd/policy.sh
 
 test-packaging: deb
 	bash packaging/check-man.sh

@@ -51,6 +51,9 @@ pub struct Attempt {
     /// that could not be lifted: a storage error may be its doing, so it is
     /// answered as `on_error = "deny"` whatever the configuration says.
     pub caller_limited: bool,
+    /// The real uid of the process the module runs in (the application's
+    /// caller for `su`), when known.
+    pub ruid: Option<u32>,
 }
 
 /// The answer, before mapping to a PAM code.
@@ -95,6 +98,16 @@ struct LoginMark {
     check: LoginCheck,
 }
 
+/// Left when a login was asked for a new password (PAM_NEW_AUTHTOK_REQD),
+/// for the password hook of the same PAM handle: when it sees the change,
+/// the login is complete and is logged as a success.
+#[derive(Debug, Clone)]
+struct PendingChange {
+    user: Vec<u8>,
+    typed: Vec<u8>,
+    method: Vec<u8>,
+}
+
 /// State kept for the life of one PAM handle: the parsed configuration and
 /// the checked state directory, reused by every hook of the same login.
 pub struct Session {
@@ -104,6 +117,7 @@ pub struct Session {
     /// The account state directory, checked, for this database path.
     accounts: Option<(std::path::PathBuf, Accounts)>,
     mark: Option<LoginMark>,
+    pending_change: Option<PendingChange>,
     /// The NSS answer for the name last looked up, so the hooks of one
     /// login ask NSS once (an NSS error is not kept).
     user: Option<(Vec<u8>, Option<UserInfo>)>,
@@ -121,6 +135,7 @@ impl Default for Session {
             mark: None,
             user: None,
             lookup: sys::lookup_user,
+            pending_change: None,
         }
     }
 }
@@ -393,6 +408,11 @@ impl Ctx<'_> {
     fn notice<'n>(&'n self, user: &'n [u8], event: Event, failures: u32) -> Notice<'n> {
         Notice { event, user, rhost: self.attempt.rhost.as_deref(), service: self.attempt.service.as_deref(), failures }
     }
+    /// Root on this machine asks (see [`policy::root_caller`]).
+    fn root_caller(&self) -> bool {
+        let a = self.attempt;
+        policy::root_caller(a.ruid, a.ruser.as_deref(), a.rhost.as_deref())
+    }
     fn logf(&self) -> impl Fn(Priority, &str) + '_ {
         |p, m| self.log.at(p, m)
     }
@@ -508,17 +528,29 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
         return unknown_user(session, ctx, root, &typed, &method);
     };
     let is_exempt = exemption(cfg, &info).map_err(|e| nss_error("cannot look up the exempt groups", e))?;
+    let root_caller = ctx.root_caller();
     let name = info.name.clone();
     match hook {
         Hook::Auth(Some(Mode::Preauth)) => {
             if is_exempt {
                 return Ok(Outcome::plain(Verdict::Success));
             }
-            let Some(acc) = accounts(session, cfg, root)?.get(&name)? else {
+            let accts = accounts(session, cfg, root)?;
+            let Some(mut acc) = accts.get(&name)? else {
                 return Ok(Outcome::plain(Verdict::Success));
             };
+            if policy::has_future_times(&acc, ctx.now) {
+                // Recorded while the clock was ahead: from now on they
+                // count as now (a refused attempt writes nothing else, so
+                // a lock would otherwise last until that future time).
+                acc = accts.update(&name, false, |cur| {
+                    let mut a = cur.unwrap_or(acc);
+                    policy::clamp_future_times(&mut a, ctx.now);
+                    Ok((Some(a.clone()), a))
+                })?;
+            }
             let standing = policy::standing(&acc, cfg, ctx.now);
-            let Some(reason) = policy::refusal(standing) else {
+            let Some(reason) = policy::refusal_for(standing, root_caller) else {
                 return Ok(Outcome::plain(Verdict::Success));
             };
             // Decided from readable state: a refusal whatever the spool says.
@@ -583,12 +615,22 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
                     }
                 }
             }
+            // A login of this handle that was asked for the change is
+            // complete now.
+            let pending = session.pending_change.take_if(|p| p.user == name);
             accounts(session, cfg, root)?.update(&name, false, |cur| {
                 let mut acc = cur.unwrap_or_else(|| Account::new(&name, ctx.now));
                 policy::password_changed(&mut acc, ctx.now);
+                if pending.is_some() {
+                    policy::complete_change(&mut acc, cfg, ctx.now);
+                }
                 Ok((Some(acc), ()))
             })?;
             ctx.log.at(Priority::Info, &format!("password change recorded for {}", escape(&name)));
+            if let Some(p) = pending {
+                log_attempt(ctx, &ctx.entry(&p.typed, true, None, &p.method), true);
+                ctx.log.at(Priority::Info, &format!("{} changed the expired password and logged in", escape(&name)));
+            }
             Ok(Outcome::plain(Verdict::Success))
         }
         Hook::Auth(None) => Ok(Outcome::plain(Verdict::Ignore)),
@@ -634,6 +676,7 @@ fn login(
     method: &[u8],
 ) -> Result<Outcome, FileError> {
     let cfg = ctx.cfg;
+    let root_caller = ctx.root_caller();
     // The shadow lookup is done before the transaction to keep it short.
     let shadow = (cfg.password_expiry_days > 0 && cfg.password_change_source == PasswordSource::Shadow)
         .then(|| password_change(cfg, &Account::new(name, ctx.now)));
@@ -646,14 +689,17 @@ fn login(
     let mut decided = None;
     let updated = accts.update(name, false, |cur| {
         let mut acc = cur.unwrap_or_else(|| Account::new(name, ctx.now));
+        // Times recorded while the clock was ahead count as now (written
+        // down even when the attempt is refused).
+        let clamped = policy::clamp_future_times(&mut acc, ctx.now);
         let change = match &shadow {
             Some((c, _)) => *c,
             None => password_change(cfg, &acc).0,
         };
-        let check = policy::check_login(&acc, cfg, ctx.now, change, is_exempt);
+        let check = policy::check_login(&acc, cfg, ctx.now, change, is_exempt, root_caller);
         policy::apply_login(&mut acc, check, cfg, ctx.now);
         // A refused attempt changes nothing; the others record their effect.
-        let keep = !matches!(check, LoginCheck::Refuse(_));
+        let keep = clamped || !matches!(check, LoginCheck::Refuse(_));
         decided = Some((check, acc.clone()));
         Ok((keep.then(|| acc.clone()), (check, acc)))
     });
@@ -686,7 +732,10 @@ fn login(
         }
     };
     let (success, reason) = match check {
-        LoginCheck::Allow { .. } | LoginCheck::ChangePassword => (true, None),
+        LoginCheck::Allow { .. } => (true, None),
+        // Not a login yet: the password must be changed first. The
+        // password hook logs the success when it sees the change.
+        LoginCheck::ChangePassword => (false, Some(LogReason::PasswordExpired)),
         LoginCheck::Refuse(r) => (false, Some(r)),
         LoginCheck::Disable(r) => (false, Some(r.refusal())),
     };
@@ -694,6 +743,12 @@ fn login(
     let now = ctx.now;
     let out = match check {
         LoginCheck::Allow { warn_days } => {
+            if root_caller && !is_exempt && acc.state == policy::State::Locked {
+                ctx.log.at(
+                    Priority::Notice,
+                    &format!("{} is locked; let in for root on this machine (real uid 0, PAM_RUSER root, no PAM_RHOST)", escape(name)),
+                );
+            }
             let messages = match (ctx.hook, warn_days) {
                 (Hook::Account, Some(d)) => vec![Message::Info(policy::warning_text(d))],
                 _ => vec![],
@@ -702,6 +757,8 @@ fn login(
         }
         LoginCheck::ChangePassword => {
             ctx.log.at(Priority::Notice, &format!("password of {} has expired; a new one is required", escape(name)));
+            session.pending_change =
+                Some(PendingChange { user: name.to_vec(), typed: typed.to_vec(), method: method.to_vec() });
             match ctx.hook {
                 Hook::Account => Outcome {
                     verdict: Verdict::NewAuthtokReqd,

@@ -158,6 +158,7 @@ fn call(
         ssh_auth_info,
         authtok: matches!(pamh.get_item::<AuthTok>(), Ok(Some(_))),
         caller_limited,
+        ruid: Some(sys::uid()),
     };
 
     // The session lives in the handle's data, so the hooks of one login

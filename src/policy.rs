@@ -166,7 +166,9 @@ pub fn standing(a: &Account, cfg: &Config, now: i64) -> Standing {
     match a.state {
         State::Active => Standing::Active,
         State::Locked => {
-            let since = a.locked_at.unwrap_or(now);
+            // A lock time in the future (taken while the clock was ahead)
+            // counts as now; `settle` writes that down at the next change.
+            let since = a.locked_at.unwrap_or(now).min(now);
             let until = (cfg.unlock_after > 0).then(|| since.saturating_add(secs(cfg.unlock_after)));
             match until {
                 Some(u) if now >= u => Standing::Active,
@@ -186,8 +188,44 @@ pub fn refusal(s: Standing) -> Option<LogReason> {
     }
 }
 
-/// Bring a lapsed timed lock up to date before changing the account.
+/// Whether any stored time of the account lies after `now` (recorded while
+/// the clock was ahead).
+pub fn has_future_times(a: &Account, now: i64) -> bool {
+    let after = |t: Option<i64>| t.is_some_and(|t| t > now);
+    after(a.locked_at)
+        || after(a.last_failure)
+        || after(a.last_login)
+        || after(a.activated_at)
+        || after(a.password_changed)
+        || a.first_seen > now
+        || a.fail_times.iter().any(|&t| t > now)
+}
+
+/// Take every stored time that lies in the future as now: a lock taken
+/// while the clock was ahead then lasts `unlock_after` from now, not until
+/// that future moment; failures in a `failure_window` count from now; the
+/// inactivity and password clocks run from now. Returns whether anything
+/// changed.
+pub fn clamp_future_times(a: &mut Account, now: i64) -> bool {
+    if !has_future_times(a, now) {
+        return false;
+    }
+    for t in [&mut a.locked_at, &mut a.last_failure, &mut a.last_login, &mut a.activated_at, &mut a.password_changed] {
+        if let Some(v) = t.as_mut() {
+            *v = (*v).min(now);
+        }
+    }
+    a.first_seen = a.first_seen.min(now);
+    for t in &mut a.fail_times {
+        *t = (*t).min(now);
+    }
+    true
+}
+
+/// Bring the account up to date before changing it: stored times in the
+/// future become now, and a lapsed timed lock is lifted.
 fn settle(a: &mut Account, cfg: &Config, now: i64) {
+    clamp_future_times(a, now);
     if a.state == State::Locked && standing(a, cfg, now) == Standing::Active {
         a.clear_lock();
     }
@@ -312,6 +350,26 @@ pub fn inactive(a: &Account, cfg: &Config, now: i64) -> bool {
     now.saturating_sub(last) > i64::from(cfg.account_expiry_days) * DAY_MICROS
 }
 
+/// Whether the login is asked for by root on this machine: the real uid
+/// of the process is 0, PAM_RUSER is `root` and there is no PAM_RHOST.
+/// That is how `su` and `runuser` run by root set them (util-linux sets
+/// PAM_RUSER to the name of the real uid); sshd and other daemons also run
+/// as root but set PAM_RHOST, or no PAM_RUSER.
+pub fn root_caller(real_uid: Option<u32>, ruser: Option<&[u8]>, rhost: Option<&[u8]>) -> bool {
+    real_uid == Some(0) && ruser == Some(&b"root"[..]) && rhost.is_none()
+}
+
+/// The log reason when an attempt in this standing is refused, for this
+/// caller: a lock from `login_failure_limit` stops guessing, and root on
+/// this machine needs no password, so it does not refuse root's `su`.
+/// Disables (by hand, inactivity, password) refuse everyone.
+pub fn refusal_for(s: Standing, root_caller: bool) -> Option<LogReason> {
+    match s {
+        Standing::Locked { .. } if root_caller => None,
+        _ => refusal(s),
+    }
+}
+
 /// The verdict on a login whose credentials were right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginCheck {
@@ -321,23 +379,37 @@ pub enum LoginCheck {
     Refuse(LogReason),
     /// Disable now for this reason, and refuse.
     Disable(Reason),
-    /// Let in, but a new password must be chosen first.
+    /// Let in only after a new password has been chosen
+    /// (PAM_NEW_AUTHTOK_REQD). Not a completed login: the count and the
+    /// last login stay until the password hook sees the change.
     ChangePassword,
 }
 
-/// Decide a login whose credentials were right.
-pub fn check_login(a: &Account, cfg: &Config, now: i64, change: PasswordChange, exempt: bool) -> LoginCheck {
+/// Decide a login whose credentials were right. `root_caller`: see
+/// [`root_caller`].
+pub fn check_login(
+    a: &Account,
+    cfg: &Config,
+    now: i64,
+    change: PasswordChange,
+    exempt: bool,
+    root_caller: bool,
+) -> LoginCheck {
     if exempt {
         return LoginCheck::Allow { warn_days: None };
     }
-    if let Some(r) = refusal(standing(a, cfg, now)) {
+    if let Some(r) = refusal_for(standing(a, cfg, now), root_caller) {
         return LoginCheck::Refuse(r);
     }
     if inactive(a, cfg, now) {
         return LoginCheck::Disable(Reason::AccountExpired);
     }
     match password_standing(change, cfg, now) {
-        PasswordStanding::Expired if a.pw_grace => LoginCheck::ChangePassword,
+        // shadow's last change 0 (`chage -d 0`, `passwd -e`) demands a
+        // change, as pam_unix does, whatever the expired action says.
+        PasswordStanding::Expired if change == PasswordChange::MustChange || a.pw_grace => {
+            LoginCheck::ChangePassword
+        }
         PasswordStanding::Expired => match cfg.password_expired_action {
             ExpiredAction::Disable => LoginCheck::Disable(Reason::PasswordExpired),
             ExpiredAction::Change => LoginCheck::ChangePassword,
@@ -351,15 +423,31 @@ pub fn check_login(a: &Account, cfg: &Config, now: i64, change: PasswordChange, 
 pub fn apply_login(a: &mut Account, check: LoginCheck, cfg: &Config, now: i64) {
     settle(a, cfg, now);
     match check {
-        LoginCheck::Allow { .. } | LoginCheck::ChangePassword => {
-            a.failures = 0;
-            a.fail_times.clear();
+        LoginCheck::Allow { .. } => {
             a.last_login = Some(now);
+            // Let in past a lock (root's su, an exempt user): the lock and
+            // its count stay, so guessing stays stopped.
+            if a.state != State::Locked {
+                a.failures = 0;
+                a.fail_times.clear();
+            }
+            // The password is not expired (any more): the chance given by
+            // `activate` is no longer needed.
             a.pw_grace = false;
         }
+        // Not a completed login yet; `complete_change` follows when the
+        // password has actually been changed. The chance given by
+        // `activate` lasts until then.
+        LoginCheck::ChangePassword => {}
         LoginCheck::Disable(r) => disable(a, r, now),
         LoginCheck::Refuse(_) => {}
     }
+}
+
+/// A login that was asked for a new password has changed it: it is now a
+/// completed login (call after [`password_changed`]).
+pub fn complete_change(a: &mut Account, cfg: &Config, now: i64) {
+    apply_login(a, LoginCheck::Allow { warn_days: None }, cfg, now);
 }
 
 /// Disable for a reason (inactivity, password expiry).
@@ -474,7 +562,7 @@ mod tests {
         let mut a = Account::new(b"alice", T0);
         record_failure(&mut a, &c, T0, false);
         record_failure(&mut a, &c, T0 + 1, false);
-        let chk = check_login(&a, &c, T0 + 2, PasswordChange::Unknown, false);
+        let chk = check_login(&a, &c, T0 + 2, PasswordChange::Unknown, false, false);
         assert_eq!(chk, LoginCheck::Allow { warn_days: None });
         apply_login(&mut a, chk, &c, T0 + 2);
         assert_eq!(a.failures, 0);
@@ -522,10 +610,10 @@ mod tests {
         for i in 0..3 {
             record_failure(&mut a, &c, T0 + i, false);
         }
-        assert_eq!(check_login(&a, &c, T0 + 5, PasswordChange::Unknown, false), LoginCheck::Refuse(LogReason::Locked));
+        assert_eq!(check_login(&a, &c, T0 + 5, PasswordChange::Unknown, false, false), LoginCheck::Refuse(LogReason::Locked));
         assert_eq!(refusal_text(&a, standing(&a, &c, T0 + 5), T0 + 5), vec!["The account is locked due to 3 failed logins."]);
         // exempt users are let in even if a lock is on record
-        assert_eq!(check_login(&a, &c, T0 + 5, PasswordChange::Unknown, true), LoginCheck::Allow { warn_days: None });
+        assert_eq!(check_login(&a, &c, T0 + 5, PasswordChange::Unknown, true, false), LoginCheck::Allow { warn_days: None });
         assert!(activate(&mut a, &c, T0 + 6));
         assert_eq!(a.state, State::Active);
         assert_eq!(a.failures, 0);
@@ -542,7 +630,7 @@ mod tests {
         assert!(!inactive(&a, &c, T0 + 29 * DAY_MICROS));
         assert!(!inactive(&a, &c, T0 + 30 * DAY_MICROS));
         assert!(inactive(&a, &c, T0 + 31 * DAY_MICROS));
-        let chk = check_login(&a, &c, T0 + 31 * DAY_MICROS, PasswordChange::Unknown, false);
+        let chk = check_login(&a, &c, T0 + 31 * DAY_MICROS, PasswordChange::Unknown, false, false);
         assert_eq!(chk, LoginCheck::Disable(Reason::AccountExpired));
         apply_login(&mut a, chk, &c, T0 + 31 * DAY_MICROS);
         assert_eq!(standing(&a, &c, T0 + 31 * DAY_MICROS), Standing::Disabled(Reason::AccountExpired));
@@ -551,7 +639,7 @@ mod tests {
         assert!(!inactive(&a, &c, T0 + 41 * DAY_MICROS));
         assert!(inactive(&a, &c, T0 + 71 * DAY_MICROS));
         // exempt never
-        assert_eq!(check_login(&a, &c, T0 + 71 * DAY_MICROS, PasswordChange::Unknown, true), LoginCheck::Allow { warn_days: None });
+        assert_eq!(check_login(&a, &c, T0 + 71 * DAY_MICROS, PasswordChange::Unknown, true, false), LoginCheck::Allow { warn_days: None });
     }
 
     #[test]
@@ -577,20 +665,23 @@ mod tests {
         let mut c = Config { password_expiry_days: 10, ..Config::default() };
         let mut a = Account::new(b"alice", 0);
         let now = 11 * DAY_MICROS;
-        assert_eq!(check_login(&a, &c, now, recorded_change(&a), false), LoginCheck::Disable(Reason::PasswordExpired));
+        assert_eq!(check_login(&a, &c, now, recorded_change(&a), false, false), LoginCheck::Disable(Reason::PasswordExpired));
         apply_login(&mut a, LoginCheck::Disable(Reason::PasswordExpired), &c, now);
         assert!(activate(&mut a, &c, now + 1));
         assert!(a.pw_grace);
         // let in once, to change it
-        let chk = check_login(&a, &c, now + 2, recorded_change(&a), false);
+        let chk = check_login(&a, &c, now + 2, recorded_change(&a), false, false);
         assert_eq!(chk, LoginCheck::ChangePassword);
         apply_login(&mut a, chk, &c, now + 2);
-        assert!(!a.pw_grace);
+        // not used up by a login that has not changed it yet
+        assert!(a.pw_grace);
+        assert_eq!(check_login(&a, &c, now + 3, recorded_change(&a), false, false), LoginCheck::ChangePassword);
         password_changed(&mut a, now + 3);
-        assert_eq!(check_login(&a, &c, now + 4, recorded_change(&a), false), LoginCheck::Allow { warn_days: None });
+        assert!(!a.pw_grace);
+        assert_eq!(check_login(&a, &c, now + 4, recorded_change(&a), false, false), LoginCheck::Allow { warn_days: None });
         c.password_expired_action = ExpiredAction::Change;
         let b = Account::new(b"bob", 0);
-        assert_eq!(check_login(&b, &c, now, recorded_change(&b), false), LoginCheck::ChangePassword);
+        assert_eq!(check_login(&b, &c, now, recorded_change(&b), false, false), LoginCheck::ChangePassword);
     }
 
     #[test]
@@ -598,5 +689,125 @@ mod tests {
         let c = Config { password_expiry_days: 10, ..Config::default() };
         let a = Account::new(b"alice", 100 * DAY_MICROS);
         assert_eq!(password_standing(recorded_change(&a), &c, 105 * DAY_MICROS), PasswordStanding::Fine { days_left: 5 });
+    }
+
+    #[test]
+    fn root_caller_is_real_uid_0_ruser_root_and_no_rhost() {
+        assert!(root_caller(Some(0), Some(b"root"), None));
+        assert!(!root_caller(Some(0), Some(b"root"), Some(b"203.0.113.9")), "sshd sets PAM_RHOST");
+        assert!(!root_caller(Some(0), Some(b"root"), Some(b"")));
+        assert!(!root_caller(Some(0), None, None), "login on a console sets no PAM_RUSER");
+        assert!(!root_caller(Some(0), Some(b"alice"), None));
+        assert!(!root_caller(Some(1000), Some(b"root"), None), "PAM_RUSER is only a claim");
+        assert!(!root_caller(None, Some(b"root"), None));
+        assert!(!root_caller(Some(0), Some(b"root "), None));
+    }
+
+    #[test]
+    fn a_lock_does_not_refuse_root_but_disables_do() {
+        let c = cfg();
+        let mut a = Account::new(b"svc", T0);
+        for i in 0..3 {
+            record_failure(&mut a, &c, T0 + i, false);
+        }
+        let now = T0 + 10;
+        assert_eq!(check_login(&a, &c, now, PasswordChange::Unknown, false, false), LoginCheck::Refuse(LogReason::Locked));
+        let chk = check_login(&a, &c, now, PasswordChange::Unknown, false, true);
+        assert_eq!(chk, LoginCheck::Allow { warn_days: None });
+        apply_login(&mut a, chk, &c, now);
+        // let in without lifting the lock: guessing stays stopped
+        assert_eq!((a.state, a.failures, a.locked_at), (State::Locked, 3, Some(T0 + 2)));
+        assert_eq!(a.last_login, Some(now));
+        assert_eq!(check_login(&a, &c, now + 1, PasswordChange::Unknown, false, false), LoginCheck::Refuse(LogReason::Locked));
+        // disabled by hand, and expiry, refuse root too
+        admin_lock(&mut a, now, None);
+        assert_eq!(check_login(&a, &c, now + 2, PasswordChange::Unknown, false, true), LoginCheck::Refuse(LogReason::Disabled));
+        let mut b = Account::new(b"old", T0);
+        disable(&mut b, Reason::AccountExpired, T0);
+        assert_eq!(check_login(&b, &c, now, PasswordChange::Unknown, false, true), LoginCheck::Refuse(LogReason::AccountExpired));
+        let ce = Config { account_expiry_days: 30, ..cfg() };
+        let mut d = Account::new(b"idle", T0);
+        d.last_login = Some(T0);
+        assert_eq!(
+            check_login(&d, &ce, T0 + 31 * DAY_MICROS, PasswordChange::Unknown, false, true),
+            LoginCheck::Disable(Reason::AccountExpired)
+        );
+        assert_eq!(refusal_for(Standing::Locked { since: T0, until: None }, true), None);
+        assert_eq!(refusal_for(Standing::Disabled(Reason::Admin), true), Some(LogReason::Disabled));
+    }
+
+    #[test]
+    fn a_lock_taken_with_the_clock_ahead_counts_from_now() {
+        let c = Config { unlock_after: 900, ..cfg() };
+        let ahead = T0 + 365 * DAY_MICROS;
+        let mut a = Account::new(b"alice", ahead);
+        for i in 0..3 {
+            record_failure(&mut a, &c, ahead + i, false);
+        }
+        assert_eq!(a.state, State::Locked);
+        // back at the real time: 15 minutes, not a year
+        let until = T0 + 900 * MICROS;
+        assert_eq!(standing(&a, &c, T0), Standing::Locked { since: T0, until: Some(until) });
+        assert_eq!(refusal_text(&a, standing(&a, &c, T0), T0)[1], "(15 minutes left to unlock)");
+        assert!(has_future_times(&a, T0));
+        assert!(clamp_future_times(&mut a, T0));
+        assert!(!has_future_times(&a, T0) && !clamp_future_times(&mut a, T0));
+        assert_eq!((a.locked_at, a.last_failure, a.first_seen), (Some(T0), Some(T0), T0));
+        assert_eq!(standing(&a, &c, until - 1), Standing::Locked { since: T0, until: Some(until) });
+        assert_eq!(standing(&a, &c, until), Standing::Active);
+    }
+
+    #[test]
+    fn other_future_times_count_from_now() {
+        // failures in a window, recorded ahead, count from now
+        let c = Config { failure_window: 60, ..cfg() };
+        let ahead = T0 + 365 * DAY_MICROS;
+        let mut a = Account::new(b"alice", T0);
+        record_failure(&mut a, &c, ahead, false);
+        record_failure(&mut a, &c, ahead + 1, false);
+        let o = record_failure(&mut a, &c, T0, false);
+        assert!(o.locked_now, "the two from the future count: {a:?}");
+        assert_eq!(a.fail_times, vec![T0, T0, T0]);
+        // a last login ahead: inactivity counts from when it is next seen
+        let ce = Config { account_expiry_days: 30, ..Config::default() };
+        let mut b = Account::new(b"bob", T0);
+        b.last_login = Some(ahead);
+        b.password_changed = Some(ahead);
+        record_failure(&mut b, &ce, T0, false);
+        assert_eq!((b.last_login, b.password_changed), (Some(T0), Some(T0)));
+        assert!(inactive(&b, &ce, T0 + 31 * DAY_MICROS));
+    }
+
+    #[test]
+    fn shadow_last_change_0_demands_a_change_whatever_the_action() {
+        let mut c = Config { password_expiry_days: 10, ..Config::default() };
+        assert_eq!(c.password_expired_action, ExpiredAction::Disable);
+        let a = Account::new(b"alice", T0);
+        assert_eq!(check_login(&a, &c, T0, PasswordChange::MustChange, false, false), LoginCheck::ChangePassword);
+        c.password_expired_action = ExpiredAction::Change;
+        assert_eq!(check_login(&a, &c, T0, PasswordChange::MustChange, false, false), LoginCheck::ChangePassword);
+        // an old password still follows the action
+        c.password_expired_action = ExpiredAction::Disable;
+        assert_eq!(
+            check_login(&a, &c, T0, PasswordChange::Day(day_of(T0) - 11), false, false),
+            LoginCheck::Disable(Reason::PasswordExpired)
+        );
+    }
+
+    #[test]
+    fn a_demanded_change_is_not_a_completed_login() {
+        let c = Config { password_expiry_days: 10, password_expired_action: ExpiredAction::Change, ..cfg() };
+        let mut a = Account::new(b"alice", 0);
+        a.last_login = Some(DAY_MICROS);
+        let now = 11 * DAY_MICROS;
+        record_failure(&mut a, &c, now, false);
+        let chk = check_login(&a, &c, now + 1, recorded_change(&a), false, false);
+        assert_eq!(chk, LoginCheck::ChangePassword);
+        apply_login(&mut a, chk, &c, now + 1);
+        assert_eq!((a.failures, a.last_login), (1, Some(DAY_MICROS)), "nothing moves yet");
+        password_changed(&mut a, now + 2);
+        complete_change(&mut a, &c, now + 2);
+        assert_eq!((a.failures, a.last_login), (0, Some(now + 2)));
+        assert_eq!(check_login(&a, &c, now + 3, recorded_change(&a), false, false), LoginCheck::Allow { warn_days: None });
     }
 }

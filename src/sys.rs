@@ -136,6 +136,12 @@ impl Drop for CallerShield {
     }
 }
 
+/// The real uid of the process (for `su`: the caller's).
+pub fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
 /// An account as NSS knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
