@@ -24,10 +24,6 @@ CARGO       ?= cargo
 SO          := target/release/libpam_useraudit.so
 ADMIN       := target/release/useraudit-admin
 DRIVE       := target/pam_drive
-# The module is linked on its own (see build:), in its own target directory.
-MODULE_TARGET := target/module
-MODULE_BUILD  := CARGO_TARGET_DIR=$(MODULE_TARGET) CARGO_PROFILE_RELEASE_STRIP=none USERAUDIT_SYMBOL_ORDER=1 \
-                 $(CARGO) rustc --release --locked --lib --crate-type cdylib
 
 # Debian packages the build and the tests need.
 DEB_DEPS := build-essential pkg-config libpam0g-dev pamtester libpam-wrapper libnss-wrapper \
@@ -37,17 +33,11 @@ DEB_DEPS := build-essential pkg-config libpam0g-dev pamtester libpam-wrapper lib
 
 all: build
 
-# The library is a cdylib and an rlib; Cargo cannot LTO a crate that is
-# also an rlib, so `cargo build` links the module without LTO (1.9x the
-# relocations, a larger and more scattered text: more page faults on every
-# dlopen, that is every login). The module is therefore linked again as a
-# cdylib alone, with LTO, and a stripped copy of it is
-# target/release/libpam_useraudit.so. That build keeps its symbols (in
-# target/module): src/hot-symbols.txt names them as this exact build does.
+# A Cargo workspace: src/module (the PAM module, a cdylib alone, so linked
+# with LTO), src/core (what a login decides and writes) and the root package
+# (useraudit-admin). A plain `cargo build --release` is the shipped build.
 build:
 	$(CARGO) build --release --locked
-	$(MODULE_BUILD)
-	rm -f $(SO) && strip -o $(SO) $(MODULE_TARGET)/release/libpam_useraudit.so
 	mkdir -p target
 	$(CC) -O2 -Wall -Wextra -o $(DRIVE) tests/driver/pam_drive.c -lpam
 
@@ -74,6 +64,7 @@ test-unit:
 lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	sh tests/check-docs.sh
+	sh tests/check-deps.sh
 
 test-sshd:
 	bash tests/sshd/e2e.sh

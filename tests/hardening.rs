@@ -28,10 +28,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pam_useraudit::policy::{Account, State};
-use pam_useraudit::spool;
-use pam_useraudit::state::{self, Accounts};
-use pam_useraudit::store::{Merged, OpenOptions, Store};
+use useraudit_core::policy::{Account, State};
+use useraudit_core::spool;
+use useraudit_core::state::{self, Accounts};
+use useraudit_admin::store::{Merged, OpenOptions, Store};
 use serde_json::Value;
 
 // ------------------------------------------------------------------ helpers
@@ -724,7 +724,7 @@ fn truncated_database() {
                 success: false,
                 user: b"erin",
                 rhost: Some(&big),
-                reason: Some(pam_useraudit::policy::LogReason::Auth),
+                reason: Some(useraudit_core::policy::LogReason::Auth),
                 ..Default::default()
             },
         )
@@ -1656,7 +1656,7 @@ fn hostile_names_and_hosts_are_stored_exactly_capped_and_kept_apart() {
         assert_eq!(k, 3, "{:?} stored exactly", String::from_utf8_lossy(&n[..n.len().min(40)]));
     }
     let longest: i64 = c.query_row("SELECT max(length(user)) FROM log", [], |r| r.get(0)).unwrap();
-    assert_eq!(longest, pam_useraudit::text::FIELD_CAP as i64);
+    assert_eq!(longest, useraudit_core::text::FIELD_CAP as i64);
     let longest: i64 = c.query_row("SELECT max(length(rhost)) FROM log", [], |r| r.get(0)).unwrap();
     assert_eq!(longest, 1024);
     let long = sb.log(&["--user", &"A".repeat(1024)]);

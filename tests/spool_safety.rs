@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
-use pam_useraudit::spool;
+use useraudit_core::spool;
 use serde_json::Value;
 
 fn euid() -> u32 {
@@ -391,9 +391,9 @@ fn a_full_disk_never_turns_a_refusal_into_a_success() {
         );
     }
     // The state as the full disk left it: bob locked at 3 failures.
-    let accts = pam_useraudit::state::Accounts::open(&out.join("state/ua.db"), false, false).unwrap();
+    let accts = useraudit_core::state::Accounts::open(&out.join("state/ua.db"), false, false).unwrap();
     let bob = accts.get(b"bob").unwrap().unwrap();
-    assert_eq!((bob.state, bob.failures), (pam_useraudit::policy::State::Locked, 3));
+    assert_eq!((bob.state, bob.failures), (useraudit_core::policy::State::Locked, 3));
 }
 
 /// Append to the spool of `sb` as the module would (not bounded here):
@@ -411,7 +411,7 @@ fn fill_spool(sb: &Sandbox, user: &[u8], pad: usize, more: impl Fn(u64, u64) -> 
             user,
             rhost: (pad > 0).then_some(&big[..]),
             tty: (pad > 0).then_some(&big[..]),
-            reason: Some(pam_useraudit::policy::LogReason::Auth),
+            reason: Some(useraudit_core::policy::LogReason::Auth),
             ..Default::default()
         };
         let was = len();

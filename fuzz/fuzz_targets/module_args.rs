@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use pam_useraudit::config::{Config, KEYS, ModuleArgs};
+use useraudit_core::config::{Config, KEYS, ModuleArgs};
 
 fn round_trip(cfg: &Config) {
     let rendered: String = cfg.render().iter().map(|(k, v)| format!("{k} = {v}\n")).collect();

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pam_useraudit::text::{escape, escape_visible, format_duration, parse_duration, parse_time, rfc3339};
+use useraudit_core::text::{escape, escape_visible, format_duration, parse_duration, parse_time, rfc3339};
 
 /// The inverse of `escape`: `\\`, `\n`, `\r`, `\t`, `\xNN`, `\u{N..}`.
 fn unescape(s: &str) -> Vec<u8> {

@@ -3,6 +3,10 @@
 
 Run through tests/bench/bench.sh (that is what `make bench` calls). Environment:
   SO=target/release/libpam_useraudit.so   the module (useraudit sections skipped if missing)
+  SO_BASE=PATH                            another build of the module (an older commit, other
+                                          link options) measured as a fourth stack,
+                                          "useraudit_base", interleaved with the others in
+                                          sections 1 and 5: a before/after in one run
   ADMIN=target/release/useraudit-admin    the CLI (CLI timings skipped if missing)
   DRIVE=target/pam_drive                  the driver (built here from
                                           tests/driver/pam_drive.c if missing)
@@ -59,6 +63,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 
 SO = os.environ.get("SO", "target/release/libpam_useraudit.so")
+SO_BASE = os.environ.get("SO_BASE", "")
 ADMIN = os.environ.get("ADMIN", "target/release/useraudit-admin")
 DRIVE = os.environ.get("DRIVE", "target/pam_drive")
 FILL = os.environ.get("FILL", os.path.join(os.environ.get("CARGO_TARGET_DIR") or "target",
@@ -229,10 +234,10 @@ def stack_faillock(sb, tag="faillock"):
     ]), state_paths=[tally])
 
 
-def stack_useraudit(sb, tag="useraudit", name="pam_useraudit"):
+def stack_useraudit(sb, tag="useraudit", name="pam_useraudit", so=None):
     # The README's stacks, pam_matrix standing in for pam_unix.  conf= an
     # empty file keeps the host's /etc/security/useraudit.toml out of it.
-    so = absolute(SO)
+    so = absolute(so or SO)
     db = sb.path(tag + ".db")
     conf = sb.path("useraudit.toml")
     open(conf, "a").close()
@@ -460,6 +465,14 @@ def section_latency(sb, stacks):
                   f"<= {TARGET_RATIO}x", r is not None and r <= TARGET_RATIO)
     else:
         say("ratio useraudit-added / faillock-added: skipped (needs stacks 2 and 3)")
+    if "useraudit_base" in added and "pam_useraudit" in added:
+        for outcome in OUTCOMES:
+            b, u = added["useraudit_base"][outcome], added["pam_useraudit"][outcome]
+            ratio["over_base_" + outcome] = round(u / b, 2) if b > 0 else None
+        say(f"SO against SO_BASE (added cost, medians): successes {added['pam_useraudit']['success']:+d} vs "
+            f"{added['useraudit_base']['success']:+d} us ({ratio['over_base_success']}x), failures "
+            f"{added['pam_useraudit']['failure']:+d} vs {added['useraudit_base']['failure']:+d} us "
+            f"({ratio['over_base_failure']}x)")
     RESULTS["latency"] = res
     RESULTS["added_us"] = added
     RESULTS["ratio_useraudit_over_faillock"] = ratio
@@ -724,6 +737,8 @@ def section_dlopen(sb):
     out = {}
     mods = [("pam_matrix", PAM_MATRIX), ("pam_faillock", PAM_FAILLOCK)]
     mods.append(("pam_useraudit", absolute(SO)) if os.path.exists(SO) else ("pam_useraudit", None))
+    if SO_BASE and os.path.exists(SO_BASE):
+        mods.append(("useraudit_base", absolute(SO_BASE)))
     say(f"{'module':<14} {'size_bytes':>10} {'first_us':>8} {'median_us':>9} {'p90_us':>7}  "
         f"resident_after_close  needs")
     for name, path in mods:
@@ -800,7 +815,14 @@ def main():
         for s in stacks:
             if s:
                 sanity(sb, s)
-        section_latency(sb, stacks)
+        base = None
+        if SO_BASE:
+            if not os.path.exists(SO_BASE):
+                say(f"bench: SO_BASE {SO_BASE} not found")
+                return 1
+            base = stack_useraudit(sb, tag="useraudit_base", name="useraudit_base", so=SO_BASE)
+            sanity(sb, base)
+        section_latency(sb, stacks + [base] if base else stacks)
         section_concurrency(sb, stacks)
         db = section_million_rows(sb, stacks[2], stacks[0])
         section_cli(sb, db)

@@ -20,10 +20,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use pam_useraudit::policy::{Account, LogReason};
-use pam_useraudit::state::Accounts;
-use pam_useraudit::store::{NewEntry, OpenOptions, Store};
-use pam_useraudit::text::now_micros;
+use useraudit_core::policy::{Account, LogReason};
+use useraudit_core::state::Accounts;
+use useraudit_admin::store::{NewEntry, OpenOptions, Store};
+use useraudit_core::text::now_micros;
 
 /// Rows per transaction: big enough to amortise the commit (and the WAL
 /// checkpoint that follows it), small enough to keep the WAL modest.
@@ -53,7 +53,7 @@ fn main() {
 
 fn run(db: &Path, rows: u64, accounts: u64, days: u64, prefix: &str) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
-    let root = pam_useraudit::sys::euid() == 0;
+    let root = useraudit_core::sys::euid() == 0;
     let mut store = Store::open(db, OpenOptions { create: true, require_root_owned: root })?;
     let now = now_micros();
     let span = i64::try_from(days * 86_400_000_000)?;

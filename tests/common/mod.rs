@@ -17,20 +17,31 @@ pub const USERS: &[(&str, u32)] = &[("root", 0), ("alice", 1000), ("bob", 1001),
 pub const SERVICES: &[&str] = &["login", "sshd", "su", "cron", "passwd"];
 
 /// The built module: next to the test's `useraudit-admin` (same profile),
-/// or `USERAUDIT_SO`.
+/// or `USERAUDIT_SO`. The module is a crate of its own (src/module), which
+/// `cargo test` does not link into anything, so the first call in each test
+/// process builds it (a no-op when it is up to date): a stale module is
+/// never tested.
 pub fn module_path() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     if let Ok(p) = std::env::var("USERAUDIT_SO") {
         return PathBuf::from(p);
     }
-    let admin = PathBuf::from(env!("CARGO_BIN_EXE_useraudit-admin"));
-    let dir = admin.parent().unwrap();
-    // cargo test builds the cdylib fresh in deps/; cargo build copies it up.
-    for so in [dir.join("deps/libpam_useraudit.so"), dir.join("libpam_useraudit.so")] {
-        if so.exists() {
-            return so;
-        }
-    }
-    panic!("libpam_useraudit.so is missing next to {}; build the crate first", admin.display());
+    BUILT
+        .get_or_init(|| {
+            let admin = PathBuf::from(env!("CARGO_BIN_EXE_useraudit-admin"));
+            let dir = admin.parent().unwrap();
+            let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+            cargo.args(["build", "--quiet", "-p", "pam_useraudit"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cargo.arg("--release");
+            }
+            let out = cargo.output().expect("cannot run cargo to build the module");
+            assert!(out.status.success(), "cargo build -p pam_useraudit failed: {}", String::from_utf8_lossy(&out.stderr));
+            let so = dir.join("libpam_useraudit.so");
+            assert!(so.exists(), "{} is missing after cargo build -p pam_useraudit", so.display());
+            so
+        })
+        .clone()
 }
 
 /// pam_wrapper copies the service directory to /tmp/pam.X, choosing X by

@@ -5,14 +5,14 @@
 
 use std::path::Path;
 
-use crate::audit::{announce, exempt, password_change};
-use crate::config::{Config, DEFAULT_CONF, PasswordSource};
-use crate::notify::{Event, Notice};
-use crate::policy::{self, Account, PasswordChange, Reason, Standing};
-use crate::state::Accounts;
+use useraudit_core::audit::{announce, exempt, password_change};
+use useraudit_core::config::{Config, DEFAULT_CONF, PasswordSource};
+use useraudit_core::notify::{Event, Notice};
+use useraudit_core::policy::{self, Account, PasswordChange, Reason, Standing};
+use useraudit_core::state::Accounts;
 use crate::store::{Merged, OpenOptions, Store};
-use crate::sys::{self, Lookup, Priority, UserInfo};
-use crate::text::{DAY_MICROS, escape, format_duration, plural};
+use useraudit_core::sys::{self, Lookup, Priority, UserInfo};
+use useraudit_core::text::{DAY_MICROS, escape, format_duration, plural};
 
 /// A failed admin operation: one line for stderr.
 #[derive(Debug)]
@@ -92,7 +92,7 @@ impl Db {
 /// The spool files with a damaged header beside `db`, as lines for stderr
 /// and syslog (each also goes to syslog here).
 fn damaged_spools(db: &Path) -> Vec<String> {
-    let lines: Vec<String> = match crate::spool::damaged_files(db) {
+    let lines: Vec<String> = match useraudit_core::spool::damaged_files(db) {
         Ok(files) => files
             .iter()
             .map(|f| {
@@ -122,7 +122,7 @@ fn damaged_spools(db: &Path) -> Vec<String> {
 /// inside it (the database, the spool, the state directory) are created.
 pub fn open_store(cfg: &Config) -> Result<Db> {
     let root = sys::euid() == 0;
-    let dir = crate::files::parent(&cfg.database);
+    let dir = useraudit_core::files::parent(&cfg.database);
     match std::fs::metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(AdminError(format!(
@@ -521,7 +521,7 @@ pub fn check(cfg: &Config, db: &Db) -> Result<Vec<String>> {
         out.push(format!("# locks lift after {}", format_duration(cfg.unlock_after)));
     }
     if let Some(cmd) = &cfg.notify_command {
-        if let Err(e) = crate::notify::check_command(cmd) {
+        if let Err(e) = useraudit_core::notify::check_command(cmd) {
             return Err(AdminError(e));
         }
     }

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
-    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/hot-symbols.txt");
-    println!("cargo::rerun-if-changed=src/hot-symbols.txt");
+    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("hot-symbols.txt");
+    println!("cargo::rerun-if-changed=hot-symbols.txt");
     println!("cargo::rerun-if-env-changed=RUSTC_LINKER");
     println!("cargo::rerun-if-env-changed=USERAUDIT_SYMBOL_ORDER");
     if std::env::var("USERAUDIT_SYMBOL_ORDER").as_deref() != Ok("1")

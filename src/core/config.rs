@@ -723,7 +723,7 @@ on_error = "deny"
 
     #[test]
     fn shipped_file_documents_every_key_with_its_default() {
-        let text = include_str!("../conf/useraudit.toml");
+        let text = include_str!("../../conf/useraudit.toml");
         assert_eq!(parse(text).unwrap(), Config::default());
         // uncomment every key: still the defaults (but for the example command)
         let on: String = text

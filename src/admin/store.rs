@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use crate::files::FileError;
-use crate::policy::{Account, LogReason, Reason, State};
-use crate::spool::{self, Record};
+use useraudit_core::files::FileError;
+use useraudit_core::policy::{Account, LogReason, Reason, State};
+use useraudit_core::spool::{self, Record};
 
-pub use crate::files::BUSY_TIMEOUT;
+pub use useraudit_core::files::BUSY_TIMEOUT;
 
 /// Longest a writer waits to checkpoint and truncate the WAL (best effort:
 /// a busy database is left for the next writer).
@@ -28,13 +28,13 @@ thread_local! {
     static BUSY_BUDGET_US: std::cell::Cell<u64> = const { std::cell::Cell::new(BUSY_TIMEOUT.as_micros() as u64) };
 }
 
-/// The busy handler: short sleeps growing to 1 ms ([`crate::files::busy_wait`]),
+/// The busy handler: short sleeps growing to 1 ms ([`useraudit_core::files::busy_wait`]),
 /// bounded in total by the thread's budget. SQLite's own handler sleeps 1,
 /// 2, 5, 10 ... 100 ms, far longer than a write transaction, so under
 /// contention the waiters slept while the lock was free.
 fn busy_handler(n: i32) -> bool {
     let n = u64::try_from(n).unwrap_or(0);
-    crate::files::busy_wait(n, BUSY_BUDGET_US.with(std::cell::Cell::get))
+    useraudit_core::files::busy_wait(n, BUSY_BUDGET_US.with(std::cell::Cell::get))
 }
 
 /// Per-connection settings: commits do not fsync (WAL + NORMAL: a crash of
@@ -92,9 +92,9 @@ const MIGRATIONS: &[&str] = &[
         note             BLOB
     ) WITHOUT ROWID;",
     // 2: the PAM module no longer opens the database. Account state moved
-    // to files (crate::state; the old table is kept as account_v1 until
+    // to files (useraudit_core::state; the old table is kept as account_v1 until
     // useraudit-admin has copied it there), and log entries arrive through
-    // the spool (crate::spool), whose merged generations are remembered so
+    // the spool (useraudit_core::spool), whose merged generations are remembered so
     // that no merge is applied twice.
     "CREATE TABLE spool_merged (
         generation BLOB PRIMARY KEY,
@@ -163,7 +163,7 @@ impl std::error::Error for StoreError {}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-pub use crate::spool::NewEntry;
+pub use useraudit_core::spool::NewEntry;
 
 /// One stored login attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,7 +232,7 @@ pub struct Txn<'a> {
 }
 
 fn check_owner(path: &Path, md: &std::fs::Metadata, what: &str) -> Result<()> {
-    crate::files::check_owner(path, md, what).map_err(|e| from_file(path, e))
+    useraudit_core::files::check_owner(path, md, what).map_err(|e| from_file(path, e))
 }
 
 /// A file problem as a database error, naming the database.
@@ -248,7 +248,7 @@ fn access(path: &Path, message: String, e: &std::io::Error) -> StoreError {
 impl Store {
     /// Open (and if asked create) the database, and bring its schema up to date.
     pub fn open(path: &Path, opts: OpenOptions) -> Result<Store> {
-        crate::files::prepare_dir(crate::files::parent(path), opts.create, opts.require_root_owned)
+        useraudit_core::files::prepare_dir(useraudit_core::files::parent(path), opts.create, opts.require_root_owned)
             .map_err(|e| from_file(path, e))?;
         match std::fs::symlink_metadata(path) {
             Ok(md) => {
@@ -464,7 +464,7 @@ impl Store {
             }
             *batches -= 1;
             let end = if last { len } else { chunk.last().map_or(len, |(e, _)| i64::try_from(*e).unwrap_or(i64::MAX)) };
-            let now = crate::text::now_micros();
+            let now = useraudit_core::text::now_micros();
             let (n, dropped) = self.write(|t| {
                 // Read again inside the transaction: another merge may
                 // have got further meanwhile.
@@ -487,7 +487,7 @@ impl Store {
                                 "UPDATE log SET auth_method = ?1 WHERE id =
                                  (SELECT max(id) FROM log WHERE user = ?2 AND time = ?3)",
                             )
-                            .and_then(|mut st| st.execute(params![crate::text::cap(method), user, time]))
+                            .and_then(|mut st| st.execute(params![useraudit_core::text::cap(method), user, time]))
                             .map_err(t.err("cannot write the log"))?;
                         }
                     }
@@ -670,7 +670,7 @@ impl Txn<'_> {
 }
 
 fn insert_entry(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<i64> {
-    use crate::text::cap;
+    use useraudit_core::text::cap;
     let mut st = c.prepare_cached(
         "INSERT INTO log (time, success, user, service, rhost, ruser, tty, auth_method, reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -831,8 +831,8 @@ mod tests {
         let big = vec![b'x'; 70_000];
         s.insert(&NewEntry { time: 5, user: &big, rhost: Some(&big), ..Default::default() }).unwrap();
         let e = s.query(&LogQuery { since: Some(5), until: Some(6), ..Default::default() }).unwrap();
-        assert_eq!(e[0].user.len(), crate::text::FIELD_CAP);
-        assert_eq!(e[0].rhost.as_ref().unwrap().len(), crate::text::FIELD_CAP);
+        assert_eq!(e[0].user.len(), useraudit_core::text::FIELD_CAP);
+        assert_eq!(e[0].rhost.as_ref().unwrap().len(), useraudit_core::text::FIELD_CAP);
         // retention
         let n = s.delete_before(1001).unwrap();
         assert_eq!(n, 2);
@@ -913,7 +913,7 @@ mod tests {
         assert_eq!(s.merge_spool().unwrap(), Merged { entries: 2, ..Default::default() });
         assert!(!spool::path_for(&p).exists());
         assert!(spool::set_aside_files(&p).unwrap().is_empty());
-        let again = crate::files::beside(&spool::path_for(&p), ".merging-00000000000000000001-1");
+        let again = useraudit_core::files::beside(&spool::path_for(&p), ".merging-00000000000000000001-1");
         std::fs::write(&again, &copy).unwrap();
         spool::append(&p, &e(b"carol", 11)).unwrap();
         assert_eq!(s.merge_spool().unwrap(), Merged { entries: 1, ..Default::default() });

@@ -1,7 +1,7 @@
 //! useraudit-admin: read the login log, see each account's state,
 //! re-activate accounts, sweep inactive ones. A thin shell over the
 //! library: parsing, output formats and exit codes live here, the rest in
-//! `pam_useraudit::admin`.
+//! `useraudit_admin::commands`.
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
@@ -14,10 +14,10 @@ use clap::builder::{OsStringValueParser, PathBufValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use pam_useraudit::admin::{self, Activated, AdminError, StatusRow};
-use pam_useraudit::config::Config;
-use pam_useraudit::store::{Entry, LogQuery};
-use pam_useraudit::text::{
+use useraudit_admin::commands::{self, Activated, AdminError, StatusRow};
+use useraudit_core::config::Config;
+use useraudit_admin::store::{Entry, LogQuery};
+use useraudit_core::text::{
     date, escape, escape_visible, is_invisible, now_micros, parse_time, plural, rfc3339, unescape, width,
 };
 
@@ -171,7 +171,7 @@ fn main() -> ExitCode {
             return exit.into();
         }
     };
-    pam_useraudit::sys::openlog(c"useraudit-admin");
+    useraudit_core::sys::openlog(c"useraudit-admin");
     match run(cli) {
         Ok(exit) => exit,
         Err(e) => {
@@ -209,7 +209,7 @@ impl Out {
 }
 
 fn run(cli: Cli) -> Result<Exit, AdminError> {
-    let cfg = admin::load_config(cli.conf.as_deref(), cli.db.as_deref())?;
+    let cfg = commands::load_config(cli.conf.as_deref(), cli.db.as_deref())?;
     let now = now_micros();
     let mut out = Out::new();
     let exit = match cli.command {
@@ -244,7 +244,7 @@ fn log(cfg: &Config, out: &mut Out, a: LogArgs, now: i64) -> Result<Exit, AdminE
         until: time("--until", a.until)?,
         limit: a.limit,
     };
-    let db = admin::open_store(cfg)?;
+    let db = commands::open_store(cfg)?;
     warn_damaged(&db);
     let rows = db.log()?.query(&q)?;
     match a.format {
@@ -258,9 +258,9 @@ fn log(cfg: &Config, out: &mut Out, a: LogArgs, now: i64) -> Result<Exit, AdminE
 /// Every account that can be shown is shown; each one that cannot is
 /// reported on stderr, and the exit code is then 1.
 fn status(cfg: &Config, out: &mut Out, users: &[String], format: StatusFormat, now: i64) -> Result<Exit, AdminError> {
-    let db = admin::open_store(cfg)?;
+    let db = commands::open_store(cfg)?;
     warn_unmerged(&db);
-    let (rows, problems) = admin::status(cfg, &db.accounts, users, now)?;
+    let (rows, problems) = commands::status(cfg, &db.accounts, users, now)?;
     match format {
         // Nothing to show but problems: no table of no rows.
         StatusFormat::Table if rows.is_empty() && !problems.is_empty() => {}
@@ -280,14 +280,14 @@ fn status(cfg: &Config, out: &mut Out, users: &[String], format: StatusFormat, n
 }
 
 fn activate(cfg: &Config, out: &mut Out, users: &[String], now: i64) -> Result<Exit, AdminError> {
-    let db = admin::open_store(cfg)?;
+    let db = commands::open_store(cfg)?;
     warn_unmerged(&db);
     // Check every name first, so a typo changes nothing.
     for u in users {
-        admin::resolve(&db.accounts, u)?;
+        commands::resolve(&db.accounts, u)?;
     }
     for u in users {
-        let (name, what) = admin::activate(cfg, &db.accounts, u, now)?;
+        let (name, what) = commands::activate(cfg, &db.accounts, u, now)?;
         let name = escape_visible(&name);
         out.line(&match what {
             Activated::Reactivated { was_state, was_reason, failures } => format!(
@@ -303,9 +303,9 @@ fn activate(cfg: &Config, out: &mut Out, users: &[String], now: i64) -> Result<E
 }
 
 fn lock(cfg: &Config, out: &mut Out, user: &str, reason: Option<&str>, now: i64) -> Result<Exit, AdminError> {
-    let db = admin::open_store(cfg)?;
+    let db = commands::open_store(cfg)?;
     warn_unmerged(&db);
-    let (name, newly) = admin::lock(cfg, &db.accounts, user, reason, now)?;
+    let (name, newly) = commands::lock(cfg, &db.accounts, user, reason, now)?;
     let name = escape_visible(&name);
     out.line(&if newly {
         format!("{name}: disabled")
@@ -318,9 +318,9 @@ fn lock(cfg: &Config, out: &mut Out, user: &str, reason: Option<&str>, now: i64)
 /// Run by a timer: accounts are swept even when the log spool cannot be
 /// merged, but then the run fails (exit 1), so that the timer shows it.
 fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, AdminError> {
-    let mut db = admin::open_store(cfg)?;
+    let mut db = commands::open_store(cfg)?;
     warn_damaged(&db);
-    let r = admin::sweep(cfg, &mut db, dry_run, now)?;
+    let r = commands::sweep(cfg, &mut db, dry_run, now)?;
     let verb = if dry_run { "would disable" } else { "disabled" };
     if cfg.account_expiry_days == 0 {
         out.line("account_expiry_days is 0: no account is disabled for inactivity")?;
@@ -351,8 +351,8 @@ fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, A
 }
 
 fn check(cfg: &Config, out: &mut Out) -> Result<Exit, AdminError> {
-    let db = admin::open_store(cfg)?;
-    for l in admin::check(cfg, &db)? {
+    let db = commands::open_store(cfg)?;
+    for l in commands::check(cfg, &db)? {
         out.line(&l)?;
     }
     Ok(Exit::Success)
@@ -361,7 +361,7 @@ fn check(cfg: &Config, out: &mut Out) -> Result<Exit, AdminError> {
 /// Commands that do not show the log go on when the spool cannot be
 /// merged (an administrator re-activating an account must not be stopped
 /// by it), with a warning.
-fn warn_unmerged(db: &admin::Db) {
+fn warn_unmerged(db: &commands::Db) {
     if let Some(e) = db.problem() {
         eprintln!("useraudit-admin: warning: the log spool was not merged: {e}");
     }
@@ -370,7 +370,7 @@ fn warn_unmerged(db: &admin::Db) {
 
 /// Every command says so while a spool file with a damaged header exists
 /// (`check` fails instead).
-fn warn_damaged(db: &admin::Db) {
+fn warn_damaged(db: &commands::Db) {
     for l in db.damaged_spools() {
         eprintln!("useraudit-admin: warning: {l}");
     }

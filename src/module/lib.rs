@@ -14,10 +14,10 @@ use pam::items::{AuthTok, RHost, RUser, Service, Tty, User};
 use pam::module::{PamHandle, PamHooks};
 use pam::pam_hooks;
 
-use crate::audit::{self, Attempt, Hook, Message, Session, Verdict};
-use crate::config::{Mode, ModuleArgs};
-use crate::sys::{self, Priority};
-use crate::text::now_micros;
+use useraudit_core::audit::{self, Attempt, Hook, Message, Session, Verdict};
+use useraudit_core::config::{Mode, ModuleArgs};
+use useraudit_core::sys::{self, Priority};
+use useraudit_core::text::now_micros;
 
 const PAM_UPDATE_AUTHTOK: PamFlag = 0x2000;
 const DATA_KEY: &str = "pam_useraudit_session";
@@ -106,7 +106,7 @@ fn guarded(args: &[String], service: Option<&[u8]>, hook: Hook, f: impl FnOnce()
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            let what = crate::text::escape(crate::text::cap(what.as_bytes()));
+            let what = useraudit_core::text::escape(useraudit_core::text::cap(what.as_bytes()));
             sys::syslog(Priority::Err, &format!("{prefix}internal error (panic: {what}) caught; answering as on_error says"));
             map(audit::on_error(hook, margs.on_error_hint()).verdict)
         }

@@ -6,7 +6,7 @@
 //! pam_faillock does in all. So the module only appends one record to
 //! `DATABASE.spool` with one `write(2)`, and every `useraudit-admin`
 //! command that opens the database first merges the spool into it
-//! ([`crate::store::Store::merge_spool`]); the sweep timer does so daily.
+//! (`Store::merge_spool` in useraudit-admin); the sweep timer does so daily.
 //!
 //! File: a 32-byte header (`UASPOOL2`, a random 16-byte generation id,
 //! and a u64 count of entries dropped at the bound), then records: `UAr1`,

@@ -1,0 +1,10 @@
+//! useraudit-admin's library: the single writer of the SQLite log.
+//!
+//! [`store`] owns all SQL (schema, the merge of the spool, queries,
+//! retention); [`commands`] is the core of each command over the account
+//! state files and the store. `main.rs` is the thin shell: arguments,
+//! output formats and exit codes. The login path never reaches this crate.
+#![forbid(unsafe_code)]
+
+pub mod commands;
+pub mod store;
