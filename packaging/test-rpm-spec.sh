@@ -10,7 +10,9 @@
 #     project with the same crate types and release profile;
 #   - %preun refuses to erase the package while /etc/pam.d or the selected
 #     authselect profile still uses the module (run with sh inside
-#     bubblewrap, with a private /etc), and so does the Debian prerm.
+#     bubblewrap, with a private /etc), and so does the Debian prerm;
+#   - the stacks in packaging/rpm/authselect.md (packaging/check-authselect.py:
+#     jumps, places, and the password stacks run through libpam).
 # Fedora's systemd macros are not on Debian; stand-ins are defined for them
 # when rpm does not know them.
 #
@@ -32,6 +34,8 @@ check() { # check DESCRIPTION COMMAND...
 note_skip() { echo "skip - $*"; }
 
 command -v python3 >/dev/null || skip "python3 not found"
+echo "== packaging/rpm/authselect.md"
+python3 "$HERE/check-authselect.py" "$HERE/rpm/authselect.md" || FAILED=1
 
 command -v rpmspec >/dev/null && command -v rpmbuild >/dev/null \
     || { echo "SKIP: rpmspec/rpmbuild not found (Debian package rpm): spec checks not run"; exit "$FAILED"; }
