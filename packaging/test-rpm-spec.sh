@@ -49,8 +49,9 @@ defined() { [ "$(rpm --eval "%{?$1:yes}")" = yes ]; }
 defined _unitdir || DEFS+=(--define '_unitdir /usr/lib/systemd/system')
 defined _tmpfilesdir || DEFS+=(--define '_tmpfilesdir /usr/lib/tmpfiles.d')
 defined systemd_requires || DEFS+=(--define 'systemd_requires %{nil}')
+STANDIN=no
 for m in systemd_post systemd_preun systemd_postun; do
-    defined "$m" || DEFS+=(--define "$m() : $m stand-in %*")
+    defined "$m" || { DEFS+=(--define "$m() echo $m stand-in %*"); STANDIN=yes; }
 done
 DEFS+=(--define "_topdir $WORK/rpmbuild")
 
@@ -184,6 +185,7 @@ else
     E=$(new_etc clean)
     printf 'auth required pam_unix.so\n# auth requisite pam_useraudit.so preauth\n-auth optional pam_useraudit.so authfail\n' > "$E/pam.d/login"
     check "%preun: erase with no pam_useraudit line (comments and -lines only): goes ahead" preun "$E" 0
+    [ "$STANDIN" = no ] || check "%preun: ... and stops the timer (%systemd_preun)" says "systemd_preun stand-in useraudit-sweep.timer"
 
     E=$(new_etc byhand)
     printf 'auth required pam_unix.so\naccount  required  pam_useraudit.so\n' > "$E/pam.d/sshd"
