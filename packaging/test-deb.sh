@@ -105,6 +105,14 @@ else
     echo "note: the module in the package exports no pam_sm_authenticate (a stub?) or pamtester is missing: no login test"
 fi
 
+# ---- remove refused while a line pam-auth-update does not manage uses the module
+printf 'account  required  pam_useraudit.so\n' > "$R/etc/pam.d/ua-hand"
+check "dpkg -r with a hand-made pam_useraudit line: refused" eval '! in_root dpkg -r "$PKG" >"$W/refused.log" 2>&1 && grep -q "NOT REMOVED" "$W/refused.log" && grep -q "/etc/pam.d/ua-hand" "$W/refused.log"'
+sed 's/^/  | /' "$W/refused.log"
+check "refused: still installed, module and common-* lines in place" eval 'in_root dpkg-query -W -f="\${Status}" "$PKG" | grep -q " ok installed$" && test -f "$R$MODULE" && has "pam_useraudit.so preauth" common-auth'
+if [ "$REAL" = yes ]; then check "refused: login works" login_ok; fi
+rm -f "$R/etc/pam.d/ua-hand"
+
 # ---- remove
 check "dpkg -r" in_root dpkg -r "$PKG"
 check "after remove: /etc/pam.d/common-* exactly as before install" eval '[ "$(sums)" = "$BEFORE" ]'
