@@ -27,7 +27,7 @@ DRIVE       := target/pam_drive
 
 # Debian packages the build and the tests need.
 DEB_DEPS := build-essential pkg-config libpam0g-dev pamtester libpam-wrapper libnss-wrapper \
-            faketime bubblewrap openssh-server openssh-client sshpass sqlite3 python3 groff man-db
+            faketime bubblewrap openssh-server openssh-client sshpass sqlite3 python3 groff man-db rpm
 
 .PHONY: all build deps demo test test-unit test-sshd test-packaging lint install uninstall deb bench hot-symbols fuzz clean
 
@@ -75,6 +75,7 @@ test-packaging: deb
 	bash packaging/test-pam-auth-update.sh
 	bash packaging/test-deb.sh
 	bash packaging/test-install.sh
+	bash packaging/test-rpm-spec.sh
 
 install: build
 	install -d -m 0755 $(DESTDIR)$(PAMDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8

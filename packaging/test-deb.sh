@@ -82,6 +82,7 @@ check "useraudit-admin in /usr/sbin" test -x "$R/usr/sbin/useraudit-admin"
 check "/var/lib/useraudit is 0700 root:root" eval '[ "$(stat -c "%a %U %G" "$R/var/lib/useraudit")" = "700 root root" ]'
 check "/etc/security/useraudit.toml is a conffile" eval 'in_root dpkg-query -W -f="\${Conffiles}" "$PKG" | grep -q " /etc/security/useraudit.toml "'
 check "sweep timer enabled (timers.target.wants)" test -L "$R/etc/systemd/system/timers.target.wants/useraudit-sweep.timer"
+check "copyright file carries the license (LICENSE)" eval 'in_root grep -q "Permission is hereby granted" "/usr/share/doc/$PKG/copyright"'
 check "man pages installed" eval 'in_root test -f /usr/share/man/man8/pam_useraudit.8.gz && in_root test -f /usr/share/man/man5/useraudit.toml.5.gz && in_root test -f /usr/share/man/man8/useraudit-admin.8.gz'
 if command -v pamtester >/dev/null && nm -D --defined-only "$R$MODULE" 2>/dev/null | grep -q ' pam_sm_authenticate$'; then
     REAL=yes
@@ -103,6 +104,14 @@ if command -v pamtester >/dev/null && nm -D --defined-only "$R$MODULE" 2>/dev/nu
 else
     echo "note: the module in the package exports no pam_sm_authenticate (a stub?) or pamtester is missing: no login test"
 fi
+
+# ---- remove refused while a line pam-auth-update does not manage uses the module
+printf 'account  required  pam_useraudit.so\n' > "$R/etc/pam.d/ua-hand"
+check "dpkg -r with a hand-made pam_useraudit line: refused" eval '! in_root dpkg -r "$PKG" >"$W/refused.log" 2>&1 && grep -q "NOT REMOVED" "$W/refused.log" && grep -q "/etc/pam.d/ua-hand" "$W/refused.log"'
+sed 's/^/  | /' "$W/refused.log"
+check "refused: still installed, module and common-* lines in place" eval 'in_root dpkg-query -W -f="\${Status}" "$PKG" | grep -q " ok installed$" && test -f "$R$MODULE" && has "pam_useraudit.so preauth" common-auth'
+if [ "$REAL" = yes ]; then check "refused: login works" login_ok; fi
+rm -f "$R/etc/pam.d/ua-hand"
 
 # ---- remove
 check "dpkg -r" in_root dpkg -r "$PKG"
