@@ -137,7 +137,7 @@ if command -v cargo >/dev/null; then
 import sys, tomllib
 c = tomllib.load(open(sys.argv[1], "rb"))
 print('[package]\nname = "toy"\nversion = "0.1.0"\nedition = "2021"\n')
-print("[lib]\ncrate-type = [%s]\n" % ", ".join('"%s"' % t for t in c["lib"]["crate-type"]))
+print("[lib]\ncrate-type = [%s]\n" % ", ".join('"%s"' % t for t in c.get("lib", {}).get("crate-type", ["rlib"])))
 print('[dependencies]\ntoydep = { path = "dep" }\n')
 print("[profile.release]")
 for k, v in c["profile"]["release"].items():
