@@ -29,7 +29,7 @@ DRIVE       := target/pam_drive
 DEB_DEPS := build-essential pkg-config libpam0g-dev pamtester libpam-wrapper libnss-wrapper \
             faketime bubblewrap openssh-server openssh-client sshpass sqlite3 python3 groff man-db rpm
 
-.PHONY: all build deps demo test test-unit test-sshd test-packaging lint install uninstall deb bench hot-symbols fuzz clean
+.PHONY: all build deps demo test test-unit test-sshd test-packaging lint install uninstall deb bench fuzz clean
 
 all: build
 
@@ -107,13 +107,6 @@ deb: build
 bench: deps build
 	$(CARGO) build --release --locked --example bench-fill
 	SO=$(SO) ADMIN=$(ADMIN) DRIVE=$(DRIVE) FILL=target/release/examples/bench-fill bash tests/bench/bench.sh
-
-# Refresh src/hot-symbols.txt, the functions a login runs, which build.rs
-# has the linker lay out together (see tests/bench/hot_symbols.py). Needs
-# valgrind; run after changing the login path, then rebuild.
-hot-symbols: build
-	DRIVE=$(DRIVE) MODULE_BUILD="$(MODULE_BUILD)" SO=$(MODULE_TARGET)/release/libpam_useraudit.so \
-	  python3 tests/bench/hot_symbols.py
 
 # Each cargo-fuzz target for FUZZ_SECONDS (needs cargo-fuzz; works on stable
 # through RUSTC_BOOTSTRAP). Prints the executions run per target.
