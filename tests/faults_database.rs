@@ -1,8 +1,9 @@
 //! Faults in the SQLite database, through real libpam and the real
 //! `useraudit-admin`: a file that is not a database, damaged pages, a cut
-//! short file, a database locked by another process. Logins never open the
-//! database and do not notice; `useraudit-admin` reports the fault, naming
-//! the file, and loses nothing that was spooled meanwhile.
+//! short file, a database locked by another process, a schema version no
+//! release wrote (and the current one, which opens unchanged). Logins never
+//! open the database and do not notice; `useraudit-admin` reports the
+//! fault, naming the file, and loses nothing that was spooled meanwhile.
 //!
 //! Syslog capture and the other helpers: `tests/common/faults.rs`.
 
@@ -218,4 +219,108 @@ fn database_locked_logins_do_not_wait_and_the_merge_waits_bounded() {
     assert_eq!(texts.len(), 1 + made.len() + 2, "{texts:#?}");
     assert_eq!(texts[0], "alice success -");
     assert_eq!(texts.last().unwrap(), "holder failure -");
+}
+
+/// The tables of the database as SQLite describes them, and its schema
+/// version.
+fn schema_of(db: &std::path::Path) -> (Vec<(String, String, Option<String>)>, i64) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let tables = c
+        .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    (tables, c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap())
+}
+
+/// A database of schema version 1, which no release wrote (a development
+/// build's, whose account table is gone from the design): every command
+/// that needs the log fails naming the file and the version, the file is
+/// left as it was, and logins go on into the spool; once the file is moved
+/// aside, the next command starts a new database holding them.
+#[test]
+fn database_of_a_schema_version_no_release_wrote_is_refused() {
+    if missing_tools() {
+        return;
+    }
+    let sb = Sandbox::new("");
+    sb.create_db_dir();
+    {
+        let c = rusqlite::Connection::open(&sb.db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE log (id INTEGER PRIMARY KEY, time INTEGER NOT NULL, success INTEGER NOT NULL,
+                 user BLOB NOT NULL, service BLOB, rhost BLOB, ruser BLOB, tty BLOB, auth_method BLOB, reason TEXT);
+             CREATE TABLE account (user BLOB PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;
+             INSERT INTO account VALUES (CAST('alice' AS BLOB), 'locked');
+             PRAGMA user_version=1;",
+        )
+        .unwrap();
+    }
+    checkpoint(&sb.db);
+    let bytes = std::fs::read(&sb.db).unwrap();
+    assert!(sb.login("alice", PASSWORD, "192.0.2.1").ok, "the account table of version 1 is nothing to logins");
+    let db = sb.db.display().to_string();
+    for cmd in ["log", "check"] {
+        assert_admin_fails(&sb, &[cmd], &[&db, "schema version 1", "never in a release"]);
+    }
+    assert!(unmerged_spool(&sb), "the spool is kept for a later merge");
+    remove_wal(&sb.db);
+    assert_eq!(std::fs::read(&sb.db).unwrap(), bytes, "the file is left alone");
+    std::fs::rename(&sb.db, sb.path().join("useraudit.db.v1")).unwrap();
+    let log = sb.log(&[]);
+    assert_eq!(log.iter().map(entry_text).collect::<Vec<_>>(), ["alice success -"]);
+}
+
+/// A database of the current schema version, as the first release left it
+/// (the log, its indexes and the merged spool generations, in WAL mode),
+/// is used as it is: its entries are shown, the spool is merged into it,
+/// and its schema is not touched.
+#[test]
+fn database_of_the_current_schema_version_opens_unchanged() {
+    if missing_tools() {
+        return;
+    }
+    let sb = Sandbox::new("");
+    sb.create_db_dir();
+    {
+        let c = rusqlite::Connection::open(&sb.db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE log (
+                id          INTEGER PRIMARY KEY,
+                time        INTEGER NOT NULL,
+                success     INTEGER NOT NULL,
+                user        BLOB NOT NULL,
+                service     BLOB,
+                rhost       BLOB,
+                ruser       BLOB,
+                tty         BLOB,
+                auth_method BLOB,
+                reason      TEXT
+             );
+             CREATE INDEX log_time ON log(time);
+             CREATE INDEX log_user_time ON log(user, time);
+             CREATE INDEX log_rhost_time ON log(rhost, time);
+             CREATE TABLE spool_merged (
+                generation BLOB PRIMARY KEY,
+                upto       INTEGER NOT NULL,
+                time       INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             INSERT INTO log (time, success, user, rhost, reason)
+                 VALUES (1000000, 0, CAST('bob' AS BLOB), CAST('198.51.100.1' AS BLOB), 'auth');
+             PRAGMA user_version=2;",
+        )
+        .unwrap();
+    }
+    let before = schema_of(&sb.db);
+    assert!(sb.login("alice", PASSWORD, "192.0.2.1").ok);
+    let check = sb.admin_ok(&["check"]);
+    assert!(check.contains("schema version 2, 2 log entries, integrity ok"), "{check}");
+    let log = sb.log(&[]);
+    assert_eq!(log.iter().map(entry_text).collect::<Vec<_>>(), ["alice success -", "bob failure auth"]);
+    assert_eq!(log[1]["rhost"], "198.51.100.1");
+    assert_eq!(schema_of(&sb.db), before, "the schema was not changed");
 }
