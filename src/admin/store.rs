@@ -6,7 +6,6 @@
 use std::fmt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
@@ -16,42 +15,21 @@ use useraudit_core::spool::{self, Record};
 
 pub use useraudit_core::files::BUSY_TIMEOUT;
 
-/// Longest a writer waits to checkpoint and truncate the WAL (best effort:
-/// a busy database is left for the next writer).
-const CHECKPOINT_WAIT: Duration = Duration::from_millis(50);
-
-thread_local! {
-    /// What the busy handler of this thread's current statement may wait in
-    /// total, in microseconds ([`BUSY_TIMEOUT`], or [`CHECKPOINT_WAIT`]
-    /// while checkpointing). A plain `Cell` (no destructor): no thread-exit
-    /// hook is registered, so the module still unloads on `dlclose`.
-    static BUSY_BUDGET_US: std::cell::Cell<u64> = const { std::cell::Cell::new(BUSY_TIMEOUT.as_micros() as u64) };
-}
-
 /// The busy handler: short sleeps growing to 1 ms ([`useraudit_core::files::busy_wait`]),
-/// bounded in total by the thread's budget. SQLite's own handler sleeps 1,
-/// 2, 5, 10 ... 100 ms, far longer than a write transaction, so under
-/// contention the waiters slept while the lock was free.
+/// [`BUSY_TIMEOUT`] in total. The writers are useraudit-admin commands (a
+/// merge, a retention sweep), whose transactions last milliseconds;
+/// SQLite's own handler sleeps 1, 2, 5, 10 ... 100 ms, so a waiter would
+/// sleep on while the lock was free.
 fn busy_handler(n: i32) -> bool {
     let n = u64::try_from(n).unwrap_or(0);
-    useraudit_core::files::busy_wait(n, BUSY_BUDGET_US.with(std::cell::Cell::get))
+    useraudit_core::files::busy_wait(n, BUSY_TIMEOUT.as_micros() as u64)
 }
 
 /// Per-connection settings: commits do not fsync (WAL + NORMAL: a crash of
-/// the process loses nothing committed; a power cut can lose the commits
-/// since the last checkpoint, never the file's integrity), and the WAL is
-/// truncated after a checkpoint once it passes [`WAL_LIMIT`].
+/// the process loses nothing committed; a power cut can lose the last
+/// commits, never the file's integrity). A merge syncs its commits all the
+/// same, before it removes the spool ([`Store::merge_spool`]).
 const WAL_SETTINGS: &str = "PRAGMA synchronous=NORMAL;";
-
-/// WAL size above which a writer checkpoints and truncates it. Every login
-/// is a new process whose first connection must replay ("recover") the
-/// whole WAL, and SQLite forgets between processes what was already
-/// checkpointed; so the WAL is kept short by truncating it, not left to
-/// the passive auto-checkpoint. A checkpoint costs three fsyncs (WAL, then
-/// database, then the restarted WAL's header), a login writes about five
-/// 4 KiB frames: 256 KiB is a checkpoint every ~12 logins and at most ~64
-/// frames to recover per connection (see tests/bench for the trade-off).
-const WAL_LIMIT: u64 = 256 * 1024;
 
 /// Rows deleted per transaction by [`Store::delete_before`] (a few
 /// milliseconds of holding the write lock).
@@ -221,8 +199,9 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// A write transaction (`BEGIN IMMEDIATE`): one per login attempt, so
-/// concurrent attempts are serialised and none is lost.
+/// A write transaction (`BEGIN IMMEDIATE`): it takes the write lock at
+/// once, so writers at the same time (two merges, a merge and a retention
+/// sweep) are serialised, each waiting at most [`BUSY_TIMEOUT`].
 pub struct Txn<'a> {
     tx: rusqlite::Transaction<'a>,
     path: &'a Path,
@@ -276,11 +255,6 @@ impl Store {
         )
         .map_err(sql("cannot open"))?;
         conn.busy_handler(Some(busy_handler)).map_err(sql("cannot set busy handler"))?;
-        // Each login opens and closes the database. Without this, the last
-        // connection to close checkpoints, fsyncs and deletes the WAL every
-        // time; with it, checkpoints happen every WAL_AUTOCHECKPOINT pages.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-            .map_err(sql("cannot configure"))?;
         conn.execute_batch(WAL_SETTINGS).map_err(sql("cannot configure"))?;
         let mut store = Store { conn, path: path.into() };
         store.migrate()?;
@@ -494,21 +468,7 @@ impl Store {
 
     /// Record an attempt outside a transaction (one statement, atomic).
     pub fn insert(&self, e: &NewEntry<'_>) -> Result<i64> {
-        let id = insert_entry(&self.conn, e).map_err(self.err("cannot write the log"))?;
-        self.trim_wal();
-        Ok(id)
-    }
-
-    /// After a write: checkpoint and truncate the WAL once it passes
-    /// [`WAL_LIMIT`]. Best effort; a busy database is left for the next writer.
-    fn trim_wal(&self) {
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT) {
-            BUSY_BUDGET_US.with(|b| b.set(CHECKPOINT_WAIT.as_micros() as u64));
-            let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-            BUSY_BUDGET_US.with(|b| b.set(BUSY_TIMEOUT.as_micros() as u64));
-        }
+        insert_entry(&self.conn, e).map_err(self.err("cannot write the log"))
     }
 
     /// Run `f` in one `BEGIN IMMEDIATE` transaction, committed when it returns Ok.
@@ -527,7 +487,6 @@ impl Store {
             })?;
             out
         };
-        self.trim_wal();
         Ok(out)
     }
 
@@ -604,9 +563,9 @@ impl Store {
     }
 
     /// Delete log entries older than `before`; returns how many. In
-    /// transactions of [`DELETE_BATCH`] rows, so logins waiting to write
-    /// get in between them instead of waiting out a long delete (and,
-    /// past the busy budget, going unlogged).
+    /// transactions of [`DELETE_BATCH`] rows, so a merge waiting to write
+    /// gets in between them instead of waiting out a long delete (and,
+    /// past the busy timeout, failing).
     pub fn delete_before(&mut self, before: i64) -> Result<u64> {
         let mut total = 0u64;
         loop {
@@ -1000,8 +959,8 @@ mod tests {
         assert_eq!(times.len(), 2000);
     }
 
-    /// Logins that meet a brand-new database at once all open it; none may
-    /// fail (a failed open is an attempt answered by `on_error`, unlogged).
+    /// Commands that meet a brand-new database at once (the sweep timer and
+    /// an administrator, say) all open it; none may fail.
     #[test]
     fn a_new_database_opened_by_many_at_once() {
         for _ in 0..300 {
