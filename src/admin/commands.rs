@@ -110,9 +110,8 @@ fn damaged_spools(db: &Path) -> Vec<String> {
     lines
 }
 
-/// Open the configured database and account state (created if missing):
-/// copy the accounts of a version-1 database into the state files, and
-/// merge the log spool that the PAM module writes. A database that cannot
+/// Open the configured database and account state (created if missing),
+/// and merge the log spool that the PAM module writes. A database that cannot
 /// be opened or merged is not an error here (accounts can still be shown,
 /// activated and locked: their state is in the state files); it is one
 /// for whatever needs the log ([`Db::log`]).
@@ -153,22 +152,6 @@ pub fn open_store(cfg: &Config) -> Result<Db> {
             return Ok(Db { store: None, accounts, merged: Merged::default(), problem: Some(problem), damaged_spools });
         }
     };
-    // Once: the table is dropped when copied (or empty, in a new database),
-    // so later commands neither read nor write the schema for it.
-    if let Some(legacy) = store.legacy_accounts()? {
-        for a in &legacy {
-            // State written since the upgrade is newer than the old table.
-            accounts.update(&a.user, false, |cur| Ok((cur.is_none().then(|| a.clone()), ())))?;
-        }
-        if !legacy.is_empty() {
-            syslog_admin(&format!(
-                "copied {} account(s) from the version 1 database into {}",
-                legacy.len(),
-                accounts.dir().display()
-            ));
-        }
-        store.drop_legacy_accounts()?;
-    }
     let (merged, problem) = match store.merge_spool() {
         Ok(m) => (m, None),
         Err(e) => (Merged::default(), Some(e.to_string())),

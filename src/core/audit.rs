@@ -368,7 +368,8 @@ pub fn handle(
     out
 }
 
-/// The verdict when the database or configuration cannot be used.
+/// The verdict when the storage (state files, spool) or configuration
+/// cannot be used.
 pub fn on_error(hook: Hook, policy: OnError) -> Outcome {
     let v = match (hook, policy) {
         (Hook::Auth(Some(Mode::Authfail)), _) => Verdict::AuthErr,

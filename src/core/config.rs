@@ -28,7 +28,8 @@ pub enum ExpiredAction {
     Change,
 }
 
-/// What the module answers when the database or configuration cannot be used.
+/// What the module answers when its storage (the state files, the spool)
+/// or the configuration cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnError {
     Allow,

@@ -1,6 +1,6 @@
 //! The PAM edge: read the items and arguments, call the core once, map the
 //! verdict to a PAM code. Panics are caught here and answered like a
-//! database error (`on_error`). This and `sys` are the only modules that
+//! storage error (`on_error`). This and `sys` are the only modules that
 //! use `unsafe`.
 
 use std::cell::RefCell;
@@ -59,7 +59,7 @@ impl PamHooks for UserAudit {
 }
 
 /// Every hook: shield the work from a set-user-ID caller's limits, catch
-/// panics and answer them like a database error.
+/// panics and answer them like a storage error.
 fn entry(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag, hook: Hook) -> PamResultCode {
     // Called from a set-user-ID program (su), the module's writes must not
     // fail by the caller's resource limits, ignored signals or umask; they
