@@ -31,7 +31,7 @@ MODULE_BUILD  := CARGO_TARGET_DIR=$(MODULE_TARGET) CARGO_PROFILE_RELEASE_STRIP=n
 
 # Debian packages the build and the tests need.
 DEB_DEPS := build-essential pkg-config libpam0g-dev pamtester libpam-wrapper libnss-wrapper \
-            faketime bubblewrap openssh-server openssh-client sshpass sqlite3 python3 groff man-db
+            faketime bubblewrap openssh-server openssh-client sshpass sqlite3 python3 groff man-db strace
 
 .PHONY: all build deps demo test test-unit test-sshd test-packaging lint install uninstall deb bench hot-symbols fuzz clean
 

@@ -8,7 +8,7 @@ use crate::files::FileError;
 use crate::notify::{self, Event, Notice};
 use crate::policy::{self, Account, LogReason, LoginCheck, PasswordChange, Reason};
 use crate::spool::{self, NewEntry};
-use crate::state::Accounts;
+use crate::state::{Accounts, Written};
 use crate::sys::{self, Lookup, Priority, ShadowChange, UserInfo};
 use crate::text::escape;
 use std::rc::Rc;
@@ -528,7 +528,10 @@ fn login(
     }
     // A directory that cannot be used (or trusted) gets nothing written.
     let accts = accounts(session, cfg, root)?;
-    let updated = accts.update(name, false, |cur| {
+    // Decided from the last committed state even while another process
+    // holds the file's lock: a refusal writes nothing and needs no lock; a
+    // login the lock keeps from being recorded is answered as decided.
+    let updated = accts.update_or_decide(name, |cur| {
         let mut acc = cur.unwrap_or_else(|| Account::new(name, ctx.now));
         let change = match &shadow {
             Some((c, _)) => *c,
@@ -540,8 +543,12 @@ fn login(
         let keep = !matches!(check, LoginCheck::Refuse(_));
         Ok((keep.then(|| acc.clone()), (check, acc)))
     });
-    let (check, acc) = match updated {
-        Ok(v) => v,
+    let (check, acc, written) = match updated {
+        Ok(Written::Done((check, acc))) => (check, acc, true),
+        Ok(Written::Unwritten((check, acc), e)) => {
+            ctx.log.at(Priority::Err, &format!("{e}; decided from the last written state, which was not changed"));
+            (check, acc, false)
+        }
         Err(e) => {
             // The state cannot be used, but the attempt can still be logged:
             // on_error = "allow" lets it in, so it is a login (and the
@@ -599,7 +606,10 @@ fn login(
                 Reason::AccountExpired => format!("disabled: not used for more than {} days", cfg.account_expiry_days),
                 _ => "disabled: password expired".to_string(),
             };
-            announce(cfg, &ctx.logf(), &ctx.notice(name, event_of(r), acc.failures), &why);
+            // Announced once, by the login that records the disable.
+            if written {
+                announce(cfg, &ctx.logf(), &ctx.notice(name, event_of(r), acc.failures), &why);
+            }
             let texts = policy::refusal_text(&acc, policy::standing(&acc, cfg, now), now);
             Outcome {
                 verdict: refused_verdict(ctx.hook, r.refusal()),
