@@ -355,8 +355,9 @@ fn place(cur: Option<&Record>, len: usize) -> u64 {
     }
 }
 
-/// A file's bytes: read(2) until the end (pread, so the file position
-/// does not matter).
+/// A file's bytes (pread, so the file position does not matter): one call
+/// for a usual file. A regular file's read comes back short only at its
+/// end, so a short read ends the loop without a further call to find it.
 fn read_all(f: &File, path: &Path) -> Result<Vec<u8>, FileError> {
     let mut b = vec![0u8; 2048];
     let mut len = 0;
@@ -364,8 +365,13 @@ fn read_all(f: &File, path: &Path) -> Result<Vec<u8>, FileError> {
         if len == b.len() {
             b.resize(b.len() * 2, 0);
         }
+        let want = b.len() - len;
         match f.read_at(&mut b[len..], len as u64) {
             Ok(0) => break,
+            Ok(n) if n < want => {
+                len += n;
+                break;
+            }
             Ok(n) => len += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(FileError::io(path, "cannot read", &e)),
@@ -453,8 +459,23 @@ pub struct Accounts {
 
 /// Open and check a directory: by descriptor, so the directory checked is
 /// the one used.
-fn open_checked(at: Option<&File>, name: &Path, path: &Path, nofollow: bool, root: bool) -> Result<File, FileError> {
-    let f = sys::open_dir(at, name, nofollow).map_err(|e| {
+/// A directory that does not exist is created (0700, by path) when `create`.
+fn open_checked(
+    at: Option<&File>,
+    name: &Path,
+    path: &Path,
+    nofollow: bool,
+    root: bool,
+    create: bool,
+) -> Result<File, FileError> {
+    let f = match sys::open_dir(at, name, nofollow) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            prepare_dir(path, true, false)?;
+            sys::open_dir(at, name, nofollow)
+        }
+        r => r,
+    };
+    let f = f.map_err(|e| {
         if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) {
             FileError::new(path, "not a directory (a symbolic link is not followed here)")
         } else {
@@ -478,11 +499,9 @@ impl Accounts {
     pub fn open(db: &Path, create: bool, require_root_owned: bool) -> Result<Accounts, FileError> {
         let top = parent(db);
         let dir = dir_for(db);
-        prepare_dir(top, create, false)?;
-        prepare_dir(&dir, create, false)?;
-        let t = open_checked(None, top, top, false, require_root_owned)?;
+        let t = open_checked(None, top, top, false, require_root_owned, create)?;
         let name = dir.file_name().map(Path::new).unwrap_or(Path::new(".accounts"));
-        let fd = open_checked(Some(&t), name, &dir, true, require_root_owned)?;
+        let fd = open_checked(Some(&t), name, &dir, true, require_root_owned, create)?;
         Ok(Accounts { dir, fd: Arc::new(fd) })
     }
 
