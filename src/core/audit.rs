@@ -8,7 +8,7 @@ use crate::files::FileError;
 use crate::notify::{self, Event, Notice};
 use crate::policy::{self, Account, LogReason, LoginCheck, PasswordChange, Reason};
 use crate::spool::{self, NewEntry};
-use crate::state::Accounts;
+use crate::state::{Accounts, Written};
 use crate::sys::{self, Lookup, Priority, ShadowChange, UserInfo};
 use crate::text::escape;
 use std::rc::Rc;
@@ -544,11 +544,17 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
                 // Recorded while the clock was ahead: from now on they
                 // count as now (a refused attempt writes nothing else, so
                 // a lock would otherwise last until that future time).
-                acc = accts.update(&name, false, |cur| {
-                    let mut a = cur.unwrap_or(acc);
+                // Decided from the corrected copy even if it cannot be written.
+                policy::clamp_future_times(&mut acc, ctx.now);
+                let written = accts.update(&name, false, |cur| {
+                    let mut a = cur.unwrap_or_else(|| acc.clone());
                     policy::clamp_future_times(&mut a, ctx.now);
                     Ok((Some(a.clone()), a))
-                })?;
+                });
+                match written {
+                    Ok(a) => acc = a,
+                    Err(e) => ctx.log.at(Priority::Err, &format!("{e}; decided from the last written state")),
+                }
             }
             let standing = policy::standing(&acc, cfg, ctx.now);
             let Some(reason) = policy::refusal_for(standing, root_caller) else {
@@ -686,9 +692,12 @@ fn login(
     }
     // A directory that cannot be used (or trusted) gets nothing written.
     let accts = accounts(session, cfg, root)?;
-    // What was decided, kept even when writing it fails.
+    // Decided from the last committed state even while another process
+    // holds the file's lock: a refusal writes nothing and needs no lock; a
+    // login the lock keeps from being recorded is answered as decided.
+    // What was decided is kept even when writing it fails.
     let mut decided = None;
-    let updated = accts.update(name, false, |cur| {
+    let updated = accts.update_or_decide(name, |cur| {
         let mut acc = cur.unwrap_or_else(|| Account::new(name, ctx.now));
         // Times recorded while the clock was ahead count as now (written
         // down even when the attempt is refused).
@@ -704,13 +713,17 @@ fn login(
         decided = Some((check, acc.clone()));
         Ok((keep.then(|| acc.clone()), (check, acc)))
     });
-    let (check, acc) = match (updated, decided) {
-        (Ok(v), _) => v,
+    let (check, acc, written) = match (updated, decided) {
+        (Ok(Written::Done((check, acc))), _) => (check, acc, true),
+        (Ok(Written::Unwritten((check, acc), e)), _) => {
+            ctx.log.at(Priority::Err, &format!("{e}; decided from the last written state, which was not changed"));
+            (check, acc, false)
+        }
         // A refusal (or a disable) decided from readable state stays one
         // when its state cannot be written; the error goes to syslog.
         (Err(e), Some((check @ (LoginCheck::Refuse(_) | LoginCheck::Disable(_)), acc))) => {
             ctx.log.at(Priority::Err, &format!("{e}"));
-            (check, acc)
+            (check, acc, false)
         }
         (Err(e), _) => {
             // The state cannot be used, but the attempt can still be logged:
@@ -780,7 +793,10 @@ fn login(
                 Reason::AccountExpired => format!("disabled: not used for more than {} days", cfg.account_expiry_days),
                 _ => "disabled: password expired".to_string(),
             };
-            announce(cfg, &ctx.logf(), &ctx.notice(name, event_of(r), acc.failures), &why);
+            // Announced once, by the login that records the disable.
+            if written {
+                announce(cfg, &ctx.logf(), &ctx.notice(name, event_of(r), acc.failures), &why);
+            }
             let texts = policy::refusal_text(&acc, policy::standing(&acc, cfg, now), now);
             Outcome {
                 verdict: refused_verdict(ctx.hook, r.refusal()),

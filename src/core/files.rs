@@ -74,21 +74,30 @@ impl std::error::Error for FileError {}
 
 /// Take a `flock` lock, waiting at most [`BUSY_TIMEOUT`].
 pub fn lock(file: &File, path: &Path, kind: FileLock) -> Result<(), FileError> {
+    if lock_within(file, path, kind)? {
+        return Ok(());
+    }
+    Err(busy(path))
+}
+
+/// Take a `flock` lock, waiting at most [`BUSY_TIMEOUT`]; Ok(false) when
+/// another process held it all that time.
+pub fn lock_within(file: &File, path: &Path, kind: FileLock) -> Result<bool, FileError> {
     let budget = BUSY_TIMEOUT.as_micros() as u64;
     let mut n = 0;
     loop {
         match sys::try_flock(file, kind) {
-            Ok(true) => return Ok(()),
+            Ok(true) => return Ok(true),
             Ok(false) if busy_wait(n, budget) => n += 1,
-            Ok(false) => {
-                return Err(FileError::new(
-                    path,
-                    format!("still locked by another process after {} s", BUSY_TIMEOUT.as_secs()),
-                ));
-            }
+            Ok(false) => return Ok(false),
             Err(e) => return Err(FileError::io(path, "cannot lock", &e)),
         }
     }
+}
+
+/// The error for a lock another process held longer than [`BUSY_TIMEOUT`].
+pub fn busy(path: &Path) -> FileError {
+    FileError::new(path, format!("still locked by another process after {} s", BUSY_TIMEOUT.as_secs()))
 }
 
 /// Refuse a file or directory that is not owned by root or that group or

@@ -1,32 +1,103 @@
 //! Account state: one small file per account in `DATABASE.accounts/`,
-//! read and changed under a `flock`, as pam_faillock keeps its tallies,
-//! but on persistent storage beside the database (not a tmpfs).
+//! changed under a `flock`, as pam_faillock keeps its tallies, but on
+//! persistent storage beside the database (not a tmpfs).
 //!
 //! The PAM module decides every login from these files without opening
 //! SQLite; `useraudit-admin` reads and changes them through the same
 //! functions. A change is read, decided and written while the file is
 //! locked exclusively, so concurrent failures count one by one and the
-//! lock falls at exactly the Nth.
+//! lock falls at exactly the Nth. Reads take no lock: a decision that
+//! writes nothing (a refusal, `preauth`, `status`) is made from the last
+//! committed record even while another process holds the file's lock.
+//!
+//! # File format (version 2)
+//!
+//! A state file holds up to two records ("slots"), and the one with the
+//! highest sequence number whose checksum holds is the account's state.
+//! A writer never touches the newest record: it writes the new one
+//! (sequence + 1) beside it with one `pwrite`, so a write cut short (a
+//! full disk, a file size limit, a crash) can only damage the record being
+//! written, and readers keep the last committed one. The file is never
+//! replaced (the `flock` lives on its inode) and never empty: a new file
+//! is written whole under a temporary name (`.new-` and 16 hex digits)
+//! and then linked into place, which fails rather than replace a file
+//! another process created first.
+//!
+//! Slots start at offset 0 ("A") and at a power of two of at least 512
+//! ("B"). A record that does not fit before B moves B to a larger power
+//! of two past the newest record; a file that grew large is cut back once
+//! its newest record is in A again. A record, all integers little-endian:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | magic `UAas` |
+//! | 4 | format version, 2 |
+//! | 5..8 | zero |
+//! | 8..16 | sequence number (u64) |
+//! | 16..24 | the record's own offset in the file (u64) |
+//! | 24..28 | payload length (u32) |
+//! | 28..32 | CRC-32 (IEEE) of bytes 0..28 and the payload |
+//! | 32.. | payload |
+//!
+//! Readers try offset 0 and every power of two from 512 below the file's
+//! length, skipping offsets inside a record already found intact. The
+//! payload ([`crate::files::Enc`]): name, state, reason (byte strings),
+//! failures (u32), the failure times (u32 count, then i64 each), last
+//! failure, last login, locked at, activated at (optional i64), first
+//! seen (i64), password changed (optional i64), password grace (u8),
+//! note (byte string); times in microseconds since the epoch.
+//!
+//! Version 1 files (magic `UAac`, version byte 1, payload length u32,
+//! CRC-32 of the payload, then the same payload, at offset 0) are read as
+//! a record with sequence number 0; the first write puts a version 2
+//! record beside it.
+//!
+//! A file that holds no intact record (also an empty one) is damaged: an
+//! error (answered with `on_error` by the module), never read as a fresh
+//! account. `useraudit-admin activate` starts such an account afresh.
+//!
+//! A write that locks or unlocks the account (its state changes between
+//! active, locked and disabled) is flushed to disk (`fdatasync`), and so
+//! is the directory when such a write creates the file; other writes
+//! (counting failures, recording logins) are not.
 //!
 //! File names are the account name with bytes other than `A-Za-z0-9_-`
-//! (and a leading `.`) written `%XX`; very long names end in a hash. The
-//! full name is stored inside, with a CRC-32 over the contents: a damaged
-//! file is an error (answered with `on_error` by the module), never misread.
+//! (and a leading `.`) written `%XX`. A name longer than 200 bytes so
+//! written is cut to 135 bytes followed by `~` and the SHA-256 of the
+//! whole name in hex. The full name is stored inside: a file whose name
+//! differs from the one asked for is an error, never state to overwrite.
+//! Files written by version 1 under the older long-name form (183 bytes,
+//! `~`, 64-bit FNV-1a in hex) are still read and updated when no file of
+//! the new form exists and the name inside matches.
+//!
+//! The directory is opened once per handle (`O_PATH`, the state
+//! directory with `O_NOFOLLOW`), checked on the open descriptor, and
+//! files are opened relative to it.
 #![forbid(unsafe_code)]
 
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::files::{Dec, Enc, FileError, beside, lock, parent, prepare_dir};
+use sha2::{Digest, Sha256};
+
+use crate::files::{Dec, Enc, FileError, beside, busy, check_owner, lock, lock_within, parent, prepare_dir};
 use crate::policy::{Account, Reason, State};
-use crate::sys::FileLock;
+use crate::sys::{self, FileLock};
+use crate::text::escape;
 
-const MAGIC: &[u8; 4] = b"UAac";
-const VERSION: u8 = 1;
-/// Magic, version, payload length, CRC.
-const HEADER_LEN: usize = 13;
+const SLOT_MAGIC: &[u8; 4] = b"UAas";
+const SLOT_VERSION: u8 = 2;
+const SLOT_HEADER: usize = 32;
+const V1_MAGIC: &[u8; 4] = b"UAac";
+const V1_VERSION: u8 = 1;
+const V1_HEADER: usize = 13;
+/// The lowest offset of slot B.
+const SPLIT_MIN: u64 = 512;
+/// A file longer than this (and four times its newest record) is cut
+/// back when that record is written to slot A.
+const SHRINK_OVER: u64 = 64 * 1024;
 /// Longest file name used as it is; longer ones end in a hash.
 const NAME_MAX: usize = 200;
 
@@ -35,8 +106,7 @@ pub fn dir_for(db: &Path) -> PathBuf {
     beside(db, ".accounts")
 }
 
-/// The file name for an account.
-pub fn file_name(user: &[u8]) -> String {
+fn escaped(user: &[u8]) -> String {
     let mut s = String::with_capacity(user.len());
     for (i, &b) in user.iter().enumerate() {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0) {
@@ -48,16 +118,36 @@ pub fn file_name(user: &[u8]) -> String {
     if s.is_empty() {
         s.push('%');
     }
+    s
+}
+
+/// The file name for an account.
+pub fn file_name(user: &[u8]) -> String {
+    let mut s = escaped(user);
     if s.len() > NAME_MAX {
-        // FNV-1a over the whole name; the name inside the file decides.
-        let h = user.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        s.truncate(NAME_MAX - 17);
-        s.push_str(&format!("~{h:016x}"));
+        s.truncate(NAME_MAX - 65);
+        s.push('~');
+        for b in Sha256::digest(user) {
+            s.push_str(&format!("{b:02x}"));
+        }
     }
     s
 }
 
-fn encode(a: &Account) -> Vec<u8> {
+/// The name version 1 gave a long account name (64-bit FNV-1a), for
+/// files written before; None for names that were never hashed.
+fn legacy_file_name(user: &[u8]) -> Option<String> {
+    let mut s = escaped(user);
+    if s.len() <= NAME_MAX {
+        return None;
+    }
+    let h = user.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    s.truncate(NAME_MAX - 17);
+    s.push_str(&format!("~{h:016x}"));
+    Some(s)
+}
+
+fn payload(a: &Account) -> Vec<u8> {
     let mut p = Enc::default();
     p.bytes(Some(&a.user));
     p.bytes(Some(a.state.as_str().as_bytes()));
@@ -75,38 +165,128 @@ fn encode(a: &Account) -> Vec<u8> {
     p.opt_i64(a.password_changed);
     p.u8(u8::from(a.pw_grace));
     p.bytes(a.note.as_deref());
-    let mut out = Vec::with_capacity(HEADER_LEN + p.0.len());
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    out.extend_from_slice(&(p.0.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&p.0).to_le_bytes());
-    out.extend_from_slice(&p.0);
+    p.0
+}
+
+/// One record, to be written at offset `off`.
+fn encode(a: &Account, seq: u64, off: u64) -> Vec<u8> {
+    frame(&payload(a), seq, off)
+}
+
+/// A payload framed as a record for offset `off`.
+fn frame(p: &[u8], seq: u64, off: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SLOT_HEADER + p.len());
+    out.extend_from_slice(SLOT_MAGIC);
+    out.extend_from_slice(&[SLOT_VERSION, 0, 0, 0]);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&off.to_le_bytes());
+    out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&out);
+    h.update(p);
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out.extend_from_slice(p);
     out
 }
 
-/// None: empty (no state yet). Err: damaged.
-fn decode(b: &[u8]) -> Result<Option<Account>, String> {
-    if b.is_empty() {
-        return Ok(None);
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or_default())
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
+}
+
+/// An intact record found in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Record {
+    seq: u64,
+    off: usize,
+    /// Where its payload starts, and where the record ends.
+    body: usize,
+    end: usize,
+}
+
+/// The record at `off`: Ok(None) when none starts there, Err when one
+/// starts there but is not intact.
+fn record_at(b: &[u8], off: usize) -> Result<Option<Record>, String> {
+    let h = &b[off..];
+    if h.starts_with(SLOT_MAGIC) {
+        if h.len() < SLOT_HEADER {
+            return Err("damaged (shorter than it says)".into());
+        }
+        let len = le32(h, 24) as usize;
+        let Some(p) = h.get(SLOT_HEADER..SLOT_HEADER + len) else {
+            return Err("damaged (shorter than it says)".into());
+        };
+        let mut c = crc32fast::Hasher::new();
+        c.update(&h[..28]);
+        c.update(p);
+        if c.finalize() != le32(h, 28) || le64(h, 16) != off as u64 {
+            return Err("damaged (checksum mismatch)".into());
+        }
+        if h[4] != SLOT_VERSION {
+            return Err(format!(
+                "format version {} is not one this useraudit understands ({SLOT_VERSION}); upgrade useraudit",
+                h[4]
+            ));
+        }
+        return Ok(Some(Record { seq: le64(h, 8), off, body: off + SLOT_HEADER, end: off + SLOT_HEADER + len }));
     }
-    if b.len() < HEADER_LEN || &b[..4] != MAGIC {
-        return Err("not a useraudit account file".into());
+    if off == 0 && h.starts_with(V1_MAGIC) {
+        if h.len() < V1_HEADER {
+            return Err("damaged (shorter than it says)".into());
+        }
+        if h[4] != V1_VERSION {
+            return Err(format!(
+                "format version {} is not one this useraudit understands ({SLOT_VERSION}); upgrade useraudit",
+                h[4]
+            ));
+        }
+        let len = le32(h, 5) as usize;
+        let Some(p) = h.get(V1_HEADER..V1_HEADER + len) else {
+            return Err("damaged (shorter than it says)".into());
+        };
+        if crc32fast::hash(p) != le32(h, 9) {
+            return Err("damaged (checksum mismatch)".into());
+        }
+        return Ok(Some(Record { seq: 0, off: 0, body: V1_HEADER, end: V1_HEADER + len }));
     }
-    if b[4] != VERSION {
-        return Err(format!(
-            "format version {} is not one this useraudit understands ({VERSION}); upgrade useraudit",
-            b[4]
-        ));
+    Ok(None)
+}
+
+/// The newest intact record of a file, or what is wrong with it.
+fn scan(b: &[u8]) -> Result<Record, String> {
+    let mut best: Option<Record> = None;
+    let mut first_err = None;
+    let mut skip_to = 0;
+    let mut off = 0usize;
+    while off < b.len() {
+        if off >= skip_to {
+            match record_at(b, off) {
+                Ok(Some(r)) => {
+                    skip_to = r.end;
+                    if best.is_none_or(|x| r.seq > x.seq) {
+                        best = Some(r);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        off = if off == 0 { SPLIT_MIN as usize } else { off * 2 };
     }
-    let len = u32::from_le_bytes(b[5..9].try_into().unwrap_or_default()) as usize;
-    let crc = u32::from_le_bytes(b[9..13].try_into().unwrap_or_default());
-    let Some(payload) = b.get(HEADER_LEN..HEADER_LEN + len) else {
-        return Err("damaged (shorter than it says)".into());
-    };
-    if crc32fast::hash(payload) != crc {
-        return Err("damaged (checksum mismatch)".into());
-    }
-    let mut d = Dec::new(payload);
+    best.ok_or_else(|| match first_err {
+        _ if b.is_empty() => "damaged (empty: it holds no record)".to_string(),
+        Some(e) => e,
+        None => "not a useraudit account file".to_string(),
+    })
+}
+
+fn decode(p: &[u8]) -> Result<Account, String> {
+    let mut d = Dec::new(p);
     let a = (|| {
         let user = d.bytes()??;
         let state = State::parse(std::str::from_utf8(&d.bytes()??).ok()?)?;
@@ -137,112 +317,379 @@ fn decode(b: &[u8]) -> Result<Option<Account>, String> {
         })
     })();
     match a {
-        Some(a) if d.is_empty() => Ok(Some(a)),
+        Some(a) if d.is_empty() => Ok(a),
         _ => Err("damaged (cannot be decoded)".into()),
     }
+}
+
+fn damaged(path: &Path, m: &str) -> FileError {
+    FileError::new(path, format!("{m}; `useraudit-admin activate USER` starts the account afresh"))
+}
+
+/// The account in a file's bytes and the record it came from.
+fn parse(b: &[u8], path: &Path) -> Result<(Account, Record), FileError> {
+    let r = scan(b).map_err(|m| damaged(path, &m))?;
+    let a = decode(&b[r.body..r.end]).map_err(|m| damaged(path, &m))?;
+    Ok((a, r))
+}
+
+/// The error for a file that holds another name's state.
+fn not_ours(path: &Path, stored: &[u8]) -> FileError {
+    FileError::new(
+        path,
+        format!(
+            "holds the state of another name (\"{}\"); left alone, and used for no account until removed by hand",
+            escape(stored)
+        ),
+    )
+}
+
+/// Where the next record goes: beside the newest one, never over it.
+fn place(cur: Option<&Record>, len: usize) -> u64 {
+    let past = |end: usize| (end as u64).max(SPLIT_MIN).next_power_of_two();
+    match cur {
+        None => 0,
+        Some(r) if r.off == 0 => past(r.end),
+        Some(r) if len <= r.off => 0,
+        Some(r) => past(r.end),
+    }
+}
+
+/// A file's bytes (pread, so the file position does not matter): one call
+/// for a usual file. A regular file's read comes back short only at its
+/// end, so a short read ends the loop without a further call to find it.
+fn read_all(f: &File, path: &Path) -> Result<Vec<u8>, FileError> {
+    let mut b = vec![0u8; 2048];
+    let mut len = 0;
+    loop {
+        if len == b.len() {
+            b.resize(b.len() * 2, 0);
+        }
+        let want = b.len() - len;
+        match f.read_at(&mut b[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) if n < want => {
+                len += n;
+                break;
+            }
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FileError::io(path, "cannot read", &e)),
+        }
+    }
+    b.truncate(len);
+    Ok(b)
+}
+
+/// Read without the lock: a write in progress can make the newest record
+/// look torn for a moment (a record found torn is read again, twice at
+/// most, before it is called damaged).
+fn read_unlocked(f: &File, path: &Path) -> Result<(Account, Record), FileError> {
+    let mut n = 0;
+    loop {
+        let b = read_all(f, path)?;
+        match parse(&b, path) {
+            Err(_) if n < 2 && !b.is_empty() => n += 1,
+            r => return r,
+        }
+    }
+}
+
+/// The current state under the exclusive lock, the record it came from
+/// and the file's length. With `repair`, damage counts as no state.
+fn read_locked(
+    file: &File,
+    path: &Path,
+    user: &[u8],
+    repair: bool,
+) -> Result<(Option<Account>, Option<Record>, u64), FileError> {
+    let b = read_all(file, path)?;
+    let len = b.len() as u64;
+    match parse(&b, path) {
+        Ok((a, _)) if a.user != user => Err(not_ours(path, &a.user)),
+        Ok((a, r)) => Ok((Some(a), Some(r), len)),
+        Err(_) if repair => Ok((None, None, len)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write `a` as the newest record, beside `rec` (the newest so far), and
+/// flush it when it locks or unlocks the account (state `was` before).
+fn write_record(
+    file: &File,
+    path: &Path,
+    rec: Option<Record>,
+    file_len: u64,
+    was: State,
+    a: &Account,
+) -> Result<(), FileError> {
+    let p = payload(a);
+    let off = place(rec.as_ref(), SLOT_HEADER + p.len());
+    let bytes = frame(&p, rec.map_or(1, |r| r.seq + 1), off);
+    file.write_all_at(&bytes, off).map_err(|e| FileError::io(path, "cannot write", &e))?;
+    if a.state != was {
+        file.sync_data().map_err(|e| FileError::io(path, "cannot flush to disk", &e))?;
+    }
+    let end = bytes.len() as u64;
+    if off == 0 && file_len > SHRINK_OVER && file_len > 4 * end {
+        // The older records past this one are no longer needed.
+        file.set_len(end).map_err(|e| FileError::io(path, "cannot write", &e))?;
+    }
+    Ok(())
+}
+
+/// A change that could not be written.
+#[derive(Debug)]
+pub enum Written<T> {
+    /// Written (or nothing to write).
+    Done(T),
+    /// Another process held the file's lock longer than the busy timeout:
+    /// the answer was decided from the last committed state, and the
+    /// change it asked for was not written.
+    Unwritten(T, FileError),
 }
 
 /// The account state directory of one database.
 #[derive(Debug, Clone)]
 pub struct Accounts {
     dir: PathBuf,
+    /// The directory, opened once (`O_PATH`); files are opened relative to it.
+    fd: Arc<File>,
+}
+
+/// Open and check a directory: by descriptor, so the directory checked is
+/// the one used.
+/// A directory that does not exist is created (0700, by path) when `create`.
+fn open_checked(
+    at: Option<&File>,
+    name: &Path,
+    path: &Path,
+    nofollow: bool,
+    root: bool,
+    create: bool,
+) -> Result<File, FileError> {
+    let f = match sys::open_dir(at, name, nofollow) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            prepare_dir(path, true, false)?;
+            sys::open_dir(at, name, nofollow)
+        }
+        r => r,
+    };
+    let f = f.map_err(|e| {
+        if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) {
+            FileError::new(path, "not a directory (a symbolic link is not followed here)")
+        } else {
+            FileError::io(path, "cannot open directory", &e)
+        }
+    })?;
+    let md = f.metadata().map_err(|e| FileError::io(path, "cannot open directory", &e))?;
+    if !md.is_dir() {
+        return Err(FileError::new(path, "not a directory"));
+    }
+    if root {
+        check_owner(path, &md, "directory")?;
+    }
+    Ok(f)
 }
 
 impl Accounts {
     /// Check (and if asked create, 0700) the database's directory and the
-    /// state directory in it. As root, both must be root's alone.
+    /// state directory in it. As root, both must be root's alone. The state
+    /// directory must not be a symbolic link.
     pub fn open(db: &Path, create: bool, require_root_owned: bool) -> Result<Accounts, FileError> {
-        prepare_dir(parent(db), create, require_root_owned)?;
+        let top = parent(db);
         let dir = dir_for(db);
-        prepare_dir(&dir, create, require_root_owned)?;
-        Ok(Accounts { dir })
+        let t = open_checked(None, top, top, false, require_root_owned, create)?;
+        let name = dir.file_name().map(Path::new).unwrap_or(Path::new(".accounts"));
+        let fd = open_checked(Some(&t), name, &dir, true, require_root_owned, create)?;
+        Ok(Accounts { dir, fd: Arc::new(fd) })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn path(&self, user: &[u8]) -> PathBuf {
-        self.dir.join(file_name(user))
+    fn open_file(&self, name: &str, write: bool) -> Result<Option<File>, FileError> {
+        let flags = if write { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_NOFOLLOW;
+        match sys::open_at(&self.fd, Path::new(name), flags, 0) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FileError::io(&self.dir.join(name), "cannot open", &e)),
+        }
     }
 
-    /// One account's state; None when nothing is recorded.
+    /// The file that holds an account's state, if any: by its name, or (a
+    /// long name) by the name version 1 gave it when that file holds it.
+    fn open_existing(&self, user: &[u8], write: bool) -> Result<Option<(File, PathBuf)>, FileError> {
+        let name = file_name(user);
+        if let Some(f) = self.open_file(&name, write)? {
+            return Ok(Some((f, self.dir.join(name))));
+        }
+        let Some(old) = legacy_file_name(user) else { return Ok(None) };
+        let Some(f) = self.open_file(&old, write)? else { return Ok(None) };
+        let path = self.dir.join(old);
+        // Another name's file (a collision of the old hash) is not ours.
+        match read_unlocked(&f, &path) {
+            Ok((a, _)) if a.user != user => Ok(None),
+            _ => Ok(Some((f, path))),
+        }
+    }
+
+    /// One account's state; None when nothing is recorded. Takes no lock.
     pub fn get(&self, user: &[u8]) -> Result<Option<Account>, FileError> {
-        let path = self.path(user);
-        let f = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(FileError::io(&path, "cannot open", &e)),
-        };
-        lock(&f, &path, FileLock::Shared)?;
-        Ok(read(&f, &path)?.filter(|a| a.user == user))
+        let Some((f, path)) = self.open_existing(user, false)? else { return Ok(None) };
+        let (a, _) = read_unlocked(&f, &path)?;
+        if a.user != user {
+            return Err(not_ours(&path, &a.user));
+        }
+        Ok(Some(a))
     }
 
     /// Read, change and write one account's state under its exclusive lock.
     /// `f` gets the current state (None: nothing recorded) and returns what
-    /// to write (None: leave the file as it is) and a result. With
+    /// to write (None: leave the file as it is) and a result; it may be
+    /// called more than once (when another process creates the file at the
+    /// same moment), and the last call's result is returned. With
     /// `repair`, a damaged file counts as no state (for `activate`, which
     /// starts the account afresh).
     pub fn update<T>(
         &self,
         user: &[u8],
         repair: bool,
-        f: impl FnOnce(Option<Account>) -> Result<(Option<Account>, T), FileError>,
+        mut f: impl FnMut(Option<Account>) -> Result<(Option<Account>, T), FileError>,
     ) -> Result<T, FileError> {
-        let path = self.path(user);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| FileError::io(&path, "cannot open", &e))?;
-        lock(&file, &path, FileLock::Exclusive)?;
-        let raw = read_bytes(&file, &path)?;
-        let current = match parse(&raw, &path) {
-            Ok(a) => a.filter(|a| a.user == user),
-            Err(_) if repair => None,
-            Err(e) => return Err(e),
-        };
-        let (new, out) = f(current)?;
-        if let Some(a) = new {
-            let b = encode(&a);
-            // In place: the lock lives on this inode, so no rename. One
-            // write of a few hundred bytes, then the length.
-            file.write_all_at(&b, 0).map_err(|e| FileError::io(&path, "cannot write", &e))?;
-            // Bytes past the record are never read; cut them only when the
-            // record shrank (most writes keep its length: no extra call).
-            if b.len() < raw.len() {
-                file.set_len(b.len() as u64).map_err(|e| FileError::io(&path, "cannot write", &e))?;
+        match self.change(user, repair, false, &mut f)? {
+            Written::Done(t) => Ok(t),
+            Written::Unwritten(_, e) => Err(e),
+        }
+    }
+
+    /// As [`Accounts::update`], for a decision that can be made from the
+    /// last committed state (a login): when another process holds the
+    /// file's lock, `f` first decides from the state read without it; an
+    /// answer that writes nothing is final at once; one that writes waits
+    /// for the lock (at most the busy timeout, then it is decided again
+    /// under the lock) and, when the lock stays held, comes back
+    /// [`Written::Unwritten`].
+    pub fn update_or_decide<T>(
+        &self,
+        user: &[u8],
+        mut f: impl FnMut(Option<Account>) -> Result<(Option<Account>, T), FileError>,
+    ) -> Result<Written<T>, FileError> {
+        self.change(user, false, true, &mut f)
+    }
+
+    fn change<T>(
+        &self,
+        user: &[u8],
+        repair: bool,
+        decide_unlocked: bool,
+        f: &mut impl FnMut(Option<Account>) -> Result<(Option<Account>, T), FileError>,
+    ) -> Result<Written<T>, FileError> {
+        // Creating races with another creator at most a few times in a row.
+        for _ in 0..8 {
+            let Some((file, path)) = self.open_existing(user, true)? else {
+                let (new, out) = f(None)?;
+                let Some(a) = new else { return Ok(Written::Done(out)) };
+                if self.create(user, &a)? {
+                    return Ok(Written::Done(out));
+                }
+                continue;
+            };
+            let got = sys::try_flock(&file, FileLock::Exclusive).map_err(|e| FileError::io(&path, "cannot lock", &e))?;
+            if !got {
+                if decide_unlocked {
+                    let (a, _) = read_unlocked(&file, &path)?;
+                    if a.user != user {
+                        return Err(not_ours(&path, &a.user));
+                    }
+                    let (new, out) = f(Some(a))?;
+                    if new.is_none() {
+                        return Ok(Written::Done(out));
+                    }
+                    if !lock_within(&file, &path, FileLock::Exclusive)? {
+                        return Ok(Written::Unwritten(out, busy(&path)));
+                    }
+                } else {
+                    lock(&file, &path, FileLock::Exclusive)?;
+                }
             }
+            return self.write_locked(&file, &path, user, repair, f).map(Written::Done);
+        }
+        Err(FileError::new(&self.dir.join(file_name(user)), "created and removed by other processes again and again"))
+    }
+
+    /// Read, decide and write while holding the file's exclusive lock.
+    fn write_locked<T>(
+        &self,
+        file: &File,
+        path: &Path,
+        user: &[u8],
+        repair: bool,
+        f: &mut impl FnMut(Option<Account>) -> Result<(Option<Account>, T), FileError>,
+    ) -> Result<T, FileError> {
+        let (cur, rec, file_len) = read_locked(file, path, user, repair)?;
+        let was = cur.as_ref().map_or(State::Active, |a| a.state);
+        let (new, out) = f(cur)?;
+        if let Some(a) = new {
+            write_record(file, path, rec, file_len, was, &a)?;
         }
         Ok(out)
     }
 
-    /// Every account with recorded state, by name. Damaged files are
-    /// returned as errors beside the others.
+    /// Create an account's file with its first record in place: written
+    /// whole under a temporary name, then linked to its own. Ok(false) when
+    /// another process created the file first (nothing is written then).
+    fn create(&self, user: &[u8], a: &Account) -> Result<bool, FileError> {
+        let name = file_name(user);
+        let path = self.dir.join(&name);
+        let r: [u8; 8] = sys::random_bytes().map_err(|e| FileError::io(&path, "cannot create", &e))?;
+        let tmp = PathBuf::from(format!(".new-{:016x}", u64::from_le_bytes(r)));
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        let t = sys::open_at(&self.fd, &tmp, flags, 0o600).map_err(|e| FileError::io(&path, "cannot create", &e))?;
+        let locks = a.state != State::Active;
+        let written = t.write_all_at(&encode(a, 1, 0), 0).and_then(|()| if locks { t.sync_data() } else { Ok(()) });
+        drop(t);
+        let linked = written.and_then(|()| sys::link_at(&self.fd, &tmp, Path::new(&name)));
+        let _ = sys::unlink_at(&self.fd, &tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(FileError::io(&path, "cannot write", &e)),
+        }
+        if locks {
+            sys::open_at(&self.fd, Path::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| FileError::io(&self.dir, "cannot flush to disk", &e))?;
+        }
+        Ok(true)
+    }
+
+    /// Every account with recorded state, by name. Damaged files (and
+    /// files under a name that is not their account's) are returned as
+    /// errors beside the others. Takes no lock.
     pub fn list(&self) -> Result<(Vec<Account>, Vec<FileError>), FileError> {
         let rd = std::fs::read_dir(&self.dir).map_err(|e| FileError::io(&self.dir, "cannot list", &e))?;
         let mut out = Vec::new();
         let mut bad = Vec::new();
         for ent in rd {
             let ent = ent.map_err(|e| FileError::io(&self.dir, "cannot list", &e))?;
-            if !ent.file_type().is_ok_and(|t| t.is_file()) {
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            // temporary files of a creation in progress
+            if name.starts_with('.') || !ent.file_type().is_ok_and(|t| t.is_file()) {
                 continue;
             }
-            let path = ent.path();
-            let r = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(|e| FileError::io(&path, "cannot open", &e))
-                .and_then(|f| {
-                    lock(&f, &path, FileLock::Shared)?;
-                    read(&f, &path)
-                });
+            let path = self.dir.join(name);
+            let r = self.open_file(name, false).and_then(|f| match f {
+                Some(f) => read_unlocked(&f, &path).map(|(a, _)| Some(a)),
+                None => Ok(None),
+            });
             match r {
-                Ok(Some(a)) => out.push(a),
+                Ok(Some(a)) if file_name(&a.user) == name || legacy_file_name(&a.user).as_deref() == Some(name) => {
+                    out.push(a)
+                }
+                Ok(Some(a)) => bad.push(not_ours(&path, &a.user)),
                 Ok(None) => {}
                 Err(e) => bad.push(e),
             }
@@ -250,41 +697,6 @@ impl Accounts {
         out.sort_by(|a, b| a.user.cmp(&b.user));
         Ok((out, bad))
     }
-}
-
-fn read(f: &File, path: &Path) -> Result<Option<Account>, FileError> {
-    parse(&read_bytes(f, path)?, path)
-}
-
-fn parse(b: &[u8], path: &Path) -> Result<Option<Account>, FileError> {
-    decode(b).map_err(|m| FileError::new(path, format!("{m}; `useraudit-admin activate USER` starts the account afresh")))
-}
-
-/// The file's bytes, up to the end of the record its header announces:
-/// one read(2) for a usual file (`read_to_end` would add a stat, a seek
-/// and a read that finds the end, on every login).
-fn read_bytes(mut f: &File, path: &Path) -> Result<Vec<u8>, FileError> {
-    let mut b = vec![0u8; 1024];
-    let mut len = 0;
-    loop {
-        match f.read(&mut b[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(FileError::io(path, "cannot read", &e)),
-        }
-        if len >= HEADER_LEN && &b[..4] == MAGIC {
-            let want = HEADER_LEN + u32::from_le_bytes(b[5..9].try_into().unwrap_or_default()) as usize;
-            if len >= want {
-                break;
-            }
-        }
-        if len == b.len() {
-            b.resize(b.len() * 2, 0);
-        }
-    }
-    b.truncate(len);
-    Ok(b)
 }
 
 #[cfg(test)]
@@ -309,6 +721,20 @@ mod tests {
         Accounts::open(&d.path().join("sub/ua.db"), true, false).unwrap()
     }
 
+    fn put(s: &Accounts, a: &Account) {
+        s.update(&a.user, false, |_| Ok((Some(a.clone()), ()))).unwrap();
+    }
+
+    /// A version 1 file, as the previous release wrote it.
+    fn v1_bytes(a: &Account) -> Vec<u8> {
+        let p = payload(a);
+        let mut out = b"UAac\x01".to_vec();
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
+        out.extend_from_slice(&p);
+        out
+    }
+
     #[test]
     fn round_trip_modes_and_listing() {
         let d = tempfile::tempdir().unwrap();
@@ -325,29 +751,105 @@ mod tests {
         assert_eq!(std::fs::metadata(s.dir().join("alice")).unwrap().mode() & 0o777, 0o600);
         // a shorter record replaces a longer one exactly
         let b = Account::new(b"alice", 9);
-        s.update(b"alice", false, |_| Ok((Some(b.clone()), ()))).unwrap();
+        put(&s, &b);
         assert_eq!(s.get(b"alice").unwrap(), Some(b.clone()));
-        // None leaves the file alone; an opened but unwritten file is no state
+        // None creates no file; no temporary file is left behind
         s.update(b"bob", false, |cur| Ok((None, assert_eq!(cur, None)))).unwrap();
         assert_eq!(s.get(b"bob").unwrap(), None);
+        let names: Vec<_> = std::fs::read_dir(s.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["alice"]);
         let (all, bad) = s.list().unwrap();
         assert_eq!(all, vec![b]);
         assert!(bad.is_empty());
     }
 
     /// Records longer than the first read, and records that shrink and grow
-    /// again in place, read back exactly.
+    /// again, read back exactly; the file does not grow without end.
     #[test]
     fn long_and_shrinking_records() {
         let d = tempfile::tempdir().unwrap();
         let s = open(&d);
         let mut big = sample();
         big.fail_times = (0..600).collect();
-        for a in [big.clone(), Account::new(b"alice", 1), big, sample()] {
-            s.update(b"alice", false, |_| Ok((Some(a.clone()), ()))).unwrap();
+        let mut huge = sample();
+        huge.fail_times = (0..20_000).collect();
+        let small = || Account::new(b"alice", 1);
+        for a in [big.clone(), small(), big, sample(), huge.clone(), sample(), huge, sample(), small()] {
+            put(&s, &a);
             assert_eq!(s.get(b"alice").unwrap(), Some(a.clone()));
             assert_eq!(s.list().unwrap().0, vec![a]);
         }
+        // the huge records are gone once a small one is newest in slot A
+        let len = std::fs::metadata(s.dir().join("alice")).unwrap().len();
+        assert!(len <= 2 * SPLIT_MIN, "{len}");
+    }
+
+    /// The writer never touches the newest record: a write cut short at
+    /// any byte leaves the last committed state readable.
+    #[test]
+    fn a_torn_write_keeps_the_last_committed_record() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(&d);
+        let p = s.dir().join("alice");
+        let mut a = sample();
+        for i in 0..4u32 {
+            let before = std::fs::read(&p).unwrap_or_default();
+            let committed = s.get(b"alice").unwrap();
+            a.failures = i;
+            a.note = Some(vec![b'n'; 40 * i as usize]);
+            put(&s, &a);
+            let after = std::fs::read(&p).unwrap();
+            let Some(committed) = committed else { continue };
+            // the bytes the write changed, written in order and cut short
+            let from = before.iter().zip(&after).position(|(x, y)| x != y).unwrap_or(before.len());
+            let differs = |k: usize| before.get(k) != after.get(k);
+            let last = (from..after.len().max(before.len())).rev().find(|&k| differs(k)).unwrap();
+            // cut short: at least the last changed byte is not written
+            for cut in from..=last {
+                let mut torn = before.clone();
+                torn.resize(torn.len().max(cut.min(after.len())), 0);
+                torn[from..cut.min(after.len())].copy_from_slice(&after[from..cut.min(after.len())]);
+                std::fs::write(&p, &torn).unwrap();
+                assert_eq!(s.get(b"alice").unwrap().as_ref(), Some(&committed), "write {i} cut at {cut}");
+            }
+            std::fs::write(&p, &after).unwrap();
+        }
+    }
+
+    /// An empty file, or one without an intact record, is damage, not a
+    /// fresh account; only a repairing update writes it.
+    #[test]
+    fn an_empty_file_is_damage() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(&d);
+        put(&s, &sample());
+        let p = s.dir().join("alice");
+        std::fs::write(&p, b"").unwrap();
+        let e = s.get(b"alice").unwrap_err().to_string();
+        assert!(e.contains("alice: damaged (empty"), "{e}");
+        assert!(s.update(b"alice", false, |_| Ok((Some(Account::new(b"alice", 1)), ()))).is_err());
+        assert_eq!(s.list().unwrap().1.len(), 1);
+        s.update(b"alice", true, |cur| Ok((Some(Account::new(b"alice", 2)), assert_eq!(cur, None)))).unwrap();
+        assert_eq!(s.get(b"alice").unwrap().unwrap().first_seen, 2);
+    }
+
+    #[test]
+    fn version_1_files_are_read_and_written_over() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(&d);
+        let p = s.dir().join("alice");
+        let old = sample();
+        std::fs::write(&p, v1_bytes(&old)).unwrap();
+        assert_eq!(s.get(b"alice").unwrap(), Some(old.clone()));
+        assert_eq!(s.list().unwrap().0, vec![old.clone()]);
+        let new = Account::new(b"alice", 5);
+        s.update(b"alice", false, |cur| Ok((Some(new.clone()), assert_eq!(cur.as_ref(), Some(&old))))).unwrap();
+        assert_eq!(s.get(b"alice").unwrap(), Some(new.clone()));
+        // the version 1 record stays until the next write takes its place
+        assert!(std::fs::read(&p).unwrap().starts_with(b"UAac\x01"));
+        put(&s, &old);
+        assert!(std::fs::read(&p).unwrap().starts_with(b"UAas\x02"));
+        assert_eq!(s.get(b"alice").unwrap(), Some(old));
     }
 
     #[test]
@@ -362,6 +864,9 @@ mod tests {
         long2[299] = b'y';
         assert!(file_name(&long1).len() <= NAME_MAX);
         assert_ne!(file_name(&long1), file_name(&long2));
+        // SHA-256 of the whole name, after 135 bytes of it
+        let want: String = Sha256::digest(&long1).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(file_name(&long1), format!("{}~{want}", "x".repeat(135)));
         let d = tempfile::tempdir().unwrap();
         let s = open(&d);
         for n in [&b"a/b"[..], b"\xff\n", &long1, &long2] {
@@ -371,11 +876,60 @@ mod tests {
         assert_eq!(s.list().unwrap().0.len(), 4);
     }
 
+    /// A long name's file from version 1 (64-bit FNV-1a name) is still
+    /// read and updated; one that holds another name is not this account's.
+    #[test]
+    fn long_names_of_version_1_are_still_found() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(&d);
+        let long = vec![b'q'; 250];
+        let old = legacy_file_name(&long).unwrap();
+        assert_eq!(old.len(), NAME_MAX);
+        assert!(old.starts_with(&"q".repeat(183)));
+        let mut a = sample();
+        a.user = long.clone();
+        std::fs::write(s.dir().join(&old), v1_bytes(&a)).unwrap();
+        assert_eq!(s.get(&long).unwrap(), Some(a.clone()));
+        let b = Account::new(&long, 3);
+        put(&s, &b);
+        assert_eq!(s.get(&long).unwrap(), Some(b.clone()));
+        assert!(!s.dir().join(file_name(&long)).exists(), "updated where it was");
+        let (ok, bad) = s.list().unwrap();
+        assert_eq!((ok, bad.len()), (vec![b], 0));
+        // an old-form file holding another name (a collision) is not ours
+        let other = vec![b'r'; 250];
+        std::fs::rename(s.dir().join(&old), s.dir().join(legacy_file_name(&other).unwrap())).unwrap();
+        assert_eq!(s.get(&other).unwrap(), None);
+        put(&s, &Account::new(&other, 4));
+        assert_eq!(s.get(&other).unwrap().unwrap().first_seen, 4);
+        assert_eq!(s.get(&long).unwrap(), None);
+    }
+
+    /// A file that holds another name is an error, never state to
+    /// overwrite (also not for `activate`).
+    #[test]
+    fn another_names_file_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(&d);
+        put(&s, &sample());
+        std::fs::rename(s.dir().join("alice"), s.dir().join("bob")).unwrap();
+        let bytes = std::fs::read(s.dir().join("bob")).unwrap();
+        let e = s.get(b"bob").unwrap_err().to_string();
+        assert!(e.contains("holds the state of another name (\"alice\")"), "{e}");
+        for repair in [false, true] {
+            assert!(s.update(b"bob", repair, |_| Ok((Some(Account::new(b"bob", 1)), ()))).is_err());
+        }
+        assert_eq!(std::fs::read(s.dir().join("bob")).unwrap(), bytes);
+        let (ok, bad) = s.list().unwrap();
+        assert!(ok.is_empty());
+        assert_eq!(bad.len(), 1);
+    }
+
     #[test]
     fn damage_is_an_error_and_activate_can_repair() {
         let d = tempfile::tempdir().unwrap();
         let s = open(&d);
-        s.update(b"alice", false, |_| Ok((Some(sample()), ()))).unwrap();
+        put(&s, &sample());
         let p = s.dir().join("alice");
         let mut b = std::fs::read(&p).unwrap();
         let n = b.len();
@@ -392,29 +946,63 @@ mod tests {
         assert!(s.get(b"alice").unwrap_err().to_string().contains("not a useraudit account file"));
     }
 
-    /// Failures from many processes at once are counted one by one.
+    /// While another process holds the file's lock: reads go on; a decision
+    /// that writes nothing is made at once; one that writes waits, then
+    /// comes back unwritten; a plain update fails.
     #[test]
-    fn concurrent_updates_count_exactly() {
+    fn a_held_lock_leaves_decisions_to_the_committed_state() {
         let d = tempfile::tempdir().unwrap();
         let s = open(&d);
-        let ts: Vec<_> = (0..4)
-            .map(|_| {
-                let s = s.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..250 {
-                        s.update(b"alice", false, |cur| {
-                            let mut a = cur.unwrap_or_else(|| Account::new(b"alice", 0));
-                            a.failures += 1;
-                            Ok((Some(a), ()))
-                        })
-                        .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in ts {
-            t.join().unwrap();
+        put(&s, &sample());
+        let holder = File::open(s.dir().join("alice")).unwrap();
+        assert!(sys::try_flock(&holder, FileLock::Exclusive).unwrap());
+        assert_eq!(s.get(b"alice").unwrap(), Some(sample()));
+        let r = s.update_or_decide(b"alice", |cur| Ok((None, cur.map(|a| a.failures)))).unwrap();
+        assert!(matches!(r, Written::Done(Some(3))), "{r:?}");
+        let r = s.update_or_decide(b"alice", |cur| Ok((cur.clone(), cur.map(|a| a.failures)))).unwrap();
+        match r {
+            Written::Unwritten(Some(3), e) => assert!(e.to_string().contains("still locked"), "{e}"),
+            r => panic!("{r:?}"),
         }
-        assert_eq!(s.get(b"alice").unwrap().unwrap().failures, 1000);
+        assert!(s.update(b"alice", false, |cur| Ok((cur, ()))).is_err());
+        drop(holder);
+        let r = s.update_or_decide(b"alice", |cur| {
+            let mut a = cur.unwrap();
+            a.failures = 0;
+            Ok((Some(a), ()))
+        });
+        assert!(matches!(r, Ok(Written::Done(()))));
+        assert_eq!(s.get(b"alice").unwrap().unwrap().failures, 0);
+    }
+
+    /// Failures from many threads at once, on a file created by them all at
+    /// the same moment, are counted one by one.
+    #[test]
+    fn concurrent_updates_count_exactly() {
+        for _ in 0..3 {
+            let d = tempfile::tempdir().unwrap();
+            let s = open(&d);
+            let ts: Vec<_> = (0..4)
+                .map(|_| {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        for _ in 0..250 {
+                            s.update(b"alice", false, |cur| {
+                                let mut a = cur.unwrap_or_else(|| Account::new(b"alice", 0));
+                                a.failures += 1;
+                                Ok((Some(a), ()))
+                            })
+                            .unwrap();
+                            assert!(s.get(b"alice").unwrap().is_some());
+                        }
+                    })
+                })
+                .collect();
+            for t in ts {
+                t.join().unwrap();
+            }
+            assert_eq!(s.get(b"alice").unwrap().unwrap().failures, 1000);
+            assert_eq!(std::fs::read_dir(s.dir()).unwrap().count(), 1, "no temporary file is left");
+        }
     }
 }

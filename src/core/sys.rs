@@ -500,6 +500,76 @@ pub fn try_flock(file: &std::fs::File, kind: FileLock) -> io::Result<bool> {
     }
 }
 
+/// `path` as a C string for the `*at` calls (a NUL byte cannot name a file).
+fn c_path(path: &std::path::Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// The descriptor `*at` calls resolve relative to.
+fn at_fd(dir: Option<&std::fs::File>) -> i32 {
+    use std::os::fd::AsRawFd;
+    dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd())
+}
+
+/// Retry a call interrupted by a signal.
+fn retry(mut call: impl FnMut() -> i32) -> io::Result<i32> {
+    loop {
+        let r = call();
+        if r >= 0 {
+            return Ok(r);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// Open a directory as a handle for `*at` calls only (`O_PATH`: no read
+/// permission needed, nothing can be read or written through it), relative
+/// to `dir` (None: the working directory). With `nofollow`, a symbolic link
+/// in the last component is refused (`O_NOFOLLOW`).
+pub fn open_dir(dir: Option<&std::fs::File>, path: &std::path::Path, nofollow: bool) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let c = c_path(path)?;
+    let flags =
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC | if nofollow { libc::O_NOFOLLOW } else { 0 };
+    // SAFETY: c is a valid C string for the call; the descriptor is open or AT_FDCWD.
+    let fd = retry(|| unsafe { libc::openat(at_fd(dir), c.as_ptr(), flags) })?;
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Open `name` relative to the directory `dir` with `flags` (`O_CLOEXEC`
+/// is added) and, when it creates, `mode`.
+pub fn open_at(dir: &std::fs::File, name: &std::path::Path, flags: i32, mode: u32) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let c = c_path(name)?;
+    // SAFETY: c is a valid C string for the call; dir is an open descriptor;
+    // the mode is passed as the variadic argument openat reads with O_CREAT.
+    let fd =
+        retry(|| unsafe { libc::openat(at_fd(Some(dir)), c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Give the file `from` in `dir` the second name `to` in the same
+/// directory; fails with `EEXIST` rather than replace a file.
+pub fn link_at(dir: &std::fs::File, from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    let (a, b) = (c_path(from)?, c_path(to)?);
+    let d = at_fd(Some(dir));
+    // SAFETY: a and b are valid C strings for the call; d is an open descriptor.
+    retry(|| unsafe { libc::linkat(d, a.as_ptr(), d, b.as_ptr(), 0) }).map(drop)
+}
+
+/// Remove the name `name` from the directory `dir`.
+pub fn unlink_at(dir: &std::fs::File, name: &std::path::Path) -> io::Result<()> {
+    let c = c_path(name)?;
+    // SAFETY: c is a valid C string for the call; dir is an open descriptor.
+    retry(|| unsafe { libc::unlinkat(at_fd(Some(dir)), c.as_ptr(), 0) }).map(drop)
+}
+
 /// Bytes from the kernel's random source (`getrandom(2)`, no file to open).
 pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
     let mut out = [0u8; N];

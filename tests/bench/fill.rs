@@ -95,7 +95,7 @@ fn run(db: &Path, rows: u64, accounts: u64, days: u64, prefix: &str) -> Result<(
     for (u, name) in names.iter().enumerate() {
         let mut a = Account::new(name, start);
         a.last_login = last_login[u];
-        state.update(name, false, |_| Ok((Some(a), ())))?;
+        state.update(name, false, |_| Ok((Some(a.clone()), ())))?;
     }
     println!("rows={rows} accounts={accounts} seconds={:.1}", t0.elapsed().as_secs_f64());
     Ok(())
