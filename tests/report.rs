@@ -277,6 +277,9 @@ fn chart_buckets_and_rendering() {
     let e = admin_env(&sb, &["report", "--since", "2025-01-04", "--until", "2025-01-01"], &[]);
     assert_eq!(e.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&e.stderr).contains("must be before"));
+    let e = admin_env(&sb, &["report", "--since", "1800-01-01"], &[]);
+    assert_eq!(e.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("too long for the chart"), "{e:?}");
 }
 
 /// promtool, from Debian's prometheus package: required under CI.

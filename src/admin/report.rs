@@ -32,6 +32,9 @@ pub const HOURLY_SPAN: i64 = 48 * 3600 * MICROS;
 /// names, and each look-up may ask a directory server.
 pub const NSS_LOOKUPS_MAX: usize = 2000;
 
+/// Longest span reported, in days (a hundred years): one chart line each.
+pub const MAX_BUCKETS: i64 = 36_600;
+
 const HOUR_MICROS: i64 = 3600 * MICROS;
 
 /// The chart's time unit.
@@ -194,6 +197,13 @@ pub fn build(store: &Store, accounts: &Accounts, cfg: &Config, since: i64, until
     let step = unit.micros();
     let first = since.div_euclid(step) * step;
     let n_buckets = if until > since { ((until - 1).div_euclid(step) * step - first) / step + 1 } else { 0 };
+    if n_buckets > MAX_BUCKETS {
+        return Err(AdminError(format!(
+            "the span from {} to {} is too long for the chart: at most {MAX_BUCKETS} days",
+            useraudit_core::text::rfc3339(since),
+            useraudit_core::text::rfc3339(until)
+        )));
+    }
     let mut buckets: Vec<Bucket> =
         (0..n_buckets).map(|i| Bucket { start: first + i * step, successes: 0, failures: 0 }).collect();
     let mut totals = Totals::default();
