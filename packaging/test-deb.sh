@@ -83,6 +83,7 @@ check "/var/lib/useraudit is 0700 root:root" eval '[ "$(stat -c "%a %U %G" "$R/v
 check "/etc/security/useraudit.toml is a conffile" eval 'in_root dpkg-query -W -f="\${Conffiles}" "$PKG" | grep -q " /etc/security/useraudit.toml "'
 check "sweep timer enabled (timers.target.wants)" test -L "$R/etc/systemd/system/timers.target.wants/useraudit-sweep.timer"
 check "copyright file carries the license (LICENSE)" eval 'in_root grep -q "Permission is hereby granted" "/usr/share/doc/$PKG/copyright"'
+check "example alerting rules installed" eval 'in_root test -f /usr/share/doc/$PKG/examples/prometheus/useraudit-rules.yml'
 check "man pages installed" eval 'in_root test -f /usr/share/man/man8/pam_useraudit.8.gz && in_root test -f /usr/share/man/man5/useraudit.toml.5.gz && in_root test -f /usr/share/man/man8/useraudit-admin.8.gz'
 if command -v pamtester >/dev/null && nm -D --defined-only "$R$MODULE" 2>/dev/null | grep -q ' pam_sm_authenticate$'; then
     REAL=yes

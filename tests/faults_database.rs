@@ -274,12 +274,13 @@ fn database_of_a_schema_version_no_release_wrote_is_refused() {
     assert_eq!(log.iter().map(entry_text).collect::<Vec<_>>(), ["alice success -"]);
 }
 
-/// A database of the current schema version, as the first release left it
-/// (the log, its indexes and the merged spool generations, in WAL mode),
-/// is used as it is: its entries are shown, the spool is merged into it,
-/// and its schema is not touched.
+/// A database of schema version 2, as the first release left it (the log,
+/// its indexes and the merged spool generations, in WAL mode), is brought
+/// to the current version by adding to it: its entries are shown, the
+/// spool is merged into it, and nothing it had is changed. Opened again at
+/// the current version, its schema is not touched.
 #[test]
-fn database_of_the_current_schema_version_opens_unchanged() {
+fn database_of_the_first_release_is_upgraded_by_adding_to_it() {
     if missing_tools() {
         return;
     }
@@ -318,9 +319,16 @@ fn database_of_the_current_schema_version_opens_unchanged() {
     let before = schema_of(&sb.db);
     assert!(sb.login("alice", PASSWORD, "192.0.2.1").ok);
     let check = sb.admin_ok(&["check"]);
-    assert!(check.contains("schema version 2, 2 log entries, integrity ok"), "{check}");
+    assert!(check.contains("schema version 3, 2 log entries, integrity ok"), "{check}");
     let log = sb.log(&[]);
     assert_eq!(log.iter().map(entry_text).collect::<Vec<_>>(), ["alice success -", "bob failure auth"]);
     assert_eq!(log[1]["rhost"], "198.51.100.1");
-    assert_eq!(schema_of(&sb.db), before, "the schema was not changed");
+    let upgraded = schema_of(&sb.db);
+    assert_eq!(upgraded.1, 3, "{upgraded:?}");
+    for object in &before.0 {
+        assert!(upgraded.0.contains(object), "{object:?} was changed or dropped: {upgraded:?}");
+    }
+    assert!(upgraded.0.iter().any(|(_, name, _)| name == "attempt_count"), "{upgraded:?}");
+    sb.admin_ok(&["check"]);
+    assert_eq!(schema_of(&sb.db), upgraded, "the schema of the current version was not changed");
 }

@@ -7,4 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod commands;
+pub mod metrics;
+pub mod report;
 pub mod store;

@@ -15,10 +15,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use useraudit_admin::commands::{self, Activated, AdminError, StatusRow};
+use useraudit_admin::report;
 use useraudit_core::config::Config;
 use useraudit_admin::store::{Entry, LogQuery};
 use useraudit_core::text::{
-    date, escape, escape_visible, is_invisible, now_micros, parse_time, plural, rfc3339, unescape, width,
+    DAY_MICROS, date, escape, escape_visible, is_invisible, now_micros, parse_time, plural, rfc3339, unescape, width,
 };
 
 #[derive(Parser)]
@@ -135,6 +136,27 @@ enum Command {
     },
     /// Validate the configuration and the database; print the effective settings
     Check,
+    /// Totals, a chart per day (per hour up to 48 h), top hosts and names by
+    /// failures, locked and disabled accounts, logins from new hosts
+    Report {
+        /// From this time [default: 7 days ago]: RFC 3339, a date, or a span back from now (3d, 12h)
+        #[arg(long, value_name = "T", value_parser = time_arg)]
+        since: Option<String>,
+        /// Before this time [default: now]
+        #[arg(long, value_name = "T", value_parser = time_arg)]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: StatusFormat,
+        /// Draw the chart in plain ASCII (the default when the locale is not UTF-8)
+        #[arg(long)]
+        ascii: bool,
+    },
+    /// Prometheus metrics (text format, for node_exporter's textfile collector)
+    Metrics {
+        /// Replace FILE atomically (mode 0644) instead of writing to standard output
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 /// How a run ends: the documented exit codes, in one place.
@@ -219,6 +241,8 @@ fn run(cli: Cli) -> Result<Exit, AdminError> {
         Command::Lock { user, reason } => lock(&cfg, &mut out, &user, reason.as_deref(), now)?,
         Command::Sweep { dry_run } => sweep(&cfg, &mut out, dry_run, now)?,
         Command::Check => check(&cfg, &mut out)?,
+        Command::Report { since, until, format, ascii } => report_cmd(&cfg, &mut out, since, until, format, ascii, now)?,
+        Command::Metrics { output } => metrics(&cfg, &mut out, output, now)?,
     };
     out.done()?;
     Ok(exit)
@@ -354,6 +378,210 @@ fn check(cfg: &Config, out: &mut Out) -> Result<Exit, AdminError> {
     let db = commands::open_store(cfg)?;
     for l in commands::check(cfg, &db)? {
         out.line(&l)?;
+    }
+    Ok(Exit::Success)
+}
+
+fn report_cmd(
+    cfg: &Config,
+    out: &mut Out,
+    since: Option<String>,
+    until: Option<String>,
+    format: StatusFormat,
+    ascii: bool,
+    now: i64,
+) -> Result<Exit, AdminError> {
+    let time = |opt: &str, t: Option<String>| {
+        t.map(|t| parse_time(&t, now).map_err(|e| AdminError(format!("{opt}: {e}")))).transpose()
+    };
+    let until = time("--until", until)?.unwrap_or(now + 1);
+    let since = time("--since", since)?.unwrap_or(until - 7 * DAY_MICROS);
+    if since >= until {
+        return Err(AdminError(format!("--since ({}) must be before --until ({})", rfc3339(since), rfc3339(until))));
+    }
+    let db = commands::open_store(cfg)?;
+    warn_damaged(&db);
+    let r = report::build(db.log()?, &db.accounts, cfg, since, until, now)?;
+    match format {
+        StatusFormat::Json => out.line(&json_text(&report_json(&r)))?,
+        StatusFormat::Table => {
+            let var = |k: &str| std::env::var(k).ok();
+            let unicode = !ascii && report::utf8_locale(var);
+            print_report(out, &r, report::terminal_width(var), unicode)?
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn print_report(out: &mut Out, r: &report::Report, width: usize, unicode: bool) -> Result<(), AdminError> {
+    let t = &r.totals;
+    out.line(&format!("Login report from {} to {} (UTC)", rfc3339(r.since), rfc3339(r.until)))?;
+    out.line("")?;
+    out.line("Totals")?;
+    for (what, n) in [
+        ("attempts", t.attempts),
+        ("successes", t.successes),
+        ("failures", t.failures),
+        ("unknown names", t.unknown_names),
+        ("remote hosts", t.remote_hosts),
+    ] {
+        out.line(&format!("  {what:<14} {n}"))?;
+    }
+    out.line("")?;
+    for l in report::chart(r, width, unicode) {
+        out.line(&l)?;
+    }
+    let none = |out: &mut Out, what: &str| out.line(&format!("({what})"));
+    out.line("")?;
+    out.line(&format!("Top {} remote hosts by failures", report::TOP))?;
+    if r.top_hosts.is_empty() {
+        none(out, "no failures from a remote host")?;
+    } else {
+        table(
+            out,
+            &["RHOST", "FAILURES", "SUCCESSES", "MARK"],
+            r.top_hosts
+                .iter()
+                .map(|h| {
+                    vec![
+                        escape_visible(&h.host),
+                        h.failures.to_string(),
+                        h.successes.to_string(),
+                        h.mark.unwrap_or("-").into(),
+                    ]
+                })
+                .collect(),
+        )?;
+    }
+    out.line("")?;
+    out.line(&format!("Top {} names by failures", report::TOP))?;
+    if r.top_names.is_empty() {
+        none(out, "no failures")?;
+    } else {
+        table(
+            out,
+            &["USER", "FAILURES", "SUCCESSES", "ACCOUNT"],
+            r.top_names
+                .iter()
+                .map(|n| {
+                    vec![
+                        escape_visible(&n.user),
+                        n.failures.to_string(),
+                        n.successes.to_string(),
+                        if n.account { "yes" } else { "no (not an account)" }.into(),
+                    ]
+                })
+                .collect(),
+        )?;
+    }
+    out.line("")?;
+    out.line("Accounts locked or disabled now")?;
+    if r.accounts.is_empty() {
+        none(out, "none")?;
+    } else {
+        table(
+            out,
+            &["USER", "STATE", "REASON", "SINCE", "UNLOCKS AT"],
+            r.accounts
+                .iter()
+                .map(|a| {
+                    vec![
+                        escape_visible(&a.user),
+                        a.state.into(),
+                        a.reason.into(),
+                        time_or_dash(a.since),
+                        time_or_dash(a.until),
+                    ]
+                })
+                .collect(),
+        )?;
+    }
+    out.line("")?;
+    out.line("Logins from a remote host new for the user")?;
+    if r.new_hosts.is_empty() {
+        none(out, "none")?;
+    } else {
+        table(
+            out,
+            &["FIRST", "USER", "RHOST", "LOGINS"],
+            r.new_hosts
+                .iter()
+                .map(|n| vec![rfc3339(n.first), escape_visible(&n.user), escape_visible(&n.rhost), n.logins.to_string()])
+                .collect(),
+        )?;
+        if r.new_hosts_total > r.new_hosts.len() as u64 {
+            out.line(&format!("(and {} more; see --format json for the count)", r.new_hosts_total - r.new_hosts.len() as u64))?;
+        }
+    }
+    Ok(())
+}
+
+fn report_json(r: &report::Report) -> Value {
+    let t = &r.totals;
+    json!({
+        "since": rfc3339(r.since),
+        "until": rfc3339(r.until),
+        "unit": r.unit.as_str(),
+        "totals": {
+            "attempts": t.attempts,
+            "successes": t.successes,
+            "failures": t.failures,
+            "unknown_names": t.unknown_names,
+            "remote_hosts": t.remote_hosts,
+        },
+        "buckets": r.buckets.iter().map(|b| json!({
+            "start": rfc3339(b.start),
+            "successes": b.successes,
+            "failures": b.failures,
+        })).collect::<Vec<_>>(),
+        "top_hosts": r.top_hosts.iter().map(|h| json!({
+            "rhost": jstr(&h.host),
+            "failures": h.failures,
+            "successes": h.successes,
+            "mark": h.mark,
+        })).collect::<Vec<_>>(),
+        "top_names": r.top_names.iter().map(|n| json!({
+            "user": jstr(&n.user),
+            "failures": n.failures,
+            "successes": n.successes,
+            "account": n.account,
+        })).collect::<Vec<_>>(),
+        "accounts": r.accounts.iter().map(|a| json!({
+            "user": jstr(&a.user),
+            "state": a.state,
+            "reason": a.reason,
+            "since": jtime(a.since),
+            "unlocks_at": jtime(a.until),
+        })).collect::<Vec<_>>(),
+        "new_hosts": r.new_hosts.iter().map(|n| json!({
+            "user": jstr(&n.user),
+            "rhost": jstr(&n.rhost),
+            "first": rfc3339(n.first),
+            "logins": n.logins,
+        })).collect::<Vec<_>>(),
+        "new_hosts_total": r.new_hosts_total,
+    })
+}
+
+/// The metrics are written (to the file or standard output) also when the
+/// spool cannot be merged: the file then says so (`useraudit_merge_ok 0`),
+/// and the command exits 1.
+fn metrics(cfg: &Config, out: &mut Out, output: Option<PathBuf>, now: i64) -> Result<Exit, AdminError> {
+    let db = commands::open_store(cfg)?;
+    warn_damaged(&db);
+    let text = useraudit_admin::metrics::render(&useraudit_admin::metrics::snapshot(cfg, &db, now)?);
+    match output {
+        Some(p) => useraudit_admin::metrics::write_file(&p, &text)
+            .map_err(|e| AdminError(format!("--output {}: {e}", p.display())))?,
+        None => {
+            for l in text.lines() {
+                out.line(l)?;
+            }
+        }
+    }
+    if let Some(p) = db.problem() {
+        report(&AdminError(format!("the log spool was not merged: {p}")));
+        return Ok(Exit::Error);
     }
     Ok(Exit::Success)
 }

@@ -22,8 +22,17 @@ pub use useraudit_core::files::BUSY_TIMEOUT;
 /// sleep on while the lock was free.
 fn busy_handler(n: i32) -> bool {
     let n = u64::try_from(n).unwrap_or(0);
-    useraudit_core::files::busy_wait(n, BUSY_TIMEOUT.as_micros() as u64)
+    useraudit_core::files::busy_wait(n, BUSY_BUDGET_US.with(std::cell::Cell::get))
 }
+
+thread_local! {
+    /// The busy handler's budget: [`BUSY_TIMEOUT`], but [`STAT_WAIT`] for
+    /// the best-effort write of the merge time.
+    static BUSY_BUDGET_US: std::cell::Cell<u64> = const { std::cell::Cell::new(BUSY_TIMEOUT.as_micros() as u64) };
+}
+
+/// How long the merge time's write may wait for a busy database.
+const STAT_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Per-connection settings: commits do not fsync (WAL + NORMAL: a crash of
 /// the process loses nothing committed; a power cut can lose the last
@@ -69,7 +78,77 @@ const SCHEMA: &str = "CREATE TABLE log (
 /// database from version `FIRST_VERSION + i` to the next. `PRAGMA
 /// user_version` is the version reached. Never edit a step that has
 /// shipped; add one.
-const MIGRATIONS: &[&str] = &[];
+const MIGRATIONS: &[&str] = &[
+    // 2 -> 3: counters for `useraudit-admin metrics`, kept at merge time in the
+    // same transaction as the entries they count, so that they never go
+    // down when retention deletes old entries; seeded from the log kept so
+    // far (at most SERVICE_CAP services, the rest under OTHER_SERVICE).
+    // And an index for the report's new-host logins: has this user logged
+    // in from this host before?
+    "CREATE TABLE attempt_count (
+        service BLOB NOT NULL,
+        outcome TEXT NOT NULL,
+        reason  TEXT NOT NULL,
+        n       INTEGER NOT NULL,
+        PRIMARY KEY (service, outcome, reason)
+    ) WITHOUT ROWID;
+    CREATE TABLE merge_stat (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    WITH top AS (
+        SELECT coalesce(service, x'') AS service FROM log WHERE reason IS NOT 'dropped'
+        GROUP BY 1 ORDER BY count(*) DESC LIMIT 32
+    )
+    INSERT INTO attempt_count (service, outcome, reason, n)
+        SELECT CASE WHEN coalesce(service, x'') IN (SELECT service FROM top) THEN coalesce(service, x'') ELSE x'00' END,
+               CASE success WHEN 0 THEN 'failure' ELSE 'success' END,
+               coalesce(reason, ''),
+               count(*)
+        FROM log WHERE reason IS NOT 'dropped' GROUP BY 1, 2, 3;
+    CREATE INDEX log_user_rhost_success ON log(user, rhost, time) WHERE success = 1;",
+];
+
+/// The most services the attempt counters keep apart (the PAM service
+/// comes from the program that calls PAM: a few in practice, but nothing
+/// bounds them). Services met after that many count under
+/// [`OTHER_SERVICE`]; a service once counted keeps its own counter.
+/// Migration 3 has the same number.
+pub const SERVICE_CAP: i64 = 32;
+
+/// The counter key of the services past [`SERVICE_CAP`]: one NUL byte,
+/// which no PAM service name (a C string) can be.
+pub const OTHER_SERVICE: &[u8] = b"\0";
+
+/// One attempt counter: attempts with this service (empty: none was
+/// given; [`OTHER_SERVICE`]: the services past the cap), outcome and
+/// reason (empty: none), ever merged into the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptCount {
+    pub service: Vec<u8>,
+    pub outcome: String,
+    pub reason: String,
+    pub n: u64,
+}
+
+/// What the merges recorded, for `metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeStats {
+    /// When the spool was last merged (µs), complete, whether or not it
+    /// held anything; None before the first merge of this schema.
+    pub last_merge: Option<i64>,
+    /// Entries the module dropped at the spool's bound, ever merged.
+    pub dropped: u64,
+}
+
+/// One log entry as the report reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportRow<'a> {
+    pub time: i64,
+    pub success: bool,
+    pub user: &'a [u8],
+    pub rhost: Option<&'a [u8]>,
+}
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = FIRST_VERSION + MIGRATIONS.len() as i64;
@@ -379,6 +458,13 @@ impl Store {
                 Err(e) => return Err(StoreError::Spool(e)),
             }
         }
+        // Best effort, waiting briefly: a command must not wait out a busy
+        // database (a VACUUM, another merge) for this; the time then stays
+        // where it was (the metric only ever lags).
+        let now = useraudit_core::text::now_micros();
+        BUSY_BUDGET_US.with(|b| b.set(STAT_WAIT.as_micros() as u64));
+        let _ = self.write(|t| set_stat(&t.tx, "last_merge", now).map_err(t.err("cannot write the merge time")));
+        BUSY_BUDGET_US.with(|b| b.set(BUSY_TIMEOUT.as_micros() as u64));
         Ok(total)
     }
 
@@ -541,6 +627,84 @@ impl Store {
         Ok(rows)
     }
 
+    /// The attempt counters (see [`AttemptCount`]), never decreasing.
+    pub fn attempt_counts(&self) -> Result<Vec<AttemptCount>> {
+        self.conn
+            .prepare("SELECT service, outcome, reason, n FROM attempt_count ORDER BY service, outcome, reason")
+            .and_then(|mut st| {
+                st.query_map([], |r| {
+                    Ok(AttemptCount {
+                        service: r.get(0)?,
+                        outcome: r.get(1)?,
+                        reason: r.get(2)?,
+                        n: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                    })
+                })?
+                .collect()
+            })
+            .map_err(self.err("cannot read the counters"))
+    }
+
+    /// What the merges recorded.
+    pub fn merge_stats(&self) -> Result<MergeStats> {
+        let stat = |name: &str| -> rusqlite::Result<Option<i64>> {
+            self.conn.query_row("SELECT value FROM merge_stat WHERE name = ?1", [name], |r| r.get(0)).optional()
+        };
+        let read = || -> rusqlite::Result<MergeStats> {
+            Ok(MergeStats {
+                last_merge: stat("last_merge")?,
+                dropped: stat("dropped")?.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            })
+        };
+        read().map_err(self.err("cannot read the counters"))
+    }
+
+    /// Call `f` for every attempt logged in [since, until), in no
+    /// particular order (the entries counting drops at the spool's bound
+    /// are not attempts, and are left out). Streams: memory does not grow
+    /// with the span.
+    pub fn scan_attempts(&self, since: i64, until: i64, mut f: impl FnMut(ReportRow<'_>)) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT time, success, user, rhost FROM log
+                 WHERE time >= ?1 AND time < ?2 AND reason IS NOT 'dropped'",
+            )
+            .map_err(self.err("cannot read the log"))?;
+        let mut rows = st.query(params![since, until]).map_err(self.err("cannot read the log"))?;
+        while let Some(r) = rows.next().map_err(self.err("cannot read the log"))? {
+            let bytes = |i: usize| -> rusqlite::Result<Option<&[u8]>> {
+                Ok(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => Some(b),
+                    _ => None,
+                })
+            };
+            let row = (|| -> rusqlite::Result<ReportRow<'_>> {
+                Ok(ReportRow {
+                    time: r.get(0)?,
+                    success: r.get::<_, i64>(1)? != 0,
+                    user: bytes(2)?.unwrap_or_default(),
+                    rhost: bytes(3)?,
+                })
+            })()
+            .map_err(self.err("cannot read the log"))?;
+            f(row);
+        }
+        Ok(())
+    }
+
+    /// Whether `user` logged in successfully from `rhost` before `before`
+    /// (in the log kept).
+    pub fn logged_in_before(&self, user: &[u8], rhost: &[u8], before: i64) -> Result<bool> {
+        self.conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM log INDEXED BY log_user_rhost_success
+                 WHERE user = ?1 AND rhost = ?2 AND success = 1 AND time < ?3)",
+            )
+            .and_then(|mut st| st.query_row(params![user, rhost, before], |r| r.get(0)))
+            .map_err(self.err("cannot read the log"))
+    }
+
     /// Number of log entries.
     pub fn count(&self) -> Result<i64> {
         self.conn.query_row("SELECT count(*) FROM log", [], |r| r.get(0)).map_err(self.err("cannot count the log"))
@@ -623,7 +787,41 @@ fn insert_entry(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<i64> {
         e.auth_method.map(cap),
         e.reason.map(LogReason::as_str),
     ])?;
-    Ok(c.last_insert_rowid())
+    let id = c.last_insert_rowid();
+    count_attempt(c, e)?;
+    Ok(id)
+}
+
+/// Add one to the attempt counter of `e`, in the caller's transaction
+/// (see [`SERVICE_CAP`]).
+fn count_attempt(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<()> {
+    let service = e.service.map(useraudit_core::text::cap).unwrap_or_default();
+    let known: bool = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM attempt_count WHERE service = ?1)")?
+        .query_row([service], |r| r.get(0))?;
+    let key = if known {
+        service
+    } else {
+        let n: i64 = c
+            .prepare_cached("SELECT count(DISTINCT service) FROM attempt_count WHERE service != ?1")?
+            .query_row([OTHER_SERVICE], |r| r.get(0))?;
+        if n < SERVICE_CAP { service } else { OTHER_SERVICE }
+    };
+    c.prepare_cached(
+        "INSERT INTO attempt_count (service, outcome, reason, n) VALUES (?1, ?2, ?3, 1)
+         ON CONFLICT DO UPDATE SET n = n + 1",
+    )?
+    .execute(params![
+        key,
+        if e.success { "success" } else { "failure" },
+        e.reason.map(LogReason::as_str).unwrap_or_default()
+    ])?;
+    Ok(())
+}
+
+fn set_stat(c: &Connection, name: &str, value: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT OR REPLACE INTO merge_stat (name, value) VALUES (?1, ?2)")?.execute(params![name, value])?;
+    Ok(())
 }
 
 /// The log entry that counts entries dropped at the spool's bound: reason
@@ -633,6 +831,11 @@ fn insert_dropped(c: &Connection, time: i64, n: u64) -> rusqlite::Result<()> {
     let text = format!("[{n} entries dropped at the spool bound]");
     c.prepare_cached("INSERT INTO log (time, success, user, service, reason) VALUES (?1, 0, ?2, ?3, 'dropped')")?
         .execute(params![time, text.as_bytes(), &b"useraudit"[..]])?;
+    c.prepare_cached(
+        "INSERT INTO merge_stat (name, value) VALUES ('dropped', ?1)
+         ON CONFLICT DO UPDATE SET value = value + excluded.value",
+    )?
+    .execute([i64::try_from(n).unwrap_or(i64::MAX)])?;
     Ok(())
 }
 
@@ -986,6 +1189,68 @@ mod tests {
                 SCHEMA_VERSION
             );
         }
+    }
+
+    /// The attempt counters count every entry inserted or merged, stay
+    /// when retention deletes the entries, keep at most SERVICE_CAP
+    /// services apart, and a merge records its time and the drops.
+    #[test]
+    fn counters_survive_retention_and_cap_services() {
+        let (_d, p) = tmp();
+        let mut s = open(&p);
+        let names: Vec<Vec<u8>> = (0..SERVICE_CAP + 5).map(|i| format!("svc{i}").into_bytes()).collect();
+        for (i, svc) in names.iter().enumerate() {
+            s.insert(&NewEntry { time: i as i64, user: b"u", service: Some(svc), ..Default::default() }).unwrap();
+        }
+        s.insert(&NewEntry { time: 100, success: true, user: b"u", service: Some(&names[0]), ..Default::default() })
+            .unwrap();
+        s.insert(&NewEntry { time: 101, user: b"u", reason: Some(LogReason::Auth), ..Default::default() }).unwrap();
+        let before = s.attempt_counts().unwrap();
+        let get = |c: &[AttemptCount], svc: &[u8], outcome: &str, reason: &str| {
+            c.iter().find(|a| a.service == svc && a.outcome == outcome && a.reason == reason).map(|a| a.n)
+        };
+        assert_eq!(get(&before, b"svc0", "failure", ""), Some(1));
+        assert_eq!(get(&before, b"svc0", "success", ""), Some(1));
+        assert_eq!(get(&before, OTHER_SERVICE, "failure", ""), Some(5), "the services past the cap");
+        assert_eq!(get(&before, OTHER_SERVICE, "failure", "auth"), Some(1), "no service, met past the cap");
+        let services: std::collections::BTreeSet<&[u8]> = before.iter().map(|a| &a.service[..]).collect();
+        assert_eq!(services.len() as i64, SERVICE_CAP + 1);
+        assert_eq!(before.iter().map(|a| a.n).sum::<u64>(), SERVICE_CAP as u64 + 7);
+        s.delete_before(1000).unwrap();
+        assert_eq!(s.count().unwrap(), 0);
+        assert_eq!(s.attempt_counts().unwrap(), before, "retention does not lower the counters");
+
+        assert_eq!(s.merge_stats().unwrap(), MergeStats::default());
+        spool::append(&p, &NewEntry { time: 5, success: true, user: b"v", ..Default::default() }).unwrap();
+        let t0 = useraudit_core::text::now_micros();
+        s.merge_spool().unwrap();
+        let m = s.merge_stats().unwrap();
+        assert!(m.last_merge.is_some_and(|t| t >= t0), "{m:?}");
+        assert_eq!(get(&s.attempt_counts().unwrap(), OTHER_SERVICE, "success", ""), Some(1));
+    }
+
+    /// Migration 3 seeds the counters from the log kept so far.
+    #[test]
+    fn migration_3_seeds_the_counters_from_the_log() {
+        let (_d, p) = tmp();
+        {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch("PRAGMA user_version=2").unwrap();
+            for (ok, svc, reason) in [(1, "sshd", None), (0, "sshd", Some("auth")), (0, "sshd", Some("auth")), (0, "su", Some("dropped"))] {
+                c.execute(
+                    "INSERT INTO log (time, success, user, service, reason) VALUES (1, ?1, x'75', ?2, ?3)",
+                    params![ok, svc.as_bytes(), reason],
+                )
+                .unwrap();
+            }
+        }
+        let s = open(&p);
+        let c = s.attempt_counts().unwrap();
+        let got: Vec<(&[u8], &str, &str, u64)> =
+            c.iter().map(|a| (&a.service[..], a.outcome.as_str(), a.reason.as_str(), a.n)).collect();
+        assert_eq!(got, vec![(&b"sshd"[..], "failure", "auth", 2), (b"sshd", "success", "", 1)]);
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct Config {
     pub on_error: OnError,
     /// Bytes the log spool may grow to between merges (see [`crate::spool`]).
     pub spool_max_bytes: u64,
+    /// Where `useraudit-admin daemon` keeps the Prometheus metrics
+    /// (node_exporter's textfile collector); None: nowhere.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             retention_days: 0,
             on_error: OnError::Allow,
             spool_max_bytes: SPOOL_MAX_DEFAULT,
+            metrics_file: None,
         }
     }
 }
@@ -101,6 +105,7 @@ pub const KEYS: &[&str] = &[
     "retention_days",
     "on_error",
     "spool_max_bytes",
+    "metrics_file",
 ];
 
 /// The default bound of the log spool: 128 MiB, days of an ordinary
@@ -308,6 +313,13 @@ impl Config {
                 self.on_error = get_choice(raw, &[("allow", OnError::Allow), ("deny", OnError::Deny)])?
             }
             "spool_max_bytes" => self.spool_max_bytes = get_size(raw, SPOOL_MAX_MIN, SPOOL_MAX_MAX)?,
+            "metrics_file" => {
+                self.metrics_file = match raw {
+                    Raw::Toml(toml::Value::String(s)) if s.is_empty() => None,
+                    Raw::Arg("") => None,
+                    _ => Some(get_path(raw)?),
+                }
+            }
             _ => return Err(format!("unknown key; known keys are {}", KEYS.join(", "))),
         }
         Ok(())
@@ -476,6 +488,13 @@ impl Config {
                 .into(),
             ),
             ("spool_max_bytes", self.spool_max_bytes.to_string()),
+            (
+                "metrics_file",
+                match &self.metrics_file {
+                    Some(p) => quote(&p.display().to_string()),
+                    None => "\"\" # unset".into(),
+                },
+            ),
         ]
     }
 }
@@ -670,6 +689,13 @@ on_error = "deny"
 
         let e = parse("notify_command = \"notify.sh\"").unwrap_err();
         assert!(e.to_string().contains("absolute path"), "{e}");
+
+        let e = parse("metrics_file = \"useraudit.prom\"").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("metrics_file"));
+        assert!(e.to_string().contains("absolute path"), "{e}");
+        let c = parse("metrics_file = \"/var/lib/node/useraudit.prom\"").unwrap();
+        assert_eq!(c.metrics_file, Some(PathBuf::from("/var/lib/node/useraudit.prom")));
+        assert_eq!(parse("metrics_file = \"\"").unwrap().metrics_file, None);
 
         let e = parse("[section]\nx = 1\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("section"));

@@ -500,6 +500,37 @@ pub fn damaged_files(db: &Path) -> Result<Vec<PathBuf>, FileError> {
     files_of(db, ".damaged-")
 }
 
+/// What waits to be merged beside `db`: the spool and the files set
+/// aside (merging, or damaged), as (bytes, log entries). Read only:
+/// nothing is locked, renamed or removed, so it may be called at any time
+/// (a file being merged meanwhile may be counted whole, or not at all). A
+/// file that vanishes while read counts as empty.
+pub fn backlog(db: &Path) -> Result<(u64, u64), FileError> {
+    let mut files = vec![path_for(db)];
+    files.extend(set_aside_files(db)?);
+    files.extend(damaged_files(db)?);
+    let (mut bytes, mut entries) = (0u64, 0u64);
+    for path in files {
+        let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(FileError::io(&path, "cannot open", &e)),
+        };
+        let len = file.metadata().map_err(|e| FileError::io(&path, "cannot stat", &e))?.len();
+        let mut h = [0u8; HEADER_LEN];
+        let n = read_full_at(&file, &mut h, 0, &path)?;
+        let start = header_len(&h[..n]).unwrap_or(0) as u64;
+        let mut recs = Records { f: &file, path: &path, len, buf: Vec::new(), pos: 0, off: start, damaged: 0 };
+        while let Some((_, rec)) = recs.next_record()? {
+            if matches!(rec, Record::Entry(_)) {
+                entries += 1;
+            }
+        }
+        bytes += len;
+    }
+    Ok((bytes, entries))
+}
+
 /// A spool file set aside, open for merging.
 #[derive(Debug)]
 pub struct SpoolFile {
@@ -750,6 +781,27 @@ mod tests {
             auth_method: Some(b"password"),
             reason: (t % 2 == 1).then_some(LogReason::Auth),
         }
+    }
+
+    /// The backlog counts the spool and the files set aside, entries
+    /// only (not method corrections), and changes nothing.
+    #[test]
+    fn backlog_counts_without_touching() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("ua.db");
+        assert_eq!(backlog(&db).unwrap(), (0, 0));
+        for t in 0..3 {
+            append(&db, &entry(b"alice", t)).unwrap();
+        }
+        assert!(set_aside(&db).unwrap());
+        append(&db, &entry(b"bob", 7)).unwrap();
+        append_set_method(&db, 7, b"bob", b"publickey").unwrap();
+        let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+        let aside = set_aside_files(&db).unwrap();
+        let bytes = size(&path_for(&db)) + size(&aside[0]);
+        assert_eq!(backlog(&db).unwrap(), (bytes, 4));
+        assert_eq!(backlog(&db).unwrap(), (bytes, 4));
+        assert_eq!(set_aside_files(&db).unwrap(), aside);
     }
 
     fn spooled(e: &NewEntry<'_>) -> Record {

@@ -93,6 +93,7 @@ CLI_USER = "bench7"  # an account in NSS and, at a million rows, with ~100 log e
 TARGET_RATIO = 1.5        # useraudit-added / faillock-added
 TARGET_GROWTH = 1.2       # per-attempt cost at 1M rows / empty database
 TARGET_CLI_MS = 50.0      # log --user U --limit 50, status U
+TARGET_REPORT_MS = 1000.0  # report (the last 7 days), on the million-row database
 
 
 def multiarch():
@@ -682,6 +683,11 @@ def section_cli(sb, db):
         (["status", CLI_USER], TARGET_CLI_MS),
         (["status"], None),
         (["sweep", "--dry-run"], None),
+        # the default span, the last 7 days: a seventh of the 60 days filled
+        (["report"], TARGET_REPORT_MS),
+        (["report", "--format", "json"], TARGET_REPORT_MS),
+        (["report", "--since", "61d"], None),  # every row
+        (["metrics"], None),
     ]
     out = {}
     # The million-row section left its attempts in the spool: the first
