@@ -76,6 +76,7 @@ test-packaging: deb
 	bash packaging/test-deb.sh
 	bash packaging/test-install.sh
 	bash packaging/test-rpm-spec.sh
+	bash packaging/test-systemd.sh
 
 install: build
 	install -d -m 0755 $(DESTDIR)$(PAMDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
@@ -89,6 +90,7 @@ install: build
 	install -d -m 0700 $(DESTDIR)$(STATEDIR)
 	install -D -m 0644 packaging/systemd/useraudit-sweep.service $(DESTDIR)$(UNITDIR)/useraudit-sweep.service
 	install -D -m 0644 packaging/systemd/useraudit-sweep.timer $(DESTDIR)$(UNITDIR)/useraudit-sweep.timer
+	install -D -m 0644 packaging/systemd/useraudit.service $(DESTDIR)$(UNITDIR)/useraudit.service
 	install -D -m 0644 packaging/tmpfiles/useraudit.conf $(DESTDIR)$(TMPFILESDIR)/useraudit.conf
 	@echo "installed pam_useraudit.so in $(PAMDIR); /etc/pam.d was not changed: see README.md"
 
@@ -97,6 +99,7 @@ uninstall:
 	      $(DESTDIR)$(MANDIR)/man8/pam_useraudit.8 $(DESTDIR)$(MANDIR)/man8/useraudit-admin.8 \
 	      $(DESTDIR)$(MANDIR)/man5/useraudit.toml.5 \
 	      $(DESTDIR)$(UNITDIR)/useraudit-sweep.service $(DESTDIR)$(UNITDIR)/useraudit-sweep.timer \
+	      $(DESTDIR)$(UNITDIR)/useraudit.service \
 	      $(DESTDIR)$(TMPFILESDIR)/useraudit.conf
 	@echo "kept $(SYSCONFDIR)/security/useraudit.toml and $(STATEDIR); remove the pam_useraudit lines from /etc/pam.d first"
 
