@@ -110,6 +110,7 @@ deb: build
 bench: deps build
 	$(CARGO) build --release --locked --example bench-fill
 	SO=$(SO) ADMIN=$(ADMIN) DRIVE=$(DRIVE) FILL=target/release/examples/bench-fill bash tests/bench/bench.sh
+	SO=$(SO) ADMIN=$(ADMIN) python3 tests/bench/daemon.py
 
 # Refresh src/hot-symbols.txt, the functions a login runs, which build.rs
 # has the linker lay out together (see tests/bench/hot_symbols.py). Needs

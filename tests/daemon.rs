@@ -35,8 +35,12 @@ struct Daemon {
 
 impl Daemon {
     fn start(sb: &Sandbox, name: &str) -> Daemon {
+        Self::start_with(sb, name, admin_cmd(sb, &["daemon"]))
+    }
+
+    fn start_with(sb: &Sandbox, name: &str, mut cmd: Command) -> Daemon {
         let stderr = sb.path().join(format!("{name}.stderr"));
-        let child = admin_cmd(sb, &["daemon"])
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -137,6 +141,42 @@ fn daemon_merges_each_login_into_the_database_as_it_arrives() {
     // Merged by the daemon, not by a command: the spool is gone.
     assert!(!useraudit_core::spool::path_for(&sb.db).exists());
     assert!(d.running());
+}
+
+/// The unit gives the daemon no capability at all
+/// (`CapabilityBoundingSet=`): as root, the owner of the state files, it
+/// needs none.
+#[test]
+fn the_daemon_needs_no_capability() {
+    let Some(sb) = sandbox() else { return };
+    if !Path::new("/usr/bin/setpriv").exists() || !is_root() {
+        eprintln!("SKIP: needs root and setpriv");
+        return;
+    }
+    let mut cmd = Command::new("/usr/bin/setpriv");
+    let admin = admin_cmd(&sb, &["daemon"]);
+    cmd.arg("--bounding-set=-all").arg("--").arg(admin.get_program()).args(admin.get_args());
+    for (k, v) in admin.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let mut d = Daemon::start_with(&sb, "d", cmd);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    assert!(status.lines().any(|l| l == "CapEff:\t0000000000000000"), "{status}");
+    assert!(sb.login("alice", PASSWORD, RHOST).ok);
+    assert!(!sb.login("bob", "wrong", RHOST).ok);
+    wait_for_rows(&sb.db, &["alice", "bob"]);
+    assert!(d.running());
+    d.signal("TERM");
+    assert_eq!(d.exit(), Some(0), "{}", d.stderr());
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
 
 #[test]

@@ -187,6 +187,15 @@ fn main() -> ExitCode {
     .into()
 }
 
+/// Whether stderr is the systemd journal's stream (`JOURNAL_STREAM` names
+/// its device and inode, as systemd.exec(5) says to check).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let Ok(md) = std::fs::metadata("/proc/self/fd/2") else { return false };
+    v.to_str() == Some(&format!("{}:{}", md.dev(), md.ino()))
+}
+
 /// One problem on stderr, one line.
 fn report(e: &AdminError) {
     let _ = writeln!(io::stderr(), "useraudit-admin: {}", e.0.replace('\n', " "));
@@ -222,7 +231,14 @@ impl Out {
 
 fn run(cli: Cli) -> Result<Exit, AdminError> {
     if let Command::Daemon = cli.command {
-        let mut say = |l: &str| eprintln!("useraudit-admin daemon: {l}");
+        // Under systemd, stderr is the journal, which has the syslog lines
+        // already: say each thing once.
+        let journal = stderr_is_journal();
+        let mut say = |l: &str| {
+            if !journal {
+                eprintln!("useraudit-admin daemon: {l}");
+            }
+        };
         useraudit_admin::daemon::run(cli.conf.as_deref(), cli.db.as_deref(), &mut say)?;
         return Ok(Exit::Success);
     }
