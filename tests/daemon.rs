@@ -414,3 +414,47 @@ fn wait_exit(c: &mut Child) -> Option<i32> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `kill -9` of the daemon, ten times, while logins go on: afterwards every
+/// attempt is in the log exactly once (a merge cut short anywhere is taken
+/// up by the next one without duplicating what was committed).
+#[test]
+fn kill_9_during_logins_loses_and_duplicates_nothing() {
+    let Some(sb) = sandbox() else { return };
+    let sb = std::sync::Arc::new(sb);
+    const LOGINS: usize = 80;
+    let bg = {
+        let sb = sb.clone();
+        std::thread::spawn(move || {
+            for i in 0..LOGINS {
+                let user = if i % 2 == 0 { "alice" } else { "bob" };
+                let pw = if i % 3 == 0 { "wrong" } else { PASSWORD };
+                sb.login(user, pw, &format!("10.0.0.{i}"));
+                // Spread the logins over the ten daemons' lives.
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        })
+    };
+    let mut during = 0;
+    for k in 0..10 {
+        let mut d = Daemon::start(&sb, &format!("d{k}"));
+        let seen = users_in_db(&sb.db).len();
+        let until = Instant::now() + PATIENCE;
+        while users_in_db(&sb.db).len() == seen && !bg.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !bg.is_finished() {
+            during += 1;
+        }
+        d.child.kill().unwrap();
+        assert_eq!(d.exit(), None, "killed by a signal");
+    }
+    eprintln!("{during} of 10 kills while logins went on");
+    bg.join().unwrap();
+    let mut hosts: Vec<String> =
+        sb.log(&["--limit", "1000"]).iter().map(|e| e["rhost"].as_str().unwrap().to_string()).collect();
+    hosts.sort();
+    let mut want: Vec<String> = (0..LOGINS).map(|i| format!("10.0.0.{i}")).collect();
+    want.sort();
+    assert_eq!(hosts, want);
+}
