@@ -19,8 +19,14 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 /// `useraudit-admin` against the sandbox, not yet started.
 fn admin_cmd(sb: &Sandbox, args: &[&str]) -> Command {
-    let mut cmd = Command::new(admin_path());
+    let mut cmd = admin_bare(sb);
     cmd.arg("--conf").arg(&sb.conf).arg("--db").arg(&sb.db).args(args);
+    cmd
+}
+
+/// `useraudit-admin` with the sandbox's users and no arguments yet.
+fn admin_bare(sb: &Sandbox) -> Command {
+    let mut cmd = Command::new(admin_path());
     cmd.env("LD_PRELOAD", "libnss_wrapper.so")
         .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
         .env("NSS_WRAPPER_GROUP", sb.path().join("group"));
@@ -194,22 +200,74 @@ fn a_second_daemon_exits_1_and_names_the_first() {
 #[test]
 fn sigterm_ends_the_daemon_with_0_and_nothing_is_lost() {
     let Some(sb) = sandbox() else { return };
+    let sb = std::sync::Arc::new(sb);
     let mut d = Daemon::start(&sb, "d");
-    let users = ["alice", "bob", "carol", "dave", "erin"];
-    for u in users {
-        assert!(sb.login(u, PASSWORD, RHOST).ok);
+    const LOGINS: usize = 40;
+    // Logins go on while the daemon is told to stop, and after it stopped.
+    let bg = {
+        let sb = sb.clone();
+        std::thread::spawn(move || {
+            for i in 0..LOGINS {
+                assert!(sb.login("alice", PASSWORD, &format!("10.0.1.{i}")).ok);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let until = Instant::now() + PATIENCE;
+    while users_in_db(&sb.db).len() < 5 {
+        assert!(Instant::now() < until, "nothing merged: {}", d.stderr());
+        std::thread::sleep(Duration::from_millis(10));
     }
     d.signal("TERM");
     assert_eq!(d.exit(), Some(0), "{}", d.stderr());
     assert!(d.stderr().contains("stopped"));
+    bg.join().unwrap();
     // What the daemon did not merge is still in the spool: a command
     // merges it; every login is there once.
-    let mut logged: Vec<String> = sb.log(&[]).iter().map(|e| e["user"].as_str().unwrap().to_string()).collect();
-    logged.sort();
-    assert_eq!(logged, users);
+    let mut hosts: Vec<String> =
+        sb.log(&["--limit", "1000"]).iter().map(|e| e["rhost"].as_str().unwrap().to_string()).collect();
+    hosts.sort();
+    let mut want: Vec<String> = (0..LOGINS).map(|i| format!("10.0.1.{i}")).collect();
+    want.sort();
+    assert_eq!(hosts, want);
     // The lock went with it: a new daemon starts.
     let mut again = Daemon::start(&sb, "again");
     assert!(again.running());
+}
+
+/// SIGHUP re-reads `database` too: the daemon lets go of the old one (its
+/// lock with it) and merges into the new one.
+#[test]
+fn sighup_moves_the_daemon_to_a_new_database() {
+    let Some(mut sb) = sandbox() else { return };
+    let old = sb.db.clone();
+    std::fs::write(&sb.conf, format!("database = \"{}\"\n", old.display())).unwrap();
+    // Without --db: the configuration decides.
+    let mut daemon = admin_bare(&sb);
+    daemon.arg("--conf").arg(&sb.conf).arg("daemon");
+    let mut d = Daemon::start_with(&sb, "d", daemon);
+    assert!(sb.login("alice", PASSWORD, RHOST).ok);
+    wait_for_rows(&old, &["alice"]);
+    let dir2 = sb.path().join("state2");
+    std::fs::create_dir(&dir2).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir2, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let new = dir2.join("useraudit.db");
+    std::fs::write(&sb.conf, format!("database = \"{}\"\n", new.display())).unwrap();
+    d.signal("HUP");
+    d.wait_for(&format!("merging into {}", new.display()));
+    // The module's lines name the new database too.
+    sb.db = new.clone();
+    sb.use_module_copy();
+    assert!(sb.login("bob", PASSWORD, RHOST).ok);
+    wait_for_rows(&new, &["bob"]);
+    assert_eq!(users_in_db(&old), ["alice"]);
+    // The old database's lock was let go.
+    let mut other = admin_bare(&sb);
+    other.arg("--conf").arg(&sb.conf).arg("--db").arg(&old).arg("daemon");
+    let mut free = Daemon::start_with(&sb, "free", other);
+    assert!(free.running());
+    assert!(d.running());
 }
 
 #[test]
