@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
-use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use useraudit_core::config::Config;
 use useraudit_core::files::{beside, parent};
@@ -130,6 +130,8 @@ pub enum Wake {
 
 enum Msg {
     Fs(WatchDescriptor, OsString),
+    /// The kernel's event queue overflowed: events were lost.
+    Overflow,
     Signal(i32),
     Closed,
 }
@@ -176,9 +178,12 @@ impl Watch {
                             Err(_) => break,
                         };
                         for ev in events {
-                            if let Some(name) = ev.name
-                                && itx.send(Msg::Fs(ev.wd.clone(), name.to_os_string())).is_err()
-                            {
+                            let msg = match ev.name {
+                                Some(name) => Msg::Fs(ev.wd.clone(), name.to_os_string()),
+                                None if ev.mask.contains(EventMask::Q_OVERFLOW) => Msg::Overflow,
+                                None => continue,
+                            };
+                            if itx.send(msg).is_err() {
                                 return;
                             }
                         }
@@ -270,6 +275,8 @@ impl Watch {
         match m {
             Msg::Signal(SIGHUP) => Some(Wake::Reload),
             Msg::Signal(_) | Msg::Closed => Some(Wake::Stop),
+            // A lost event may have been the spool's.
+            Msg::Overflow => Some(Wake::Spool),
             Msg::Fs(wd, _) if Some(&wd) != self.wd.as_ref() => None,
             Msg::Fs(_, n) if n == self.spool => Some(Wake::Spool),
             Msg::Fs(_, n) if self.log.contains(&n) => Some(Wake::Log),
