@@ -427,6 +427,10 @@ fn follow_with_the_daemon_prints_csv_with_one_header() {
     assert!(t.next().starts_with("TIME "));
     assert!(t.next().contains("alice"));
     assert!(t.next().contains("bob"));
+    assert!(!sb.login("carol", "wrong", RHOST).ok);
+    let row = t.next();
+    assert!(row.contains("carol") && row.contains("failure"), "{row}");
+    assert!(f.next().contains(",failure,carol,login,"));
 }
 
 #[test]
