@@ -320,9 +320,8 @@ struct Live {
 impl Live {
     fn merge(&mut self, cfg: &Config) -> Result<Merged> {
         let ident = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-        if let Some((_, dev, ino)) = &self.store
-            && ident(&cfg.database) != Some((*dev, *ino))
-        {
+        let moved = self.store.as_ref().is_some_and(|(_, dev, ino)| ident(&cfg.database) != Some((*dev, *ino)));
+        if moved {
             self.store = None;
         }
         if self.store.is_none() {
@@ -330,8 +329,11 @@ impl Live {
             let (dev, ino) = ident(&cfg.database).unwrap_or_default();
             self.store = Some((s, dev, ino));
         }
-        let Some((s, ..)) = &mut self.store else { unreachable!() };
-        match s.merge_spool() {
+        let r = match &mut self.store {
+            Some((s, ..)) => s.merge_spool(),
+            None => unreachable!("opened above"),
+        };
+        match r {
             Ok(m) => Ok(m),
             Err(e) => {
                 // Open afresh next time: the file may be replaced or repaired.
