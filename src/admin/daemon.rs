@@ -389,8 +389,7 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
     let mut live = Live { store: None };
     let mut problems = Problems::default();
     let started = format!("merging the log spool into {} as entries arrive (pid {})", cfg.database.display(), std::process::id());
-    sys::syslog(Priority::Info, &format!("useraudit-admin daemon: {started}"));
-    say(&started);
+    tell(Priority::Info, &started, say);
     // Merge at once: what came while no daemon ran.
     let mut pending = true;
     let mut backoff = BACKOFF_MIN;
@@ -425,17 +424,20 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                                     live.store = None;
                                 }
                                 Err(e) => {
-                                    problems.report(&format!("configuration re-read, but the database stays: {e}"), say);
+                                    tell(Priority::Err, &format!("configuration not applied, the database stays: {e}"), say);
                                     continue;
                                 }
                             }
                         }
                         cfg = new;
-                        let m = format!("configuration re-read; merging into {}", cfg.database.display());
-                        sys::syslog(Priority::Info, &format!("useraudit-admin daemon: {m}"));
-                        say(&m);
+                        tell(
+                            Priority::Info,
+                            &format!("configuration re-read; merging into {}", cfg.database.display()),
+                            say,
+                        );
                     }
-                    Err(e) => problems.report(&format!("configuration not re-read, the previous one stays: {e}"), say),
+                    // Each SIGHUP is asked for: each one is answered.
+                    Err(e) => tell(Priority::Err, &format!("configuration not re-read, the previous one stays: {e}"), say),
                 }
                 pending = true;
                 retry_at = Instant::now();
@@ -446,8 +448,12 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
         }
     }
     drop(lock);
-    let m = "stopped";
-    sys::syslog(Priority::Info, &format!("useraudit-admin daemon: {m}"));
-    say(m);
+    tell(Priority::Info, "stopped", say);
     Ok(())
+}
+
+/// One line to syslog and to `say`.
+fn tell(p: Priority, line: &str, say: &mut dyn FnMut(&str)) {
+    sys::syslog(p, &format!("useraudit-admin daemon: {line}"));
+    say(line);
 }
