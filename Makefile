@@ -77,6 +77,7 @@ test-packaging: deb
 	bash packaging/test-deb.sh
 	bash packaging/test-install.sh
 	bash packaging/test-rpm-spec.sh
+	bash packaging/test-systemd.sh
 
 install: build
 	install -d -m 0755 $(DESTDIR)$(PAMDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
@@ -90,6 +91,7 @@ install: build
 	install -d -m 0700 $(DESTDIR)$(STATEDIR)
 	install -D -m 0644 packaging/systemd/useraudit-sweep.service $(DESTDIR)$(UNITDIR)/useraudit-sweep.service
 	install -D -m 0644 packaging/systemd/useraudit-sweep.timer $(DESTDIR)$(UNITDIR)/useraudit-sweep.timer
+	install -D -m 0644 packaging/systemd/useraudit.service $(DESTDIR)$(UNITDIR)/useraudit.service
 	install -D -m 0644 packaging/tmpfiles/useraudit.conf $(DESTDIR)$(TMPFILESDIR)/useraudit.conf
 	@echo "installed pam_useraudit.so in $(PAMDIR); /etc/pam.d was not changed: see README.md"
 
@@ -98,6 +100,7 @@ uninstall:
 	      $(DESTDIR)$(MANDIR)/man8/pam_useraudit.8 $(DESTDIR)$(MANDIR)/man8/useraudit-admin.8 \
 	      $(DESTDIR)$(MANDIR)/man5/useraudit.toml.5 \
 	      $(DESTDIR)$(UNITDIR)/useraudit-sweep.service $(DESTDIR)$(UNITDIR)/useraudit-sweep.timer \
+	      $(DESTDIR)$(UNITDIR)/useraudit.service \
 	      $(DESTDIR)$(TMPFILESDIR)/useraudit.conf
 	@echo "kept $(SYSCONFDIR)/security/useraudit.toml and $(STATEDIR); remove the pam_useraudit lines from /etc/pam.d first"
 
@@ -108,6 +111,7 @@ deb: build
 bench: deps build
 	$(CARGO) build --release --locked --example bench-fill
 	SO=$(SO) ADMIN=$(ADMIN) DRIVE=$(DRIVE) FILL=target/release/examples/bench-fill bash tests/bench/bench.sh
+	SO=$(SO) ADMIN=$(ADMIN) python3 tests/bench/daemon.py
 
 # Each cargo-fuzz target for FUZZ_SECONDS (needs cargo-fuzz; works on stable
 # through RUSTC_BOOTSTRAP). Prints the executions run per target.

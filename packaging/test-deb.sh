@@ -82,6 +82,7 @@ check "useraudit-admin in /usr/sbin" test -x "$R/usr/sbin/useraudit-admin"
 check "/var/lib/useraudit is 0700 root:root" eval '[ "$(stat -c "%a %U %G" "$R/var/lib/useraudit")" = "700 root root" ]'
 check "/etc/security/useraudit.toml is a conffile" eval 'in_root dpkg-query -W -f="\${Conffiles}" "$PKG" | grep -q " /etc/security/useraudit.toml "'
 check "sweep timer enabled (timers.target.wants)" test -L "$R/etc/systemd/system/timers.target.wants/useraudit-sweep.timer"
+check "live log service enabled (multi-user.target.wants)" test -L "$R/etc/systemd/system/multi-user.target.wants/useraudit.service"
 check "copyright file carries the license (LICENSE)" eval 'in_root grep -q "Permission is hereby granted" "/usr/share/doc/$PKG/copyright"'
 check "example alerting rules installed" eval 'in_root test -f /usr/share/doc/$PKG/examples/prometheus/useraudit-rules.yml'
 check "man pages installed" eval 'in_root test -f /usr/share/man/man8/pam_useraudit.8.gz && in_root test -f /usr/share/man/man5/useraudit.toml.5.gz && in_root test -f /usr/share/man/man8/useraudit-admin.8.gz'
@@ -129,6 +130,7 @@ check "dpkg -P" in_root dpkg -P "$PKG"
 check "after purge: /etc/pam.d/common-* exactly as before install" eval '[ "$(sums)" = "$BEFORE" ]'
 check "after purge: /var/lib/useraudit and /etc/security/useraudit.toml gone" eval 'test ! -e "$R/var/lib/useraudit" && test ! -e "$R/etc/security/useraudit.toml"'
 check "after purge: no timer symlinks left" eval '! ls "$R"/etc/systemd/system/useraudit-sweep.timer "$R"/etc/systemd/system/timers.target.wants/useraudit-sweep.timer >/dev/null 2>&1'
+check "after purge: no service symlinks left" eval '! ls "$R"/etc/systemd/system/useraudit.service "$R"/etc/systemd/system/multi-user.target.wants/useraudit.service >/dev/null 2>&1'
 if command -v pamtester >/dev/null; then check "after purge: login works" login_ok; fi
 
 [ "$FAILED" = 0 ]

@@ -19,6 +19,7 @@ check "configuration in /etc/security" '[ -f "$D/etc/security/useraudit.toml" ]'
 check "state directory 0700" '[ "$(mode "$D/var/lib/useraudit")" = 700 ]'
 check "man pages" '[ -f "$D/usr/share/man/man8/pam_useraudit.8" ] && [ -f "$D/usr/share/man/man8/useraudit-admin.8" ] && [ -f "$D/usr/share/man/man5/useraudit.toml.5" ]'
 check "systemd timer and service" '[ -f "$D/usr/lib/systemd/system/useraudit-sweep.timer" ] && [ -f "$D/usr/lib/systemd/system/useraudit-sweep.service" ]'
+check "live log service" '[ -f "$D/usr/lib/systemd/system/useraudit.service" ]'
 check "tmpfiles.d" '[ -f "$D/usr/lib/tmpfiles.d/useraudit.conf" ]'
 check "no /etc/pam.d written" '[ ! -e "$D/etc/pam.d" ]'
 echo 'login_failure_limit = 7' > "$D/etc/security/useraudit.toml"

@@ -50,7 +50,7 @@ defined _unitdir || DEFS+=(--define '_unitdir /usr/lib/systemd/system')
 defined _tmpfilesdir || DEFS+=(--define '_tmpfilesdir /usr/lib/tmpfiles.d')
 defined systemd_requires || DEFS+=(--define 'systemd_requires %{nil}')
 STANDIN=no
-for m in systemd_post systemd_preun systemd_postun; do
+for m in systemd_post systemd_preun systemd_postun systemd_postun_with_restart; do
     defined "$m" || { DEFS+=(--define "$m() echo $m stand-in %*"); STANDIN=yes; }
 done
 DEFS+=(--define "_topdir $WORK/rpmbuild")
@@ -98,6 +98,8 @@ check "the .deb carries LICENSE as its copyright file (Cargo.toml license-file)"
 # ---- item: tmpfiles ---------------------------------------------------------------
 check "no deprecated %tmpfiles_create" eval '! grep -q "tmpfiles_create" "$SPEC"'
 check "%files: tmpfiles.d/useraudit.conf, and /var/lib/useraudit 0700 from the package" eval 'section files | grep -q "/tmpfiles.d/useraudit.conf$" && section files | grep -Eq "^%dir %attr\(0700,root,root\) /var/lib/useraudit$"'
+check "%files and %install: the live log service, useraudit.service" eval 'section files | grep -q "/systemd/system/useraudit.service$" && section install | grep -q "packaging/systemd/useraudit.service"'
+check "%post enables the live log service (%systemd_post)" eval 'section post | grep -q "useraudit.service"'
 
 # ---- item: %prep keeps .cargo/config.toml -----------------------------------------
 VERSION=$(rpmspec -q --qf '%{VERSION}\n' "${DEFS[@]}" "$SPEC" 2>/dev/null | head -n1)

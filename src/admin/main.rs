@@ -103,6 +103,9 @@ struct LogArgs {
     limit: Option<u64>,
     #[arg(long, value_enum, default_value = "table")]
     format: LogFormat,
+    /// Show the last --limit entries (default 10), oldest first, then each new one as it arrives, until interrupted
+    #[arg(short = 'f', long)]
+    follow: bool,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +160,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Merge the log spool into the database as entries arrive, in the foreground, until SIGTERM (for systemd)
+    Daemon,
 }
 
 /// How a run ends: the documented exit codes, in one place.
@@ -204,6 +209,15 @@ fn main() -> ExitCode {
     .into()
 }
 
+/// Whether stderr is the systemd journal's stream (`JOURNAL_STREAM` names
+/// its device and inode, as systemd.exec(5) says to check).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let Ok(md) = std::fs::metadata("/proc/self/fd/2") else { return false };
+    v.to_str() == Some(&format!("{}:{}", md.dev(), md.ino()))
+}
+
 /// One problem on stderr, one line.
 fn report(e: &AdminError) {
     let _ = writeln!(io::stderr(), "useraudit-admin: {}", e.0.replace('\n', " "));
@@ -222,6 +236,13 @@ impl Out {
             r => r.map_err(AdminError::from),
         }
     }
+    /// Send what is buffered (`log --follow`, after each batch).
+    fn flush(&mut self) -> Result<(), AdminError> {
+        match self.0.flush() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+            r => r.map_err(AdminError::from),
+        }
+    }
     fn done(mut self) -> Result<(), AdminError> {
         match self.0.flush() {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
@@ -231,6 +252,18 @@ impl Out {
 }
 
 fn run(cli: Cli) -> Result<Exit, AdminError> {
+    if let Command::Daemon = cli.command {
+        // Under systemd, stderr is the journal, which has the syslog lines
+        // already: say each thing once.
+        let journal = stderr_is_journal();
+        let mut say = |l: &str| {
+            if !journal {
+                eprintln!("useraudit-admin daemon: {l}");
+            }
+        };
+        useraudit_admin::daemon::run(cli.conf.as_deref(), cli.db.as_deref(), &mut say)?;
+        return Ok(Exit::Success);
+    }
     let cfg = commands::load_config(cli.conf.as_deref(), cli.db.as_deref())?;
     let now = now_micros();
     let mut out = Out::new();
@@ -243,6 +276,7 @@ fn run(cli: Cli) -> Result<Exit, AdminError> {
         Command::Check => check(&cfg, &mut out)?,
         Command::Report { since, until, format, ascii } => report_cmd(&cfg, &mut out, since, until, format, ascii, now)?,
         Command::Metrics { output } => metrics(&cfg, &mut out, output, now)?,
+        Command::Daemon => unreachable!("handled above"),
     };
     out.done()?;
     Ok(exit)
@@ -268,6 +302,9 @@ fn log(cfg: &Config, out: &mut Out, a: LogArgs, now: i64) -> Result<Exit, AdminE
         until: time("--until", a.until)?,
         limit: a.limit,
     };
+    if a.follow {
+        return follow(cfg, out, q, a.format);
+    }
     let db = commands::open_store(cfg)?;
     warn_damaged(&db);
     let rows = db.log()?.query(&q)?;
@@ -275,6 +312,88 @@ fn log(cfg: &Config, out: &mut Out, a: LogArgs, now: i64) -> Result<Exit, AdminE
         LogFormat::Table => print_log_table(out, &rows)?,
         LogFormat::Csv => print_log_csv(out, &rows)?,
         LogFormat::Json => out.line(&json_text(&Value::Array(rows.iter().map(log_json).collect())))?,
+    }
+    Ok(Exit::Success)
+}
+
+/// `log --follow`: the last entries, oldest first, then each new one as it
+/// is merged (by the daemon, or else by this command), until SIGINT,
+/// SIGTERM or the output is closed.
+fn follow(cfg: &Config, out: &mut Out, mut q: LogQuery, format: LogFormat) -> Result<Exit, AdminError> {
+    use useraudit_admin::daemon::{self, Wake, Watch};
+    let watch = Watch::new(&cfg.database)?;
+    watch.stop_when_output_closes();
+    let mut db = commands::open_store(cfg)?;
+    warn_damaged(&db);
+    q.limit = Some(q.limit.unwrap_or(10));
+    let mut last = db.log()?.last_id()?;
+    let mut rows = db.log()?.query(&q)?;
+    rows.retain(|e| e.id <= last);
+    rows.reverse();
+    let mut widths: Vec<usize> = LOG_HEADER.iter().map(|h| h.len()).collect();
+    let mut print = |out: &mut Out, rows: &[Entry], first: bool| -> Result<(), AdminError> {
+        match format {
+            LogFormat::Table => {
+                let cells: Vec<Vec<String>> = rows.iter().map(|e| log_fields(e, escape_visible, "-")).collect();
+                for r in &cells {
+                    for (w, c) in widths.iter_mut().zip(r) {
+                        *w = (*w).max(width(c));
+                    }
+                }
+                if first {
+                    out.line(&table_line(&widths, LOG_HEADER.iter().map(|s| s.to_string()).collect()))?;
+                }
+                for r in cells {
+                    out.line(&table_line(&widths, r))?;
+                }
+            }
+            LogFormat::Csv => {
+                if first {
+                    out.line(CSV_HEADER)?;
+                }
+                for e in rows {
+                    out.line(&csv_row(e))?;
+                }
+            }
+            LogFormat::Json => {
+                for e in rows {
+                    out.line(&json_text(&log_json(e)))?;
+                }
+            }
+        }
+        out.flush()
+    };
+    print(out, &rows, true)?;
+    let mut problem: Option<String> = None;
+    // A writer's last change to the WAL file comes just before it marks
+    // the commit in the shared-memory index (which inotify does not see):
+    // after a change, look once more a moment later.
+    let mut again = false;
+    loop {
+        let wake = watch.wait(if again { Some(daemon::SETTLE) } else { watch.idle() });
+        again = wake != Wake::Tick;
+        match wake {
+            Wake::Stop => break,
+            Wake::Spool | Wake::Tick if daemon::running(&cfg.database).is_none() => {
+                // No daemon: merge here, and say once why it cannot.
+                match db.log_mut()?.merge_spool() {
+                    Ok(_) => problem = None,
+                    Err(e) => {
+                        let e = e.to_string();
+                        if problem.as_ref() != Some(&e) {
+                            eprintln!("useraudit-admin: warning: the log spool was not merged: {e}");
+                        }
+                        problem = Some(e);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let rows = db.log()?.query_after(&q, last)?;
+        if let Some(e) = rows.last() {
+            last = e.id;
+        }
+        print(out, &rows, false)?;
     }
     Ok(Exit::Success)
 }
@@ -616,23 +735,26 @@ fn table(out: &mut Out, header: &[&str], rows: Vec<Vec<String>>) -> Result<(), A
             w[i] = w[i].max(width(c));
         }
     }
-    let fmt = |cells: Vec<String>| {
-        let n = cells.len();
-        let mut line = String::new();
-        for (i, c) in cells.into_iter().enumerate() {
-            let pad = w[i] - width(&c);
-            line.push_str(&c);
-            if i + 1 < n {
-                line.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        line
-    };
+    let fmt = |cells: Vec<String>| table_line(&w, cells);
     out.line(&fmt(header.iter().map(|s| s.to_string()).collect()))?;
     for r in rows {
         out.line(&fmt(r))?;
     }
     Ok(())
+}
+
+/// One line of a table whose columns are `w` wide.
+fn table_line(w: &[usize], cells: Vec<String>) -> String {
+    let n = cells.len();
+    let mut line = String::new();
+    for (i, c) in cells.into_iter().enumerate() {
+        let pad = w[i].saturating_sub(width(&c));
+        line.push_str(&c);
+        if i + 1 < n {
+            line.push_str(&" ".repeat(pad + 2));
+        }
+    }
+    line
 }
 
 /// The log columns of one entry, in order, for the table and CSV: `text`
@@ -667,11 +789,17 @@ fn csv_cell(s: &str) -> String {
     if s.contains([',', ';', '"', ' ']) || s.is_empty() { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }
 
+const CSV_HEADER: &str = "id,time,outcome,user,service,rhost,ruser,tty,auth_method,reason";
+
+fn csv_row(e: &Entry) -> String {
+    let cells: Vec<String> = std::iter::once(e.id.to_string()).chain(log_fields(e, escape, "")).collect();
+    cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",")
+}
+
 fn print_log_csv(out: &mut Out, rows: &[Entry]) -> Result<(), AdminError> {
-    out.line("id,time,outcome,user,service,rhost,ruser,tty,auth_method,reason")?;
+    out.line(CSV_HEADER)?;
     for e in rows {
-        let cells: Vec<String> = std::iter::once(e.id.to_string()).chain(log_fields(e, escape, "")).collect();
-        out.line(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","))?;
+        out.line(&csv_row(e))?;
     }
     Ok(())
 }

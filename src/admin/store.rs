@@ -578,11 +578,33 @@ impl Store {
 
     /// The log, newest first.
     pub fn query(&self, q: &LogQuery) -> Result<Vec<Entry>> {
+        self.query_from(q, None)
+    }
+
+    /// The highest entry id (0 in an empty log): `log --follow` shows what
+    /// comes after it.
+    pub fn last_id(&self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT coalesce(max(id), 0) FROM log", [], |r| r.get(0))
+            .map_err(self.err("cannot read the log"))
+    }
+
+    /// The entries that match `q` (its limit aside) merged after entry
+    /// `after`, in the order they were merged.
+    pub fn query_after(&self, q: &LogQuery, after: i64) -> Result<Vec<Entry>> {
+        self.query_from(&LogQuery { limit: None, ..q.clone() }, Some(after))
+    }
+
+    fn query_from(&self, q: &LogQuery, after: Option<i64>) -> Result<Vec<Entry>> {
         let mut sql = String::from(
             "SELECT id, time, success, user, service, rhost, ruser, tty, auth_method, reason FROM log WHERE 1",
         );
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         use rusqlite::types::Value;
+        if let Some(a) = after {
+            sql.push_str(" AND id > ?");
+            args.push(Value::Integer(a));
+        }
         if let Some(s) = q.success {
             sql.push_str(" AND success = ?");
             args.push(Value::Integer(i64::from(s)));
@@ -601,7 +623,7 @@ impl Store {
             sql.push_str(" AND time < ?");
             args.push(Value::Integer(t));
         }
-        sql.push_str(" ORDER BY time DESC, id DESC");
+        sql.push_str(if after.is_some() { " ORDER BY id" } else { " ORDER BY time DESC, id DESC" });
         if let Some(n) = q.limit {
             sql.push_str(" LIMIT ?");
             args.push(Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
