@@ -528,3 +528,34 @@ fn kill_9_during_logins_loses_and_duplicates_nothing() {
     want.sort();
     assert_eq!(hosts, want);
 }
+
+/// With `metrics_file` set, the daemon keeps that file current: written
+/// when it starts, and again after a merge, with the new attempt counted.
+#[test]
+fn the_daemon_keeps_the_metrics_file_current() {
+    if missing_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prom = dir.path().join("useraudit.prom");
+    let sb = Sandbox::with_config("", &format!("metrics_file = \"{}\"\n", prom.display()));
+    sb.create_db_dir();
+    let _d = Daemon::start(&sb, "d");
+    let read_until = |want: &dyn Fn(&str) -> bool| {
+        let until = Instant::now() + PATIENCE;
+        loop {
+            let text = std::fs::read_to_string(&prom).unwrap_or_default();
+            if want(&text) {
+                return text;
+            }
+            assert!(Instant::now() < until, "{} never showed what was expected: {text}", prom.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let first = read_until(&|t| t.contains("# TYPE useraudit_attempts_total counter"));
+    assert!(!first.contains("outcome=\"failure\""), "{first}");
+    assert!(!sb.login("bob", "wrong", RHOST).ok);
+    let after = read_until(&|t| t.contains("outcome=\"failure\""));
+    let line = after.lines().find(|l| l.starts_with("useraudit_attempts_total{") && l.contains("outcome=\"failure\""));
+    assert!(line.is_some_and(|l| l.ends_with(" 1")), "{after}");
+}

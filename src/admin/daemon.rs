@@ -29,6 +29,7 @@ use useraudit_core::files::{beside, parent};
 use useraudit_core::sys::{self, FileLock, Priority};
 
 use crate::commands::{self, AdminError, Result};
+use crate::metrics;
 use crate::store::{Merged, OpenOptions, Store};
 
 /// How often to look without inotify: no faster than 4 Hz.
@@ -344,6 +345,26 @@ impl Live {
     }
 }
 
+/// `metrics_file` is rewritten at least this often while the daemon runs,
+/// so that gauges (accounts by state, the spool's backlog) stay current
+/// when nothing is merged; node_exporter reads it when it is scraped.
+const METRICS_EVERY: Duration = Duration::from_secs(15);
+
+/// After a merge it is rewritten at once, unless it was this recently:
+/// a flood of logins does not rewrite it at every merge.
+const METRICS_AFTER_MERGE: Duration = Duration::from_secs(1);
+
+/// Rewrite `metrics_file` from the open store (if the database could be
+/// opened) and the account state files.
+fn write_metrics(cfg: &Config, live: &Live, merged_ok: bool) -> Result<()> {
+    let Some(path) = &cfg.metrics_file else { return Ok(()) };
+    let accts = useraudit_core::state::Accounts::open(&cfg.database, true, sys::euid() == 0)
+        .map_err(|e| AdminError(format!("metrics file {}: account state {e}", path.display())))?;
+    let store = live.store.as_ref().map(|(s, ..)| s);
+    let snap = metrics::snapshot_of(cfg, store, &accts, merged_ok, useraudit_core::text::now_micros())?;
+    metrics::write_file(path, &metrics::render(&snap)).map_err(|e| AdminError(format!("metrics file {}: {e}", path.display())))
+}
+
 /// Syslog what a merge skipped or counted, as every command does.
 fn note_merged(cfg: &Config, m: &Merged) {
     if m.damaged > 0 {
@@ -394,6 +415,11 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
     let mut pending = true;
     let mut backoff = BACKOFF_MIN;
     let mut retry_at = Instant::now();
+    // When `metrics_file` was last written (it is kept current while the
+    // daemon runs: after merges, and at least every METRICS_EVERY).
+    let mut metrics_at: Option<Instant> = None;
+    let mut metrics_problem: Option<String> = None;
+    let mut merged_ok = false;
     loop {
         if pending && Instant::now() >= retry_at {
             match live.merge(&cfg) {
@@ -402,15 +428,34 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                     problems.clear(&format!("database {}: merging again; nothing was lost", cfg.database.display()), say);
                     pending = false;
                     backoff = BACKOFF_MIN;
+                    merged_ok = true;
                 }
                 Err(e) => {
                     problems.report(&e.0, say);
                     retry_at = Instant::now() + backoff;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
+                    merged_ok = false;
                 }
             }
+            metrics_at = metrics_at.filter(|t| t.elapsed() < METRICS_AFTER_MERGE);
         }
-        let timeout = if pending { Some(retry_at.saturating_duration_since(Instant::now())) } else { watch.idle() };
+        if cfg.metrics_file.is_some() && metrics_at.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
+            // Reported once per distinct problem, and once when it is over.
+            match write_metrics(&cfg, &live, merged_ok) {
+                Err(e) if metrics_problem.as_deref() != Some(e.0.as_str()) => {
+                    tell(Priority::Err, &e.0, say);
+                    metrics_problem = Some(e.0);
+                }
+                Ok(()) if metrics_problem.take().is_some() => tell(Priority::Notice, "metrics file written again", say),
+                _ => {}
+            }
+            metrics_at = Some(Instant::now());
+        }
+        let mut timeout = if pending { Some(retry_at.saturating_duration_since(Instant::now())) } else { watch.idle() };
+        if let (Some(_), Some(at)) = (&cfg.metrics_file, metrics_at) {
+            let next = METRICS_EVERY.saturating_sub(at.elapsed());
+            timeout = Some(timeout.map_or(next, |t| t.min(next)));
+        }
         match watch.wait(timeout) {
             Wake::Stop => break,
             Wake::Reload => {

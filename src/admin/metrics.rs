@@ -19,7 +19,8 @@ use useraudit_core::policy::{self, Standing};
 use useraudit_core::text::{MICROS, escape};
 
 use crate::commands::{AdminError, Db, Result};
-use crate::store::{AttemptCount, MergeStats, OTHER_SERVICE, SERVICE_CAP};
+use crate::store::{AttemptCount, MergeStats, OTHER_SERVICE, SERVICE_CAP, Store};
+use useraudit_core::state::Accounts;
 
 /// The label value of the services past the store's cap.
 pub const OTHER_SERVICE_LABEL: &str = "(other)";
@@ -41,11 +42,17 @@ pub struct Snapshot {
 /// Gather the metrics of an opened database (its spool already merged,
 /// or not: see [`Db::problem`]).
 pub fn snapshot(cfg: &Config, db: &Db, now: i64) -> Result<Snapshot> {
-    let (attempts, merge) = match db.log() {
-        Ok(store) => (Some(store.attempt_counts()?), Some(store.merge_stats()?)),
-        Err(_) => (None, None),
+    snapshot_of(cfg, db.log().ok(), &db.accounts, db.problem().is_none(), now)
+}
+
+/// The same from its parts: the store when it could be opened, and
+/// whether the spool was merged (the daemon keeps these itself).
+pub fn snapshot_of(cfg: &Config, store: Option<&Store>, accts: &Accounts, merged: bool, now: i64) -> Result<Snapshot> {
+    let (attempts, merge) = match store {
+        Some(store) => (Some(store.attempt_counts()?), Some(store.merge_stats()?)),
+        None => (None, None),
     };
-    let (all, _damaged) = db.accounts.list().map_err(|e| AdminError(format!("account state {e}")))?;
+    let (all, _damaged) = accts.list().map_err(|e| AdminError(format!("account state {e}")))?;
     let mut accounts = [0u64; 3];
     for a in &all {
         let i = match policy::standing(a, cfg, now) {
@@ -56,7 +63,7 @@ pub fn snapshot(cfg: &Config, db: &Db, now: i64) -> Result<Snapshot> {
         accounts[i] += 1;
     }
     let backlog = useraudit_core::spool::backlog(&cfg.database).ok();
-    Ok(Snapshot { attempts, merge, merged: db.problem().is_none(), accounts, backlog })
+    Ok(Snapshot { attempts, merge, merged, accounts, backlog })
 }
 
 /// A label value in the exposition format: the stored bytes escaped as
