@@ -141,7 +141,7 @@ pub fn open_store(cfg: &Config) -> Result<Db> {
         }
     };
     let accounts =
-        Accounts::open(&cfg.database, true, root).map_err(|e| hint(format!("account state {e}"), e.denied))?;
+        Accounts::open(&cfg.database, true, root).map_err(|e| hint(format!("account state {e}"), e.denied()))?;
     let mut store = match Store::open(&cfg.database, OpenOptions { create: true, require_root_owned: root }) {
         Ok(s) => s,
         Err(e) if !root && e.permission_denied() => return Err(hint(e.to_string(), true)),
