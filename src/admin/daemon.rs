@@ -78,7 +78,7 @@ impl DaemonLock {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
-            .map_err(|e| AdminError(format!("daemon lock {}: cannot open: {e}", path.display())))?;
+            .map_err(|e| AdminError::io(format!("daemon lock {}: cannot open", path.display()), e))?;
         match sys::try_flock(&f, FileLock::Exclusive) {
             Ok(true) => {}
             Ok(false) => {
@@ -88,19 +88,19 @@ impl DaemonLock {
                     Ok(pid) => format!("pid {pid}"),
                     Err(_) => "another process".into(),
                 };
-                return Err(AdminError(format!(
+                return Err(AdminError::Problem(format!(
                     "another daemon ({who}) is already running for database {} (it holds {})",
                     db.display(),
                     path.display()
                 )));
             }
-            Err(e) => return Err(AdminError(format!("daemon lock {}: cannot lock: {e}", path.display()))),
+            Err(e) => return Err(AdminError::io(format!("daemon lock {}: cannot lock", path.display()), e)),
         }
         let pid = std::process::id();
         f.set_len(0)
             .and_then(|_| f.rewind())
             .and_then(|_| writeln!(f, "{pid}"))
-            .map_err(|e| AdminError(format!("daemon lock {}: cannot write: {e}", path.display())))?;
+            .map_err(|e| AdminError::io(format!("daemon lock {}: cannot write", path.display()), e))?;
         Ok(DaemonLock { _file: f, path })
     }
 }
@@ -156,7 +156,7 @@ impl Watch {
     pub fn new(db: &Path) -> Result<Watch> {
         let (tx, rx) = channel();
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-            .map_err(|e| AdminError(format!("cannot catch signals: {e}")))?;
+            .map_err(|e| AdminError::io("cannot catch signals", e))?;
         let stx = tx.clone();
         std::thread::spawn(move || {
             for s in signals.forever() {
@@ -378,7 +378,7 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
     let mut cfg = commands::load_config(conf, db)?;
     let dir = parent(&cfg.database);
     if !dir.is_dir() {
-        return Err(AdminError(format!(
+        return Err(AdminError::Problem(format!(
             "database {}: its directory {} does not exist (check --db or `database`, or create the directory, mode 0700)",
             cfg.database.display(),
             dir.display()
@@ -404,7 +404,7 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                     backoff = BACKOFF_MIN;
                 }
                 Err(e) => {
-                    problems.report(&e.0, say);
+                    problems.report(&e.to_string(), say);
                     retry_at = Instant::now() + backoff;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }

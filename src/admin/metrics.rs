@@ -45,7 +45,7 @@ pub fn snapshot(cfg: &Config, db: &Db, now: i64) -> Result<Snapshot> {
         Ok(store) => (Some(store.attempt_counts()?), Some(store.merge_stats()?)),
         Err(_) => (None, None),
     };
-    let (all, _damaged) = db.accounts.list().map_err(|e| AdminError(format!("account state {e}")))?;
+    let (all, _damaged) = db.accounts.list().map_err(AdminError::AccountState)?;
     let mut accounts = [0u64; 3];
     for a in &all {
         let i = match policy::standing(a, cfg, now) {
@@ -199,7 +199,7 @@ pub fn update_file(cfg: &Config, db: &Db, now: i64) -> Result<bool> {
         return Ok(false);
     };
     let text = render(&snapshot(cfg, db, now)?);
-    write_file(path, &text).map_err(|e| AdminError(format!("metrics file {}: {e}", path.display())))?;
+    write_file(path, &text).map_err(|e| AdminError::io(format!("metrics file {}", path.display()), e))?;
     Ok(true)
 }
 

@@ -878,6 +878,22 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
+    #[test]
+    fn access_errors_keep_the_io_error() {
+        use std::error::Error as _;
+        let db = Path::new("/var/lib/useraudit/ua.db");
+        let io = std::io::Error::from_raw_os_error(13);
+        let e = from_file(db, FileError::io(Path::new("/var/lib/useraudit"), "directory", &io));
+        assert!(e.permission_denied());
+        assert_eq!(e.to_string(), format!("database {}: /var/lib/useraudit: directory: {io}", db.display()));
+        let src = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the io::Error");
+        assert_eq!(src.raw_os_error(), Some(13));
+        let e = from_file(db, FileError::new(db, "not a directory"));
+        assert!(!e.permission_denied());
+        assert!(e.source().is_none());
+        assert_eq!(e.to_string(), format!("database {}: not a directory", db.display()));
+    }
+
     fn tmp() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("sub/ua.db");

@@ -598,6 +598,20 @@ impl ModuleArgs {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_file_that_cannot_be_read_keeps_the_io_error() {
+        use std::error::Error as _;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("missing/useraudit.conf");
+        let e = Config::load(&p, true, false).unwrap_err();
+        assert!(!e.permission_denied());
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(e.to_string(), format!("{}: cannot read it: {io}", p.display()));
+        let e = ConfigError { source: Some(std::io::Error::from_raw_os_error(13)), ..e };
+        assert!(e.permission_denied());
+    }
+
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse_file_text(text, Path::new("/etc/security/useraudit.toml"))
     }
