@@ -6,27 +6,110 @@
 use std::path::Path;
 
 use useraudit_core::audit::{announce, exempt, password_change};
-use useraudit_core::config::{Config, DEFAULT_CONF, PasswordSource};
+use useraudit_core::config::{Config, ConfigError, DEFAULT_CONF, PasswordSource};
+use useraudit_core::files::FileError;
 use useraudit_core::notify::{Event, Notice};
 use useraudit_core::policy::{self, Account, PasswordChange, Reason, Standing};
 use useraudit_core::state::Accounts;
-use crate::store::{Merged, OpenOptions, Store};
+use crate::store::{Merged, OpenOptions, Store, StoreError};
 use useraudit_core::sys::{self, Lookup, Priority, UserInfo};
 use useraudit_core::text::{DAY_MICROS, escape, format_duration, plural};
 
-/// A failed admin operation: one line for stderr.
+/// A failed admin operation: what went wrong, shown as one line on stderr.
+/// The binary maps each to its exit code (2 for [`AdminError::Usage`], 1
+/// for the rest).
 #[derive(Debug)]
-pub struct AdminError(pub String);
+pub enum AdminError {
+    /// The configuration cannot be used.
+    Config(ConfigError),
+    /// The database cannot be used.
+    Store(StoreError),
+    /// A file cannot be used (the message names it).
+    File(FileError),
+    /// An account state file, or their directory, cannot be used.
+    AccountState(FileError),
+    /// The database (or its state files) could not be opened because the
+    /// caller is not root.
+    NeedsRoot(Box<AdminError>),
+    /// An I/O error on a file or resource of the command itself (standard
+    /// output, the daemon's lock file, the metrics file), with what was
+    /// being done ("daemon lock PATH: cannot open"); empty when the error
+    /// says it all.
+    Io { doing: String, source: std::io::Error },
+    /// No account by that name (as given on the command line).
+    NotFound { user: Vec<u8> },
+    /// A request the command does not carry out: locking an exempt account,
+    /// a time span it cannot show.
+    Refused(String),
+    /// A problem found in what the command works on: a missing database
+    /// directory, a log that is not complete, a failed integrity check,
+    /// damaged spool files, a notify_command that cannot run, another
+    /// daemon running.
+    Problem(String),
+    /// Wrong usage: a value an option cannot take.
+    Usage(String),
+}
 
-impl std::fmt::Display for AdminError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl AdminError {
+    /// An I/O error with what was being done.
+    pub fn io(doing: impl Into<String>, source: std::io::Error) -> AdminError {
+        AdminError::Io { doing: doing.into(), source }
     }
 }
 
-impl<E: std::error::Error> From<E> for AdminError {
-    fn from(e: E) -> Self {
-        AdminError(e.to_string())
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminError::Config(e) => write!(f, "{e}"),
+            AdminError::Store(e) => write!(f, "{e}"),
+            AdminError::File(e) => write!(f, "{e}"),
+            AdminError::AccountState(e) => write!(f, "account state {e}"),
+            AdminError::NeedsRoot(e) => write!(f, "{e} (the database is readable by root only; run as root)"),
+            AdminError::Io { doing, source } if doing.is_empty() => write!(f, "{source}"),
+            AdminError::Io { doing, source } => write!(f, "{doing}: {source}"),
+            AdminError::NotFound { user } => write!(f, "no such account: {}", escape(user)),
+            AdminError::Refused(m) | AdminError::Problem(m) | AdminError::Usage(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for AdminError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AdminError::Config(e) => Some(e),
+            AdminError::Store(e) => Some(e),
+            AdminError::File(e) | AdminError::AccountState(e) => Some(e),
+            AdminError::NeedsRoot(e) => e.source(),
+            AdminError::Io { source, .. } => Some(source),
+            AdminError::NotFound { .. }
+            | AdminError::Refused(_)
+            | AdminError::Problem(_)
+            | AdminError::Usage(_) => None,
+        }
+    }
+}
+
+impl From<ConfigError> for AdminError {
+    fn from(e: ConfigError) -> Self {
+        AdminError::Config(e)
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        AdminError::Store(e)
+    }
+}
+
+impl From<FileError> for AdminError {
+    fn from(e: FileError) -> Self {
+        AdminError::File(e)
+    }
+}
+
+impl From<std::io::Error> for AdminError {
+    fn from(e: std::io::Error) -> Self {
+        AdminError::io("", e)
     }
 }
 
@@ -67,14 +150,14 @@ impl Db {
     pub fn log(&self) -> Result<&Store> {
         match (&self.problem, &self.store) {
             (None, Some(s)) => Ok(s),
-            (Some(p), _) => Err(AdminError(p.clone())),
-            (None, None) => Err(AdminError("the database is not open".into())),
+            (Some(p), _) => Err(AdminError::Problem(p.clone())),
+            (None, None) => Err(AdminError::Problem("the database is not open".into())),
         }
     }
 
     pub fn log_mut(&mut self) -> Result<&mut Store> {
         self.log()?;
-        self.store.as_mut().ok_or_else(|| AdminError("the database is not open".into()))
+        self.store.as_mut().ok_or_else(|| AdminError::Problem("the database is not open".into()))
     }
 
     /// Why the log is not complete, if it is not.
@@ -124,7 +207,7 @@ pub fn open_store(cfg: &Config) -> Result<Db> {
     let dir = useraudit_core::files::parent(&cfg.database);
     match std::fs::metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(AdminError(format!(
+            return Err(AdminError::Problem(format!(
                 "database {}: its directory {} does not exist (check --db or `database`, or create the directory, mode 0700)",
                 cfg.database.display(),
                 dir.display()
@@ -133,18 +216,14 @@ pub fn open_store(cfg: &Config) -> Result<Db> {
         // Anything else (not a directory, no permission) is reported below.
         _ => {}
     }
-    let hint = |e: String, denied: bool| {
-        if !root && denied {
-            AdminError(format!("{e} (the database is readable by root only; run as root)"))
-        } else {
-            AdminError(e)
-        }
-    };
-    let accounts =
-        Accounts::open(&cfg.database, true, root).map_err(|e| hint(format!("account state {e}"), e.denied))?;
+    let hint = |e: AdminError, denied: bool| if !root && denied { AdminError::NeedsRoot(Box::new(e)) } else { e };
+    let accounts = Accounts::open(&cfg.database, true, root).map_err(|e| {
+        let denied = e.denied();
+        hint(AdminError::AccountState(e), denied)
+    })?;
     let mut store = match Store::open(&cfg.database, OpenOptions { create: true, require_root_owned: root }) {
         Ok(s) => s,
-        Err(e) if !root && e.permission_denied() => return Err(hint(e.to_string(), true)),
+        Err(e) if !root && e.permission_denied() => return Err(hint(AdminError::Store(e), true)),
         Err(e) => {
             let problem = e.to_string();
             sys::syslog(Priority::Err, &format!("useraudit-admin (uid {}): {problem}", sys::euid()));
@@ -196,7 +275,7 @@ pub fn resolve(accounts: &Accounts, name: &str) -> Result<(Vec<u8>, Option<UserI
             if accounts.get(name.as_bytes()).map_or(true, |a| a.is_some()) {
                 Ok((name.as_bytes().to_vec(), None))
             } else {
-                Err(AdminError(format!("no such account: {}", escape(name.as_bytes()))))
+                Err(AdminError::NotFound { user: name.as_bytes().to_vec() })
             }
         }
     }
@@ -275,7 +354,7 @@ pub fn status(
 ) -> Result<(Vec<StatusRow>, Vec<AdminError>)> {
     if users.is_empty() {
         let (all, bad) = accounts.list()?;
-        let problems = bad.iter().map(|e| AdminError(format!("account state {e}"))).collect();
+        let problems = bad.into_iter().map(AdminError::AccountState).collect();
         let rows = all
             .iter()
             .map(|a| {
@@ -305,7 +384,7 @@ pub fn status(
                 let acc = acc.unwrap_or_else(|| Account::new(&name, now));
                 rows.push(status_row(cfg, &acc, is_exempt(cfg, &name, info.as_ref()), now));
             }
-            Err(e) => problems.push(AdminError(format!("account state {e}"))),
+            Err(e) => problems.push(AdminError::AccountState(e)),
         }
     }
     Ok((rows, problems))
@@ -365,7 +444,7 @@ pub fn activate(cfg: &Config, accounts: &Accounts, user: &str, now: i64) -> Resu
 pub fn lock(cfg: &Config, accounts: &Accounts, user: &str, reason: Option<&str>, now: i64) -> Result<(Vec<u8>, bool)> {
     let (name, info) = resolve(accounts, user)?;
     if is_exempt(cfg, &name, info.as_ref()) {
-        return Err(AdminError(format!(
+        return Err(AdminError::Refused(format!(
             "{} is exempt (exempt_users or exempt_groups) and is never locked; remove it from there first",
             escape(&name)
         )));
@@ -475,14 +554,14 @@ pub fn check(cfg: &Config, db: &Db) -> Result<Vec<String>> {
     }
     let qc = store.quick_check()?;
     if qc != "ok" {
-        return Err(AdminError(format!("database {}: integrity check failed: {qc}", store.path().display())));
+        return Err(AdminError::Problem(format!("database {}: integrity check failed: {qc}", store.path().display())));
     }
     let (accounts, bad) = db.accounts.list()?;
-    if let Some(e) = bad.first() {
-        return Err(AdminError(format!("account state {e}")));
+    if let Some(e) = bad.into_iter().next() {
+        return Err(AdminError::AccountState(e));
     }
     if !db.damaged_spools.is_empty() {
-        return Err(AdminError(db.damaged_spools.join("; ")));
+        return Err(AdminError::Problem(db.damaged_spools.join("; ")));
     }
     out.push(format!(
         "# database {}: schema version {}, {} log entries, integrity ok",
@@ -505,7 +584,7 @@ pub fn check(cfg: &Config, db: &Db) -> Result<Vec<String>> {
     }
     if let Some(cmd) = &cfg.notify_command {
         if let Err(e) = useraudit_core::notify::check_command(cmd) {
-            return Err(AdminError(e));
+            return Err(AdminError::Problem(e));
         }
     }
     if cfg.password_expiry_days > 0 && cfg.password_change_source == PasswordSource::Shadow {
@@ -517,4 +596,38 @@ pub fn check(cfg: &Config, db: &Db) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// EACCES on Linux, whose kind is PermissionDenied.
+    const EACCES: i32 = 13;
+
+    #[test]
+    fn admin_errors_keep_their_source_and_their_message() {
+        let io = std::io::Error::from_raw_os_error(EACCES);
+        let file = FileError::io(Path::new("/db.accounts"), "cannot open", &io);
+        let e = AdminError::NeedsRoot(Box::new(AdminError::AccountState(file)));
+        assert_eq!(
+            e.to_string(),
+            format!("account state /db.accounts: cannot open: {io} (the database is readable by root only; run as root)")
+        );
+        let file = e.source().and_then(|s| s.downcast_ref::<FileError>()).expect("the FileError");
+        assert!(file.denied());
+        let io_src = file.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the io::Error");
+        assert_eq!(io_src.raw_os_error(), Some(EACCES));
+
+        let e = AdminError::from(std::io::Error::other("disk on fire"));
+        assert_eq!(e.to_string(), "disk on fire");
+        assert!(e.source().is_some_and(|s| s.is::<std::io::Error>()));
+        let e = AdminError::io("daemon lock /x.lock: cannot lock", std::io::Error::from_raw_os_error(EACCES));
+        assert!(e.to_string().starts_with("daemon lock /x.lock: cannot lock: "));
+
+        let e = AdminError::NotFound { user: b"ev\x1bil".to_vec() };
+        assert_eq!(e.to_string(), format!("no such account: {}", escape(b"ev\x1bil")));
+        assert!(e.source().is_none());
+    }
 }

@@ -79,7 +79,7 @@ impl DaemonLock {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
-            .map_err(|e| AdminError(format!("daemon lock {}: cannot open: {e}", path.display())))?;
+            .map_err(|e| AdminError::io(format!("daemon lock {}: cannot open", path.display()), e))?;
         match sys::try_flock(&f, FileLock::Exclusive) {
             Ok(true) => {}
             Ok(false) => {
@@ -89,19 +89,19 @@ impl DaemonLock {
                     Ok(pid) => format!("pid {pid}"),
                     Err(_) => "another process".into(),
                 };
-                return Err(AdminError(format!(
+                return Err(AdminError::Problem(format!(
                     "another daemon ({who}) is already running for database {} (it holds {})",
                     db.display(),
                     path.display()
                 )));
             }
-            Err(e) => return Err(AdminError(format!("daemon lock {}: cannot lock: {e}", path.display()))),
+            Err(e) => return Err(AdminError::io(format!("daemon lock {}: cannot lock", path.display()), e)),
         }
         let pid = std::process::id();
         f.set_len(0)
             .and_then(|_| f.rewind())
             .and_then(|_| writeln!(f, "{pid}"))
-            .map_err(|e| AdminError(format!("daemon lock {}: cannot write: {e}", path.display())))?;
+            .map_err(|e| AdminError::io(format!("daemon lock {}: cannot write", path.display()), e))?;
         Ok(DaemonLock { _file: f, path })
     }
 }
@@ -157,7 +157,7 @@ impl Watch {
     pub fn new(db: &Path) -> Result<Watch> {
         let (tx, rx) = channel();
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-            .map_err(|e| AdminError(format!("cannot catch signals: {e}")))?;
+            .map_err(|e| AdminError::io("cannot catch signals", e))?;
         let stx = tx.clone();
         std::thread::spawn(move || {
             for s in signals.forever() {
@@ -359,10 +359,11 @@ const METRICS_AFTER_MERGE: Duration = Duration::from_secs(1);
 fn write_metrics(cfg: &Config, live: &Live, merged_ok: bool) -> Result<()> {
     let Some(path) = &cfg.metrics_file else { return Ok(()) };
     let accts = useraudit_core::state::Accounts::open(&cfg.database, true, sys::euid() == 0)
-        .map_err(|e| AdminError(format!("metrics file {}: account state {e}", path.display())))?;
+        .map_err(|e| AdminError::Problem(format!("metrics file {}: account state {e}", path.display())))?;
     let store = live.store.as_ref().map(|(s, ..)| s);
     let snap = metrics::snapshot_of(cfg, store, &accts, merged_ok, useraudit_core::text::now_micros())?;
-    metrics::write_file(path, &metrics::render(&snap)).map_err(|e| AdminError(format!("metrics file {}: {e}", path.display())))
+    metrics::write_file(path, &metrics::render(&snap))
+        .map_err(|e| AdminError::io(format!("metrics file {}", path.display()), e))
 }
 
 /// Syslog what a merge skipped or counted, as every command does.
@@ -399,7 +400,7 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
     let mut cfg = commands::load_config(conf, db)?;
     let dir = parent(&cfg.database);
     if !dir.is_dir() {
-        return Err(AdminError(format!(
+        return Err(AdminError::Problem(format!(
             "database {}: its directory {} does not exist (check --db or `database`, or create the directory, mode 0700)",
             cfg.database.display(),
             dir.display()
@@ -431,7 +432,7 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                     merged_ok = true;
                 }
                 Err(e) => {
-                    problems.report(&e.0, say);
+                    problems.report(&e.to_string(), say);
                     retry_at = Instant::now() + backoff;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     merged_ok = false;
@@ -442,9 +443,10 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
         if cfg.metrics_file.is_some() && metrics_at.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
             // Reported once per distinct problem, and once when it is over.
             match write_metrics(&cfg, &live, merged_ok) {
-                Err(e) if metrics_problem.as_deref() != Some(e.0.as_str()) => {
-                    tell(Priority::Err, &e.0, say);
-                    metrics_problem = Some(e.0);
+                Err(e) if metrics_problem.as_deref() != Some(e.to_string().as_str()) => {
+                    let e = e.to_string();
+                    tell(Priority::Err, &e, say);
+                    metrics_problem = Some(e);
                 }
                 Ok(()) if metrics_problem.take().is_some() => tell(Priority::Notice, "metrics file written again", say),
                 _ => {}

@@ -177,6 +177,16 @@ enum Exit {
     NotAllowed,
 }
 
+impl From<&AdminError> for Exit {
+    /// The exit code of a failed command.
+    fn from(e: &AdminError) -> Exit {
+        match e {
+            AdminError::Usage(_) => Exit::Usage,
+            _ => Exit::Error,
+        }
+    }
+}
+
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> ExitCode {
         ExitCode::from(match e {
@@ -203,7 +213,7 @@ fn main() -> ExitCode {
         Ok(exit) => exit,
         Err(e) => {
             report(&e);
-            Exit::Error
+            Exit::from(&e)
         }
     }
     .into()
@@ -220,7 +230,7 @@ fn stderr_is_journal() -> bool {
 
 /// One problem on stderr, one line.
 fn report(e: &AdminError) {
-    let _ = writeln!(io::stderr(), "useraudit-admin: {}", e.0.replace('\n', " "));
+    let _ = writeln!(io::stderr(), "useraudit-admin: {}", e.to_string().replace('\n', " "));
 }
 
 /// Writes to stdout; a closed pipe (`| head`) ends the program quietly.
@@ -285,7 +295,7 @@ fn run(cli: Cli) -> Result<Exit, AdminError> {
 fn log(cfg: &Config, out: &mut Out, a: LogArgs, now: i64) -> Result<Exit, AdminError> {
     // Checked when parsed; a failure here cannot happen.
     let time = |opt: &str, t: Option<String>| {
-        t.map(|t| parse_time(&t, now).map_err(|e| AdminError(format!("{opt}: {e}")))).transpose()
+        t.map(|t| parse_time(&t, now).map_err(|e| AdminError::Usage(format!("{opt}: {e}")))).transpose()
     };
     let q = LogQuery {
         success: if a.failed {
@@ -487,7 +497,7 @@ fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, A
     out.line(&format!("{} account(s) {verb}", r.disabled.len()))?;
     if let Some(p) = db.problem() {
         let skipped = if cfg.retention_days > 0 { " (no log entries were deleted)" } else { "" };
-        report(&AdminError(format!("the log spool was not merged{skipped}: {p}")));
+        report(&AdminError::Problem(format!("the log spool was not merged{skipped}: {p}")));
         return Ok(Exit::Error);
     }
     Ok(Exit::Success)
@@ -511,12 +521,12 @@ fn report_cmd(
     now: i64,
 ) -> Result<Exit, AdminError> {
     let time = |opt: &str, t: Option<String>| {
-        t.map(|t| parse_time(&t, now).map_err(|e| AdminError(format!("{opt}: {e}")))).transpose()
+        t.map(|t| parse_time(&t, now).map_err(|e| AdminError::Usage(format!("{opt}: {e}")))).transpose()
     };
     let until = time("--until", until)?.unwrap_or(now + 1);
     let since = time("--since", since)?.unwrap_or(until - 7 * DAY_MICROS);
     if since >= until {
-        return Err(AdminError(format!("--since ({}) must be before --until ({})", rfc3339(since), rfc3339(until))));
+        return Err(AdminError::Refused(format!("--since ({}) must be before --until ({})", rfc3339(since), rfc3339(until))));
     }
     let db = commands::open_store(cfg)?;
     warn_damaged(&db);
@@ -691,7 +701,7 @@ fn metrics(cfg: &Config, out: &mut Out, output: Option<PathBuf>, now: i64) -> Re
     let text = useraudit_admin::metrics::render(&useraudit_admin::metrics::snapshot(cfg, &db, now)?);
     match output {
         Some(p) => useraudit_admin::metrics::write_file(&p, &text)
-            .map_err(|e| AdminError(format!("--output {}: {e}", p.display())))?,
+            .map_err(|e| AdminError::io(format!("--output {}", p.display()), e))?,
         None => {
             for l in text.lines() {
                 out.line(l)?;
@@ -699,7 +709,7 @@ fn metrics(cfg: &Config, out: &mut Out, output: Option<PathBuf>, now: i64) -> Re
         }
     }
     if let Some(p) = db.problem() {
-        report(&AdminError(format!("the log spool was not merged: {p}")));
+        report(&AdminError::Problem(format!("the log spool was not merged: {p}")));
         return Ok(Exit::Error);
     }
     Ok(Exit::Success)
@@ -913,4 +923,17 @@ fn print_status_table(out: &mut Out, rows: &[StatusRow]) -> Result<(), AdminErro
         })
         .collect();
     table(out, &header, cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_errors_exit_2_and_the_others_1() {
+        assert_eq!(Exit::from(&AdminError::Usage("--since: no".into())), Exit::Usage);
+        assert_eq!(Exit::from(&AdminError::Refused("exempt".into())), Exit::Error);
+        assert_eq!(Exit::from(&AdminError::NotFound { user: b"x".to_vec() }), Exit::Error);
+        assert_eq!(ExitCode::from(Exit::Usage), ExitCode::from(2));
+    }
 }

@@ -52,7 +52,7 @@ pub fn snapshot_of(cfg: &Config, store: Option<&Store>, accts: &Accounts, merged
         Some(store) => (Some(store.attempt_counts()?), Some(store.merge_stats()?)),
         None => (None, None),
     };
-    let (all, _damaged) = accts.list().map_err(|e| AdminError(format!("account state {e}")))?;
+    let (all, _damaged) = accts.list().map_err(AdminError::AccountState)?;
     let mut accounts = [0u64; 3];
     for a in &all {
         let i = match policy::standing(a, cfg, now) {
@@ -206,7 +206,7 @@ pub fn update_file(cfg: &Config, db: &Db, now: i64) -> Result<bool> {
         return Ok(false);
     };
     let text = render(&snapshot(cfg, db, now)?);
-    write_file(path, &text).map_err(|e| AdminError(format!("metrics file {}: {e}", path.display())))?;
+    write_file(path, &text).map_err(|e| AdminError::io(format!("metrics file {}", path.display()), e))?;
     Ok(true)
 }
 

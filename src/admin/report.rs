@@ -198,7 +198,7 @@ pub fn build(store: &Store, accounts: &Accounts, cfg: &Config, since: i64, until
     let first = since.div_euclid(step) * step;
     let n_buckets = if until > since { ((until - 1).div_euclid(step) * step - first) / step + 1 } else { 0 };
     if n_buckets > MAX_BUCKETS {
-        return Err(AdminError(format!(
+        return Err(AdminError::Refused(format!(
             "the span from {} to {} is too long for the chart: at most {MAX_BUCKETS} days",
             useraudit_core::text::rfc3339(since),
             useraudit_core::text::rfc3339(until)
@@ -245,7 +245,7 @@ pub fn build(store: &Store, accounts: &Accounts, cfg: &Config, since: i64, until
     totals.remote_hosts = hosts.0.len() as u64;
 
     // Account state: the names that are accounts, and those locked or disabled now.
-    let (all, _damaged) = accounts.list().map_err(|e| AdminError(format!("account state {e}")))?;
+    let (all, _damaged) = accounts.list().map_err(AdminError::AccountState)?;
     let with_state: HashSet<&[u8]> = all.iter().map(|a| &a.user[..]).collect();
     let mut lookups = 0usize;
     let mut is_account = |user: &[u8]| -> bool {

@@ -157,7 +157,8 @@ pub const SCHEMA_VERSION: i64 = FIRST_VERSION + MIGRATIONS.len() as i64;
 #[derive(Debug)]
 pub enum StoreError {
     /// The file or directory is missing, unreadable or has unsafe permissions.
-    Access { path: PathBuf, message: String, denied: bool },
+    /// `source` is the I/O error behind it, if one was.
+    Access { path: PathBuf, message: String, source: Option<std::io::Error> },
     /// SQLite failed.
     Sql { path: PathBuf, context: &'static str, source: rusqlite::Error },
     /// The database was written by a newer useraudit.
@@ -174,7 +175,9 @@ impl StoreError {
     /// the root-only database).
     pub fn permission_denied(&self) -> bool {
         match self {
-            StoreError::Access { denied, .. } => *denied,
+            StoreError::Access { source, .. } => {
+                source.as_ref().is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+            }
             StoreError::Sql { source, .. } => matches!(
                 source.sqlite_error_code(),
                 Some(
@@ -184,7 +187,7 @@ impl StoreError {
                 )
             ),
             StoreError::Newer { .. } | StoreError::Unknown { .. } => false,
-            StoreError::Spool(e) => e.denied,
+            StoreError::Spool(e) => e.denied(),
         }
     }
 }
@@ -213,7 +216,16 @@ impl fmt::Display for StoreError {
     }
 }
 
-impl std::error::Error for StoreError {}
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Access { source, .. } => source.as_ref().map(|e| e as _),
+            StoreError::Sql { source, .. } => Some(source),
+            StoreError::Newer { .. } | StoreError::Unknown { .. } => None,
+            StoreError::Spool(e) => Some(e),
+        }
+    }
+}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -292,12 +304,12 @@ fn check_owner(path: &Path, md: &std::fs::Metadata, what: &str) -> Result<()> {
 
 /// A file problem as a database error, naming the database.
 fn from_file(db: &Path, e: FileError) -> StoreError {
-    let message = if e.path == db { e.message } else { format!("{}: {}", e.path.display(), e.message) };
-    StoreError::Access { path: db.into(), message, denied: e.denied }
+    let message = if e.path == db { e.detail() } else { format!("{}: {}", e.path.display(), e.detail()) };
+    StoreError::Access { path: db.into(), message, source: e.into_io_error() }
 }
 
-fn access(path: &Path, message: String, e: &std::io::Error) -> StoreError {
-    StoreError::Access { path: path.into(), message, denied: e.kind() == std::io::ErrorKind::PermissionDenied }
+fn access(path: &Path, message: String, e: std::io::Error) -> StoreError {
+    StoreError::Access { path: path.into(), message, source: Some(e) }
 }
 
 impl Store {
@@ -311,7 +323,7 @@ impl Store {
                     return Err(StoreError::Access {
                         path: path.into(),
                         message: "not a regular file".into(),
-                        denied: false,
+                        source: None,
                     });
                 }
                 if opts.require_root_owned {
@@ -322,10 +334,10 @@ impl Store {
                 match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(access(path, format!("cannot create it: {e}"), &e)),
+                    Err(e) => return Err(access(path, format!("cannot create it: {e}"), e)),
                 }
             }
-            Err(e) => return Err(access(path, e.to_string(), &e)),
+            Err(e) => return Err(access(path, e.to_string(), e)),
         }
         let sql = |context: &'static str| move |source| StoreError::Sql { path: path.into(), context, source };
         let conn = Connection::open_with_flags(
@@ -865,6 +877,22 @@ fn insert_dropped(c: &Connection, time: i64, n: u64) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn access_errors_keep_the_io_error() {
+        use std::error::Error as _;
+        let db = Path::new("/var/lib/useraudit/ua.db");
+        let io = std::io::Error::from_raw_os_error(13);
+        let e = from_file(db, FileError::io(Path::new("/var/lib/useraudit"), "directory", &io));
+        assert!(e.permission_denied());
+        assert_eq!(e.to_string(), format!("database {}: /var/lib/useraudit: directory: {io}", db.display()));
+        let src = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the io::Error");
+        assert_eq!(src.raw_os_error(), Some(13));
+        let e = from_file(db, FileError::new(db, "not a directory"));
+        assert!(!e.permission_denied());
+        assert!(e.source().is_none());
+        assert_eq!(e.to_string(), format!("database {}: not a directory", db.display()));
+    }
 
     fn tmp() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();

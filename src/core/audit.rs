@@ -347,7 +347,7 @@ pub fn handle(
         Ok(o) => o,
         Err(e) => {
             session.accounts = None;
-            if !root && e.denied {
+            if !root && e.denied() {
                 log.always(Priority::Debug, &format!("not root and cannot use the state files or spool; allowing: {e}"));
                 return on_error(hook, OnError::Allow);
             }

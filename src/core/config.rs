@@ -124,13 +124,13 @@ pub enum Origin {
 }
 
 /// A configuration that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct ConfigError {
     pub origin: Origin,
     pub key: Option<String>,
     pub message: String,
-    /// The file exists but this caller may not read it.
-    pub denied: bool,
+    /// The I/O error that kept the file from being read, if one did.
+    pub source: Option<std::io::Error>,
 }
 
 impl fmt::Display for ConfigError {
@@ -147,13 +147,17 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
 
 impl ConfigError {
     /// The file exists but this caller may not read it (a non-root program
     /// meeting a root-only file).
     pub fn permission_denied(&self) -> bool {
-        self.denied
+        self.source.as_ref().is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
     }
 }
 
@@ -347,7 +351,7 @@ impl Config {
                 origin: Origin::File { path: path.into(), line },
                 key: None,
                 message: format!("not valid TOML: {}", e.message().trim()),
-                denied: false,
+                source: None,
             }
         })?;
         let mut cfg = Config::default();
@@ -356,7 +360,7 @@ impl Config {
                 origin: Origin::File { path: path.into(), line: line_of_key(text, key) },
                 key: Some(key.clone()),
                 message,
-                denied: false,
+                source: None,
             };
             if let toml::Value::Table(_) = value {
                 return Err(at("sections are not used; write every key at the top level".into()));
@@ -367,7 +371,7 @@ impl Config {
             origin: Origin::File { path: path.into(), line: line_of_key(text, &key) },
             key: Some(key),
             message,
-            denied: false,
+            source: None,
         })?;
         Ok(cfg)
     }
@@ -378,7 +382,7 @@ impl Config {
             origin: Origin::Argument,
             key: Some(key.into()),
             message,
-            denied: false,
+            source: None,
         })
     }
 
@@ -388,7 +392,7 @@ impl Config {
             origin: Origin::Argument,
             key: Some(key),
             message,
-            denied: false,
+            source: None,
         })
     }
 
@@ -401,14 +405,14 @@ impl Config {
             origin: Origin::File { path: path.into(), line: None },
             key: None,
             message,
-            denied: false,
+            source: None,
         };
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
             Err(e) => {
-                let denied = e.kind() == std::io::ErrorKind::PermissionDenied;
-                return Err(ConfigError { denied, ..err(format!("cannot read it: {e}")) });
+                let message = format!("cannot read it: {e}");
+                return Err(ConfigError { source: Some(e), ..err(message) });
             }
         };
         if must_be_root_owned {
@@ -593,6 +597,20 @@ impl ModuleArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_cannot_be_read_keeps_the_io_error() {
+        use std::error::Error as _;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("missing/useraudit.conf");
+        let e = Config::load(&p, true, false).unwrap_err();
+        assert!(!e.permission_denied());
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(e.to_string(), format!("{}: cannot read it: {io}", p.display()));
+        let e = ConfigError { source: Some(std::io::Error::from_raw_os_error(13)), ..e };
+        assert!(e.permission_denied());
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse_file_text(text, Path::new("/etc/security/useraudit.toml"))

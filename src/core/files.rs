@@ -40,37 +40,72 @@ pub fn busy_wait(n: u64, budget_us: u64) -> bool {
 }
 
 /// A file or directory of the log spool or the account state that cannot
-/// be used.
+/// be used: its path, what was being done, and the I/O error (its
+/// [`source`](std::error::Error::source)) when there was one.
 #[derive(Debug)]
 pub struct FileError {
     pub path: PathBuf,
+    /// What was being done ("cannot lock"), or the whole problem when no
+    /// I/O error caused it.
     pub message: String,
-    /// The caller lacks permission (a program that is not root meeting the
-    /// root-only files).
-    pub denied: bool,
+    source: Option<std::io::Error>,
 }
 
 impl FileError {
     pub fn new(path: &Path, message: impl Into<String>) -> FileError {
-        FileError { path: path.into(), message: message.into(), denied: false }
+        FileError { path: path.into(), message: message.into(), source: None }
     }
-    /// From an I/O error, with what was being done.
+    /// From an I/O error, with what was being done. The error is kept as
+    /// the source: `io::Error` is not `Clone`, so a borrowed one is copied
+    /// (its OS error code, or its kind and text).
     pub fn io(path: &Path, doing: &str, e: &std::io::Error) -> FileError {
-        FileError {
-            path: path.into(),
-            message: format!("{doing}: {e}"),
-            denied: e.kind() == std::io::ErrorKind::PermissionDenied,
+        let copy = match e.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(e.kind(), e.to_string()),
+        };
+        FileError::from_io(path, doing, copy)
+    }
+    /// From an owned I/O error, with what was being done.
+    pub fn from_io(path: &Path, doing: &str, e: std::io::Error) -> FileError {
+        FileError { path: path.into(), message: doing.into(), source: Some(e) }
+    }
+    /// The caller lacks permission (a program that is not root meeting the
+    /// root-only files): derived from the I/O error.
+    pub fn denied(&self) -> bool {
+        self.source.as_ref().is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    }
+    /// The I/O error behind this one, if any.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        self.source.as_ref()
+    }
+    /// Take the I/O error out (to keep it as the source of another error).
+    pub fn into_io_error(self) -> Option<std::io::Error> {
+        self.source
+    }
+    /// The problem without the path: what was being done and the I/O error.
+    pub fn detail(&self) -> String {
+        match &self.source {
+            Some(e) => format!("{}: {e}", self.message),
+            None => self.message.clone(),
         }
     }
 }
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.message)
+        write!(f, "{}: {}", self.path.display(), self.message)?;
+        if let Some(e) = &self.source {
+            write!(f, ": {e}")?;
+        }
+        Ok(())
     }
 }
 
-impl std::error::Error for FileError {}
+impl std::error::Error for FileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
 
 /// Take a `flock` lock, waiting at most [`BUSY_TIMEOUT`].
 pub fn lock(file: &File, path: &Path, kind: FileLock) -> Result<(), FileError> {
@@ -237,6 +272,32 @@ impl<'a> Dec<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn file_error_keeps_its_io_error_as_the_source() {
+        let io = std::io::Error::from_raw_os_error(EACCES);
+        let e = FileError::io(Path::new("/x/y"), "cannot open", &io);
+        assert!(e.denied());
+        let src = e.source().expect("a source");
+        let src = src.downcast_ref::<std::io::Error>().expect("an io::Error");
+        assert_eq!(src.kind(), std::io::ErrorKind::PermissionDenied);
+        assert_eq!(src.raw_os_error(), io.raw_os_error());
+        assert_eq!(e.to_string(), format!("/x/y: cannot open: {io}"));
+        assert_eq!(e.detail(), format!("cannot open: {io}"));
+
+        let owned = FileError::from_io(Path::new("/x"), "cannot read", std::io::ErrorKind::NotFound.into());
+        assert!(!owned.denied());
+        assert_eq!(owned.io_error().map(|e| e.kind()), Some(std::io::ErrorKind::NotFound));
+
+        let plain = FileError::new(Path::new("/x"), "not a directory");
+        assert!(!plain.denied());
+        assert!(plain.source().is_none());
+        assert_eq!(plain.to_string(), "/x: not a directory");
+    }
+
+    /// EACCES on Linux, whose kind is PermissionDenied.
+    const EACCES: i32 = 13;
 
     #[test]
     fn codec_round_trip_and_short_input() {
