@@ -478,128 +478,23 @@ fn log_attempt(ctx: &Ctx<'_>, e: &NewEntry<'_>, account: bool) -> bool {
     }
 }
 
+/// One call of a hook: what it applies to, then the hook's own function.
 fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, FileError> {
-    let cfg = ctx.cfg;
-    let a = ctx.attempt;
-    let hook = ctx.hook;
-    if hook == Hook::Auth(None) {
-        ctx.log.at(Priority::Err, "auth line without a mode word (preauth, authfail or authsucc); ignored");
-        return Ok(Outcome::plain(Verdict::Ignore));
-    }
-    if let Hook::Password { update } = hook {
-        if !update {
-            return Ok(Outcome::plain(Verdict::Ignore));
-        }
-    }
-    if hook == Hook::Account {
-        if let Some(svc) = &a.service {
-            if cfg.ignore_services.iter().any(|s| s.as_bytes() == svc.as_slice()) {
-                return Ok(Outcome::plain(Verdict::Ignore));
-            }
-        }
-    }
-    let Some(typed) = a.user.clone() else {
-        ctx.log.at(Priority::Err, "no user name (PAM_USER is not set); ignored");
-        return Ok(Outcome::plain(match hook {
-            Hook::Auth(Some(Mode::Authfail)) => Verdict::AuthErr,
-            _ => Verdict::Ignore,
-        }));
+    let typed = match applies(ctx) {
+        Ok(typed) => typed,
+        Err(answer) => return Ok(answer),
     };
-    let method = method_for(a, hook);
-    let info = match &session.user {
-        Some((n, info)) if *n == typed => info.clone(),
-        _ => {
-            session.user = None;
-            match (session.lookup)(&typed) {
-                Lookup::Found(u) => {
-                    session.user = Some((typed.clone(), Some(u.clone())));
-                    Some(u)
-                }
-                Lookup::NotFound => {
-                    session.user = Some((typed.clone(), None));
-                    None
-                }
-                // Not "no such account": nothing would be counted and
-                // preauth would pass a locked account.
-                Lookup::Error(e) => return Err(nss_error("cannot look the user up", e)),
-            }
-        }
-    };
-    let Some(info) = info else {
+    let method = method_for(ctx.attempt, ctx.hook);
+    let Some(info) = look_up(session, &typed)? else {
         return unknown_user(session, ctx, root, &typed, &method);
     };
-    let is_exempt = exemption(cfg, &info).map_err(|e| nss_error("cannot look up the exempt groups", e))?;
-    let root_caller = ctx.root_caller();
-    let name = info.name.clone();
-    match hook {
-        Hook::Auth(Some(Mode::Preauth)) => {
-            if is_exempt {
-                return Ok(Outcome::plain(Verdict::Success));
-            }
-            let accts = accounts(session, cfg, root)?;
-            let Some(mut acc) = accts.get(&name)? else {
-                return Ok(Outcome::plain(Verdict::Success));
-            };
-            if policy::has_future_times(&acc, ctx.now) {
-                // Recorded while the clock was ahead: from now on they
-                // count as now (a refused attempt writes nothing else, so
-                // a lock would otherwise last until that future time).
-                // Decided from the corrected copy even if it cannot be written.
-                policy::clamp_future_times(&mut acc, ctx.now);
-                let written = accts.update(&name, false, |cur| {
-                    let mut a = cur.unwrap_or_else(|| acc.clone());
-                    policy::clamp_future_times(&mut a, ctx.now);
-                    Ok((Some(a.clone()), a))
-                });
-                match written {
-                    Ok(a) => acc = a,
-                    Err(e) => ctx.log.at(Priority::Err, &format!("{e}; decided from the last written state")),
-                }
-            }
-            let standing = policy::standing(&acc, cfg, ctx.now);
-            let Some(reason) = policy::refusal_for(standing, root_caller) else {
-                return Ok(Outcome::plain(Verdict::Success));
-            };
-            // Decided from readable state: a refusal whatever the spool says.
-            log_attempt(ctx, &ctx.entry(&typed, false, Some(reason), &method), true);
-            ctx.log
-                .at(Priority::Notice, &format!("refused {} before authentication: {}", escape(&name), reason.as_str()));
-            let texts = policy::refusal_text(&acc, standing, ctx.now);
-            Ok(Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() })
-        }
-        Hook::Auth(Some(Mode::Authfail)) => {
-            let accts = accounts(session, cfg, root)?;
-            // Counted first: the count is what locks, and it is rewritten
-            // in place (no new disk space), while the log entry needs room
-            // that a full disk or an attacker's flood may have taken. An
-            // entry that cannot be logged is reported; the answer is a
-            // refusal either way.
-            let counted = accts.update(&name, false, |cur| {
-                let mut acc = cur.unwrap_or_else(|| Account::new(&name, ctx.now));
-                let o = policy::record_failure(&mut acc, cfg, ctx.now, is_exempt);
-                let failures = acc.failures;
-                // Not counted: the account was already locked or disabled,
-                // a lock that landed after preauth let this attempt on.
-                // The right password gets the refusal text then (see
-                // `login`); a wrong one gets the same, so that the answer
-                // does not tell them apart.
-                let texts = if !o.counted && !is_exempt {
-                    policy::refusal_text(&acc, policy::standing(&acc, cfg, ctx.now), ctx.now)
-                } else {
-                    Vec::new()
-                };
-                Ok((Some(acc), (o, failures, texts)))
-            });
-            log_attempt(ctx, &ctx.entry(&typed, false, Some(LogReason::Auth), &method), true);
-            let (outcome, failures, texts) = counted?;
-            ctx.log.at(Priority::Debug, &format!("failure {} for {}", failures, escape(&name)));
-            if outcome.locked_now {
-                announce(cfg, &ctx.logf(), &ctx.notice(&name, Event::Locked, failures), "locked after failed logins");
-            }
-            Ok(Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() })
-        }
+    let is_exempt = exemption(ctx.cfg, &info).map_err(|e| nss_error("cannot look up the exempt groups", e))?;
+    let name = info.name;
+    match ctx.hook {
+        Hook::Auth(Some(Mode::Preauth)) => preauth(session, ctx, root, &typed, &name, is_exempt, &method),
+        Hook::Auth(Some(Mode::Authfail)) => authfail(session, ctx, root, &typed, &name, is_exempt, &method),
         Hook::Auth(Some(Mode::Authsucc)) | Hook::Account => {
-            if hook == Hook::Account {
+            if ctx.hook == Hook::Account {
                 if let Some(mark) = session.mark.take() {
                     if mark.user == name {
                         return Ok(finish_marked(ctx, mark, &method));
@@ -608,40 +503,180 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
             }
             login(session, ctx, root, &typed, &name, is_exempt, &method)
         }
-        Hook::Password { .. } => {
-            if !a.authtok {
-                return Ok(Outcome::plain(Verdict::Ignore));
-            }
-            if cfg.password_change_source == PasswordSource::Shadow {
-                // pam_unix stamps today's day in shadow on success; if it did
-                // not, the change failed and nothing is recorded.
-                if let ShadowChange::Day(d) = sys::shadow_change(&name) {
-                    if d != policy::day_of(ctx.now) {
-                        ctx.log.at(Priority::Debug, "shadow not updated today; password change not recorded");
-                        return Ok(Outcome::plain(Verdict::Ignore));
-                    }
-                }
-            }
-            // A login of this handle that was asked for the change is
-            // complete now.
-            let pending = session.pending_change.take_if(|p| p.user == name);
-            accounts(session, cfg, root)?.update(&name, false, |cur| {
-                let mut acc = cur.unwrap_or_else(|| Account::new(&name, ctx.now));
-                policy::password_changed(&mut acc, ctx.now);
-                if pending.is_some() {
-                    policy::complete_change(&mut acc, cfg, ctx.now);
-                }
-                Ok((Some(acc), ()))
-            })?;
-            ctx.log.at(Priority::Info, &format!("password change recorded for {}", escape(&name)));
-            if let Some(p) = pending {
-                log_attempt(ctx, &ctx.entry(&p.typed, true, None, &p.method), true);
-                ctx.log.at(Priority::Info, &format!("{} changed the expired password and logged in", escape(&name)));
-            }
-            Ok(Outcome::plain(Verdict::Success))
-        }
+        Hook::Password { .. } => password(session, ctx, root, &name),
         Hook::Auth(None) => Ok(Outcome::plain(Verdict::Ignore)),
     }
+}
+
+/// The name as typed when the hook has something to do for this attempt;
+/// otherwise the answer without doing anything.
+fn applies(ctx: &Ctx<'_>) -> Result<Vec<u8>, Outcome> {
+    let a = ctx.attempt;
+    match ctx.hook {
+        Hook::Auth(None) => {
+            ctx.log.at(Priority::Err, "auth line without a mode word (preauth, authfail or authsucc); ignored");
+            return Err(Outcome::plain(Verdict::Ignore));
+        }
+        Hook::Password { update: false } => return Err(Outcome::plain(Verdict::Ignore)),
+        Hook::Account if a.service.as_ref().is_some_and(|svc| ignored_service(ctx.cfg, svc)) => {
+            return Err(Outcome::plain(Verdict::Ignore));
+        }
+        _ => {}
+    }
+    a.user.clone().ok_or_else(|| {
+        ctx.log.at(Priority::Err, "no user name (PAM_USER is not set); ignored");
+        Outcome::plain(match ctx.hook {
+            Hook::Auth(Some(Mode::Authfail)) => Verdict::AuthErr,
+            _ => Verdict::Ignore,
+        })
+    })
+}
+
+/// A service whose account checks are not logins (`ignore_services`).
+fn ignored_service(cfg: &Config, svc: &[u8]) -> bool {
+    cfg.ignore_services.iter().any(|s| s.as_bytes() == svc)
+}
+
+/// The account NSS knows by this name (None: no such account), asked once
+/// per login.
+fn look_up(session: &mut Session, typed: &[u8]) -> Result<Option<UserInfo>, FileError> {
+    if let Some((n, info)) = &session.user {
+        if n == typed {
+            return Ok(info.clone());
+        }
+    }
+    session.user = None;
+    let info = match (session.lookup)(typed) {
+        Lookup::Found(u) => Some(u),
+        Lookup::NotFound => None,
+        // Not "no such account": nothing would be counted and
+        // preauth would pass a locked account.
+        Lookup::Error(e) => return Err(nss_error("cannot look the user up", e)),
+    };
+    session.user = Some((typed.to_vec(), info.clone()));
+    Ok(info)
+}
+
+/// `preauth`: refuse a locked or disabled account before any password.
+fn preauth(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    root: bool,
+    typed: &[u8],
+    name: &[u8],
+    is_exempt: bool,
+    method: &[u8],
+) -> Result<Outcome, FileError> {
+    if is_exempt {
+        return Ok(Outcome::plain(Verdict::Success));
+    }
+    let accts = accounts(session, ctx.cfg, root)?;
+    let Some(mut acc) = accts.get(name)? else {
+        return Ok(Outcome::plain(Verdict::Success));
+    };
+    if policy::has_future_times(&acc, ctx.now) {
+        // Recorded while the clock was ahead: from now on they
+        // count as now (a refused attempt writes nothing else, so
+        // a lock would otherwise last until that future time).
+        // Decided from the corrected copy even if it cannot be written.
+        policy::clamp_future_times(&mut acc, ctx.now);
+        let written = accts.update(name, false, |cur| {
+            let mut a = cur.unwrap_or_else(|| acc.clone());
+            policy::clamp_future_times(&mut a, ctx.now);
+            Ok((Some(a.clone()), a))
+        });
+        match written {
+            Ok(a) => acc = a,
+            Err(e) => ctx.log.at(Priority::Err, &format!("{e}; decided from the last written state")),
+        }
+    }
+    let standing = policy::standing(&acc, ctx.cfg, ctx.now);
+    let Some(reason) = policy::refusal_for(standing, ctx.root_caller()) else {
+        return Ok(Outcome::plain(Verdict::Success));
+    };
+    // Decided from readable state: a refusal whatever the spool says.
+    log_attempt(ctx, &ctx.entry(typed, false, Some(reason), method), true);
+    ctx.log.at(Priority::Notice, &format!("refused {} before authentication: {}", escape(name), reason.as_str()));
+    let texts = policy::refusal_text(&acc, standing, ctx.now);
+    Ok(Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() })
+}
+
+/// `authfail`: the password module failed; count the failure and log it.
+fn authfail(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    root: bool,
+    typed: &[u8],
+    name: &[u8],
+    is_exempt: bool,
+    method: &[u8],
+) -> Result<Outcome, FileError> {
+    let cfg = ctx.cfg;
+    let accts = accounts(session, cfg, root)?;
+    // Counted first: the count is what locks, and it is rewritten
+    // in place (no new disk space), while the log entry needs room
+    // that a full disk or an attacker's flood may have taken. An
+    // entry that cannot be logged is reported; the answer is a
+    // refusal either way.
+    let counted = accts.update(name, false, |cur| {
+        let mut acc = cur.unwrap_or_else(|| Account::new(name, ctx.now));
+        let o = policy::record_failure(&mut acc, cfg, ctx.now, is_exempt);
+        let failures = acc.failures;
+        // Not counted: the account was already locked or disabled,
+        // a lock that landed after preauth let this attempt on.
+        // The right password gets the refusal text then (see
+        // `login`); a wrong one gets the same, so that the answer
+        // does not tell them apart.
+        let texts = if !o.counted && !is_exempt {
+            policy::refusal_text(&acc, policy::standing(&acc, cfg, ctx.now), ctx.now)
+        } else {
+            Vec::new()
+        };
+        Ok((Some(acc), (o, failures, texts)))
+    });
+    log_attempt(ctx, &ctx.entry(typed, false, Some(LogReason::Auth), method), true);
+    let (outcome, failures, texts) = counted?;
+    ctx.log.at(Priority::Debug, &format!("failure {} for {}", failures, escape(name)));
+    if outcome.locked_now {
+        announce(cfg, &ctx.logf(), &ctx.notice(name, Event::Locked, failures), "locked after failed logins");
+    }
+    Ok(Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() })
+}
+
+/// The password hook's update pass: record a successful change, and
+/// complete a login that was asked for it.
+fn password(session: &mut Session, ctx: &Ctx<'_>, root: bool, name: &[u8]) -> Result<Outcome, FileError> {
+    let cfg = ctx.cfg;
+    if !ctx.attempt.authtok {
+        return Ok(Outcome::plain(Verdict::Ignore));
+    }
+    if cfg.password_change_source == PasswordSource::Shadow {
+        // pam_unix stamps today's day in shadow on success; if it did
+        // not, the change failed and nothing is recorded.
+        if let ShadowChange::Day(d) = sys::shadow_change(name) {
+            if d != policy::day_of(ctx.now) {
+                ctx.log.at(Priority::Debug, "shadow not updated today; password change not recorded");
+                return Ok(Outcome::plain(Verdict::Ignore));
+            }
+        }
+    }
+    // A login of this handle that was asked for the change is
+    // complete now.
+    let pending = session.pending_change.take_if(|p| p.user == name);
+    accounts(session, cfg, root)?.update(name, false, |cur| {
+        let mut acc = cur.unwrap_or_else(|| Account::new(name, ctx.now));
+        policy::password_changed(&mut acc, ctx.now);
+        if pending.is_some() {
+            policy::complete_change(&mut acc, cfg, ctx.now);
+        }
+        Ok((Some(acc), ()))
+    })?;
+    ctx.log.at(Priority::Info, &format!("password change recorded for {}", escape(name)));
+    if let Some(p) = pending {
+        log_attempt(ctx, &ctx.entry(&p.typed, true, None, &p.method), true);
+        ctx.log.at(Priority::Info, &format!("{} changed the expired password and logged in", escape(name)));
+    }
+    Ok(Outcome::plain(Verdict::Success))
 }
 
 /// A name NSS does not know: logged, no state, not named in syslog.
