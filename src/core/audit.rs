@@ -5,6 +5,7 @@
 
 use crate::config::{Config, ConfigError, Mode, ModuleArgs, OnError, PasswordSource};
 use crate::files::FileError;
+use crate::hosts::{self, Host, HostState, Hosts};
 use crate::notify::{self, Event, Notice};
 use crate::policy::{self, Account, LogReason, LoginCheck, PasswordChange, Reason};
 use crate::spool::{self, NewEntry};
@@ -116,6 +117,9 @@ pub struct Session {
     cfg: Option<Result<Rc<Config>, ConfigError>>,
     /// The account state directory, checked, for this database path.
     accounts: Option<(std::path::PathBuf, Accounts)>,
+    /// The host state directory, the same way (opened only when hosts
+    /// are counted).
+    hosts: Option<(std::path::PathBuf, Hosts)>,
     mark: Option<LoginMark>,
     pending_change: Option<PendingChange>,
     /// The NSS answer for the name last looked up, so the hooks of one
@@ -132,6 +136,7 @@ impl Default for Session {
             key: Vec::new(),
             cfg: None,
             accounts: None,
+            hosts: None,
             mark: None,
             user: None,
             lookup: sys::lookup_user,
@@ -341,12 +346,18 @@ pub fn handle(
     // "allow" is for storage the administrator's system broke, never for
     // errors a caller can cause.
     let on_error_policy = if attempt.caller_limited { OnError::Deny } else { cfg.on_error };
-    let ctx = Ctx { cfg: &cfg, attempt, hook, now, log: &log, on_error: on_error_policy };
+    // Only when hosts are counted or trusted: otherwise a login never
+    // looks at its remote host (nor at DATABASE.hosts/).
+    let host = (cfg.host_failure_limit > 0 || !cfg.trusted_hosts.is_empty())
+        .then(|| hosts::host_of(attempt.rhost.as_deref(), &cfg.trusted_hosts, cfg.host_ipv6_prefix))
+        .flatten();
+    let ctx = Ctx { cfg: &cfg, attempt, hook, now, log: &log, on_error: on_error_policy, host };
     let result = run(session, &ctx, root);
     let mut out = match result {
         Ok(o) => o,
         Err(e) => {
             session.accounts = None;
+            session.hosts = None;
             if !root && e.denied {
                 log.always(Priority::Debug, &format!("not root and cannot use the state files or spool; allowing: {e}"));
                 return on_error(hook, OnError::Allow);
@@ -389,6 +400,8 @@ struct Ctx<'a> {
     log: &'a Log<'a>,
     /// `on_error` for this attempt (see [`Attempt::caller_limited`]).
     on_error: OnError,
+    /// The remote host, when hosts are counted or trusted.
+    host: Option<Host>,
 }
 
 impl Ctx<'_> {
@@ -417,6 +430,20 @@ impl Ctx<'_> {
     fn logf(&self) -> impl Fn(Priority, &str) + '_ {
         |p, m| self.log.at(p, m)
     }
+    /// The attempt comes from a host in `trusted_hosts`.
+    fn trusted(&self) -> bool {
+        self.host.as_ref().is_some_and(|h| h.trusted)
+    }
+    /// The host whose failures count and which may be blocked.
+    fn counted_host(&self) -> Option<&Host> {
+        self.host.as_ref().filter(|h| !h.trusted && self.cfg.host_failure_limit > 0)
+    }
+    /// A lock from `login_failure_limit` does not refuse this attempt: root
+    /// on this machine, or a trusted host while the lock came from
+    /// untrusted ones.
+    fn spared(&self, acc: &Account) -> bool {
+        self.root_caller() || policy::lock_spares(acc, self.trusted())
+    }
 }
 
 /// The checked account state directory (the database's directory is
@@ -429,6 +456,67 @@ fn accounts<'s>(session: &'s mut Session, cfg: &Config, root: bool) -> Result<&'
         session.accounts = Some((cfg.database.clone(), Accounts::open(&cfg.database, true, root)?));
     }
     Ok(&session.accounts.as_ref().expect("just opened").1)
+}
+
+/// The checked host state directory (as [`accounts`]).
+fn hosts_dir<'s>(session: &'s mut Session, cfg: &Config, root: bool) -> Result<&'s Hosts, FileError> {
+    if session.hosts.as_ref().is_some_and(|(p, _)| *p != cfg.database) {
+        session.hosts = None;
+    }
+    if session.hosts.is_none() {
+        session.hosts = Some((cfg.database.clone(), Hosts::open(&cfg.database, true, root)?));
+    }
+    Ok(&session.hosts.as_ref().expect("just opened").1)
+}
+
+/// The refusal of an attempt from a blocked host (preauth, authsucc and
+/// the account stack), logged as `host_blocked`; None when the host is not
+/// blocked. Such attempts are not counted: they do not extend the block.
+fn host_refusal(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    root: bool,
+    typed: &[u8],
+    method: &[u8],
+) -> Result<Option<Outcome>, FileError> {
+    let Some(h) = ctx.counted_host() else { return Ok(None) };
+    let Some(state) = hosts_dir(session, ctx.cfg, root)?.get(&h.key)? else { return Ok(None) };
+    if hosts::block_at(&state, ctx.now).is_none() {
+        return Ok(None);
+    }
+    // Decided from readable state: a refusal whatever the spool says.
+    log_attempt(ctx, &ctx.entry(typed, false, Some(LogReason::HostBlocked), method), false);
+    ctx.log.at(Priority::Debug, &format!("refused: host {} is blocked", escape(&h.key)));
+    Ok(Some(Outcome::plain(refused_verdict(ctx.hook, LogReason::HostBlocked))))
+}
+
+/// Count a failed attempt against its remote host, and block the host at
+/// `host_failure_limit` (announced once, by the failure that blocks it).
+fn count_host_failure(session: &mut Session, ctx: &Ctx<'_>, root: bool, user: &[u8]) -> Result<(), FileError> {
+    let Some(h) = ctx.counted_host() else { return Ok(()) };
+    let cfg = ctx.cfg;
+    let blocked_now = hosts_dir(session, cfg, root)?.update(&h.key, false, |cur| {
+        let mut s = cur.unwrap_or_else(|| HostState::new(&h.key));
+        let limit = cfg.host_failure_limit;
+        let b = hosts::record_failure(&mut s, limit, cfg.host_failure_window, cfg.host_block_time, ctx.now);
+        Ok((Some(s), b))
+    })?;
+    if blocked_now {
+        ctx.log.at(
+            Priority::Warning,
+            &format!("host {} blocked after {} failed attempts", escape(&h.key), cfg.host_failure_limit),
+        );
+        notify(cfg, &ctx.logf(), &ctx.notice(user, Event::HostBlocked, cfg.host_failure_limit));
+    }
+    Ok(())
+}
+
+/// As [`count_host_failure`] for an attempt that is refused anyway: an
+/// error is logged and changes nothing in the answer.
+fn count_refused(session: &mut Session, ctx: &Ctx<'_>, root: bool, user: &[u8]) {
+    if let Err(e) = count_host_failure(session, ctx, root, user) {
+        ctx.log.at(Priority::Err, &format!("{e}"));
+    }
 }
 
 /// Append an attempt to the log spool (of an account, or of a name that is
@@ -485,6 +573,17 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
         Err(answer) => return Ok(answer),
     };
     let method = method_for(ctx.attempt, ctx.hook);
+    let checks_host = match ctx.hook {
+        Hook::Auth(Some(Mode::Preauth | Mode::Authsucc)) => true,
+        // Not again for a login authsucc has just let in.
+        Hook::Account => session.mark.is_none(),
+        _ => false,
+    };
+    if checks_host {
+        if let Some(refused) = host_refusal(session, ctx, root, &typed, &method)? {
+            return Ok(refused);
+        }
+    }
     let Some(info) = look_up(session, &typed)? else {
         return unknown_user(session, ctx, root, &typed, &method);
     };
@@ -591,11 +690,12 @@ fn preauth(
         }
     }
     let standing = policy::standing(&acc, ctx.cfg, ctx.now);
-    let Some(reason) = policy::refusal_for(standing, ctx.root_caller()) else {
+    let Some(reason) = policy::refusal_for(standing, ctx.spared(&acc)) else {
         return Ok(Outcome::plain(Verdict::Success));
     };
     // Decided from readable state: a refusal whatever the spool says.
     log_attempt(ctx, &ctx.entry(typed, false, Some(reason), method), true);
+    count_refused(session, ctx, root, typed);
     ctx.log.at(Priority::Notice, &format!("refused {} before authentication: {}", escape(name), reason.as_str()));
     let texts = policy::refusal_text(&acc, standing, ctx.now);
     Ok(Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() })
@@ -620,7 +720,7 @@ fn authfail(
     // refusal either way.
     let counted = accts.update(name, false, |cur| {
         let mut acc = cur.unwrap_or_else(|| Account::new(name, ctx.now));
-        let o = policy::record_failure(&mut acc, cfg, ctx.now, is_exempt);
+        let o = policy::record_failure(&mut acc, cfg, ctx.now, is_exempt, ctx.trusted());
         let failures = acc.failures;
         // Not counted: the account was already locked or disabled,
         // a lock that landed after preauth let this attempt on.
@@ -635,7 +735,9 @@ fn authfail(
         Ok((Some(acc), (o, failures, texts)))
     });
     log_attempt(ctx, &ctx.entry(typed, false, Some(LogReason::Auth), method), true);
+    let host_counted = count_host_failure(session, ctx, root, typed);
     let (outcome, failures, texts) = counted?;
+    host_counted?;
     ctx.log.at(Priority::Debug, &format!("failure {} for {}", failures, escape(name)));
     if outcome.locked_now {
         announce(cfg, &ctx.logf(), &ctx.notice(name, Event::Locked, failures), "locked after failed logins");
@@ -697,6 +799,10 @@ fn unknown_user(
     // The directories are checked (as for a known account) before the spool is used.
     accounts(session, ctx.cfg, root)?;
     let logged = log_attempt(ctx, &ctx.entry(typed, success, (!success).then_some(LogReason::Auth), method), false);
+    if verdict == Verdict::AuthErr {
+        // A guessed name counts against its host like a wrong password.
+        count_host_failure(session, ctx, root, typed)?;
+    }
     if !logged && success {
         // A success that cannot be logged: the administrator's storage
         // broke (the error is in syslog); on_error decides.
@@ -719,6 +825,7 @@ fn login(
 ) -> Result<Outcome, FileError> {
     let cfg = ctx.cfg;
     let root_caller = ctx.root_caller();
+    let trusted = ctx.trusted();
     // The shadow lookup is done before the transaction to keep it short.
     let shadow = (cfg.password_expiry_days > 0 && cfg.password_change_source == PasswordSource::Shadow)
         .then(|| password_change(cfg, &Account::new(name, ctx.now)));
@@ -741,7 +848,8 @@ fn login(
             Some((c, _)) => *c,
             None => password_change(cfg, &acc).0,
         };
-        let check = policy::check_login(&acc, cfg, ctx.now, change, is_exempt, root_caller);
+        let spared = root_caller || policy::lock_spares(&acc, trusted);
+        let check = policy::check_login(&acc, cfg, ctx.now, change, is_exempt, spared);
         policy::apply_login(&mut acc, check, cfg, ctx.now);
         // A refused attempt changes nothing; the others record their effect.
         let keep = clamped || !matches!(check, LoginCheck::Refuse(_));
@@ -797,6 +905,11 @@ fn login(
                     Priority::Notice,
                     &format!("{} is locked; let in for root on this machine (real uid 0, PAM_RUSER root, no PAM_RHOST)", escape(name)),
                 );
+            } else if trusted && !is_exempt && acc.state == policy::State::Locked {
+                ctx.log.at(
+                    Priority::Notice,
+                    &format!("{} is locked by failures from untrusted hosts; let in from a trusted host, the lock stays", escape(name)),
+                );
             }
             let messages = match (ctx.hook, warn_days) {
                 (Hook::Account, Some(d)) => vec![Message::Info(policy::warning_text(d))],
@@ -839,6 +952,10 @@ fn login(
             }
         }
     };
+    if matches!(check, LoginCheck::Refuse(_) | LoginCheck::Disable(_)) {
+        // Refused for a locked or disabled account: counts against the host.
+        count_refused(session, ctx, root, typed);
+    }
     // The state has changed either way (and a disable was announced). A
     // refusal stays a refusal whether or not its entry could be logged; a
     // success that could not be logged is answered by on_error (the error
