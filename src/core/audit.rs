@@ -824,6 +824,50 @@ fn login(
     method: &[u8],
 ) -> Result<Outcome, FileError> {
     let cfg = ctx.cfg;
+    let decided = decide_login(session, ctx, root, typed, name, is_exempt, method)?;
+    let check = decided.0;
+    let (success, reason) = match check {
+        LoginCheck::Allow { .. } => (true, None),
+        // Not a login yet: the password must be changed first. The
+        // password hook logs the success when it sees the change.
+        LoginCheck::ChangePassword => (false, Some(LogReason::PasswordExpired)),
+        LoginCheck::Refuse(r) => (false, Some(r)),
+        LoginCheck::Disable(r) => (false, Some(r.refusal())),
+    };
+    let logged = log_attempt(ctx, &ctx.entry(typed, success, reason, method), true);
+    let now = ctx.now;
+    let out = answer_login(session, ctx, typed, name, is_exempt, method, decided);
+    if matches!(check, LoginCheck::Refuse(_) | LoginCheck::Disable(_)) {
+        // Refused for a locked or disabled account: counts against the host.
+        count_refused(session, ctx, root, typed);
+    }
+    // The state has changed either way (and a disable was announced). A
+    // refusal stays a refusal whether or not its entry could be logged; a
+    // success that could not be logged is answered by on_error (the error
+    // is in syslog already).
+    if !logged && out.verdict == Verdict::Success {
+        return Err(FileError::new(&spool::path_for(&cfg.database), "the login above could not be logged"));
+    }
+    if ctx.hook != Hook::Account && out.verdict == Verdict::Success {
+        session.mark =
+            Some(LoginMark { user: name.to_vec(), time: now, typed: typed.to_vec(), method: method.to_vec(), check });
+    }
+    Ok(out)
+}
+
+/// Decide a login whose credentials were right from the account's state
+/// and record its effect: the verdict, the account as decided, and whether
+/// that was written.
+fn decide_login(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    root: bool,
+    typed: &[u8],
+    name: &[u8],
+    is_exempt: bool,
+    method: &[u8],
+) -> Result<(LoginCheck, Account, bool), FileError> {
+    let cfg = ctx.cfg;
     let root_caller = ctx.root_caller();
     let trusted = ctx.trusted();
     // The shadow lookup is done before the transaction to keep it short.
@@ -856,7 +900,7 @@ fn login(
         decided = Some((check, acc.clone()));
         Ok((keep.then(|| acc.clone()), (check, acc)))
     });
-    let (check, acc, written) = match (updated, decided) {
+    let decided = match (updated, decided) {
         (Ok(Written::Done((check, acc))), _) => (check, acc, true),
         (Ok(Written::Unwritten((check, acc), e)), _) => {
             ctx.log.at(Priority::Err, &format!("{e}; decided from the last written state, which was not changed"));
@@ -888,17 +932,25 @@ fn login(
             return Err(e);
         }
     };
-    let (success, reason) = match check {
-        LoginCheck::Allow { .. } => (true, None),
-        // Not a login yet: the password must be changed first. The
-        // password hook logs the success when it sees the change.
-        LoginCheck::ChangePassword => (false, Some(LogReason::PasswordExpired)),
-        LoginCheck::Refuse(r) => (false, Some(r)),
-        LoginCheck::Disable(r) => (false, Some(r.refusal())),
-    };
-    let logged = log_attempt(ctx, &ctx.entry(typed, success, reason, method), true);
+    Ok(decided)
+}
+
+/// The answer to a decided login: the verdict and the user's messages (a
+/// disable is announced here, once, by the login that wrote it).
+fn answer_login(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    typed: &[u8],
+    name: &[u8],
+    is_exempt: bool,
+    method: &[u8],
+    (check, acc, written): (LoginCheck, Account, bool),
+) -> Outcome {
+    let cfg = ctx.cfg;
     let now = ctx.now;
-    let out = match check {
+    let root_caller = ctx.root_caller();
+    let trusted = ctx.trusted();
+match check {
         LoginCheck::Allow { warn_days } => {
             if root_caller && !is_exempt && acc.state == policy::State::Locked {
                 ctx.log.at(
@@ -951,23 +1003,7 @@ fn login(
                 messages: texts.into_iter().map(Message::Error).collect(),
             }
         }
-    };
-    if matches!(check, LoginCheck::Refuse(_) | LoginCheck::Disable(_)) {
-        // Refused for a locked or disabled account: counts against the host.
-        count_refused(session, ctx, root, typed);
     }
-    // The state has changed either way (and a disable was announced). A
-    // refusal stays a refusal whether or not its entry could be logged; a
-    // success that could not be logged is answered by on_error (the error
-    // is in syslog already).
-    if !logged && out.verdict == Verdict::Success {
-        return Err(FileError::new(&spool::path_for(&cfg.database), "the login above could not be logged"));
-    }
-    if ctx.hook != Hook::Account && out.verdict == Verdict::Success {
-        session.mark =
-            Some(LoginMark { user: name.to_vec(), time: now, typed: typed.to_vec(), method: method.to_vec(), check });
-    }
-    Ok(out)
 }
 
 /// The account hook after `authsucc` let the same login in: the login is
