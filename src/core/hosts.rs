@@ -193,9 +193,15 @@ pub fn block_at(h: &HostState, now: i64) -> Option<&Block> {
     h.block.as_ref().filter(|b| b.until.is_none_or(|u| now < u))
 }
 
+/// The earliest failure time that still counts at `now` (a window of 0:
+/// every failure counts until the host is blocked or unblocked).
+fn window_start(window: u64, now: i64) -> i64 {
+    if window == 0 { i64::MIN } else { now.saturating_sub(secs(window)) }
+}
+
 /// The failures that count at `now`.
 pub fn failures_at(h: &HostState, window: u64, now: i64) -> usize {
-    let from = now.saturating_sub(secs(window));
+    let from = window_start(window, now);
     h.fail_times.iter().filter(|&&t| t > from).count()
 }
 
@@ -210,7 +216,7 @@ pub fn record_failure(h: &mut HostState, limit: u32, window: u64, block_time: u6
     if h.block.is_some() || limit == 0 {
         return false;
     }
-    let from = now.saturating_sub(secs(window));
+    let from = window_start(window, now);
     h.fail_times.retain(|&t| t > from);
     h.fail_times.push(now);
     let keep = limit as usize;
@@ -365,6 +371,12 @@ mod tests {
         assert!(block_at(&h, 662 * m).is_none());
         assert!(!record_failure(&mut h, 3, 60, 600, 700 * m));
         assert_eq!(failures_at(&h, 60, 700 * m), 1);
+        // a window of 0: failures count however old
+        let mut h = HostState::new(b"198.51.100.8");
+        assert!(!record_failure(&mut h, 2, 0, 0, 0));
+        assert_eq!(failures_at(&h, 0, 1_000_000 * m), 1);
+        assert!(record_failure(&mut h, 2, 0, 0, 1_000_000 * m));
+        assert_eq!(block_at(&h, i64::MAX).map(|b| b.until), Some(None), "0: until unblocked");
     }
 
     #[test]

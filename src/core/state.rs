@@ -820,6 +820,29 @@ mod tests {
         out
     }
 
+    /// Accounts and hosts share the record files but never read each
+    /// other's: a record of another kind is damage, not state.
+    #[test]
+    fn a_file_of_another_kind_is_damage_not_state() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(&d);
+        let hosts = crate::hosts::Hosts::open(&d.path().join("sub/ua.db"), true, false).unwrap();
+        assert_eq!(std::fs::metadata(hosts.dir()).unwrap().mode() & 0o777, 0o700);
+        let mut h = crate::hosts::HostState::new(b"alice");
+        h.fail_times = vec![1, 2];
+        hosts.update(b"alice", false, |_| Ok((Some(h.clone()), ()))).unwrap();
+        hosts.update(b"alice", false, |cur| Ok((cur, ()))).unwrap();
+        assert_eq!(hosts.get(b"alice").unwrap(), Some(h));
+        std::fs::copy(hosts.dir().join("alice"), s.dir().join("alice")).unwrap();
+        let e = s.get(b"alice").unwrap_err().to_string();
+        assert!(e.contains("not a useraudit account file") && e.contains("activate"), "{e}");
+        std::fs::remove_file(s.dir().join("alice")).unwrap();
+        put(&s, &sample());
+        std::fs::copy(s.dir().join("alice"), hosts.dir().join("alice")).unwrap();
+        let e = hosts.get(b"alice").unwrap_err().to_string();
+        assert!(e.contains("not a useraudit host file") && e.contains("unblock"), "{e}");
+    }
+
     #[test]
     fn round_trip_modes_and_listing() {
         let d = tempfile::tempdir().unwrap();
