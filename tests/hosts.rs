@@ -439,3 +439,26 @@ fn eight_processes_at_once_count_every_failure_of_a_host_once() {
     failed.sort_by_key(|e| e["id"].as_i64().unwrap());
     assert!(failed.iter().any(|e| e["time"] == row["blocked_at"]), "blocked by one of the failures: {row}");
 }
+
+#[test]
+fn the_report_marks_blocked_and_trusted_hosts_and_metrics_count_blocks() {
+    if missing_tools() {
+        return;
+    }
+    let sb = Sandbox::with_config("", "host_failure_limit = 2\ntrusted_hosts = [\"192.0.2.0/24\"]\n");
+    for _ in 0..2 {
+        assert!(!attempt(&sb, "alice", BAD, "203.0.113.5").ok);
+        assert!(!attempt(&sb, "alice", BAD, "192.0.2.5").ok);
+    }
+    assert!(!attempt(&sb, "alice", BAD, "198.51.100.5").ok);
+    let r: Value = serde_json::from_str(&sb.admin_ok(&["report", "--format", "json"])).unwrap();
+    let mark = |h: &str| {
+        r["top_hosts"].as_array().unwrap().iter().find(|x| x["rhost"] == h).unwrap_or_else(|| panic!("{h}: {r}"))["mark"]
+            .clone()
+    };
+    assert_eq!(mark("203.0.113.5"), "blocked");
+    assert_eq!(mark("192.0.2.5"), "trusted");
+    assert_eq!(mark("198.51.100.5"), Value::Null);
+    let m = sb.admin_ok(&["metrics"]);
+    assert!(m.contains("\nuseraudit_blocked_hosts 1\n"), "{m}");
+}
