@@ -56,6 +56,7 @@ fn success_and_failure_are_logged_with_items() {
             "failures",
             "last_failure",
             "last_login",
+            "lock_scope",
             "locked_at",
             "note",
             "password_changed",

@@ -309,6 +309,9 @@ pub struct StatusRow {
     pub exempt: bool,
     /// May this account log in now, as far as useraudit is concerned.
     pub may_login: bool,
+    /// Whom the lock or disable refuses: "all", "untrusted" (a lock from
+    /// failures on untrusted hosts only: trusted hosts get in), or None.
+    pub lock_scope: Option<&'static str>,
 }
 
 fn status_row(cfg: &Config, a: &Account, is_exempt: bool, now: i64) -> StatusRow {
@@ -340,6 +343,7 @@ fn status_row(cfg: &Config, a: &Account, is_exempt: bool, now: i64) -> StatusRow
         password_days_left: expires.map(|d| d - policy::day_of(now)),
         exempt: is_exempt,
         may_login: is_exempt || standing == Standing::Active,
+        lock_scope: if standing == Standing::Active { None } else { policy::lock_scope(a).map(|s| s.as_str()) },
     }
 }
 

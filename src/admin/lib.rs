@@ -2,12 +2,14 @@
 //!
 //! [`store`] owns all SQL (schema, the merge of the spool, queries,
 //! retention); [`commands`] is the core of each command over the account
-//! state files and the store; [`daemon`] keeps the merge running (the
+//! state files and the store; [`hosts`] the remote-host state (`hosts`,
+//! `block`, `unblock`); [`daemon`] keeps the merge running (the
 //! live log) and wakes `log --follow`. `main.rs` is the thin shell: arguments,
 //! output formats and exit codes. The login path never reaches this crate.
 #![forbid(unsafe_code)]
 
 pub mod commands;
+pub mod hosts;
 pub mod metrics;
 pub mod report;
 pub mod daemon;

@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use useraudit_admin::commands::{self, Activated, AdminError, StatusRow};
+use useraudit_admin::hosts::HostRow;
 use useraudit_admin::report;
 use useraudit_core::config::Config;
 use useraudit_admin::store::{Entry, LogQuery};
@@ -162,6 +163,27 @@ enum Command {
     },
     /// Merge the log spool into the database as entries arrive, in the foreground, until SIGTERM (for systemd)
     Daemon,
+    /// Remote hosts with recorded failures or blocks, and their state
+    Hosts {
+        /// Only hosts blocked now
+        #[arg(long)]
+        blocked: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: LogFormat,
+    },
+    /// Block a remote host (an address, an IPv6 network of host_ipv6_prefix, or a name) until unblock
+    Block {
+        #[arg(value_parser = text_arg())]
+        host: Text,
+        /// Why (shown by hosts)
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Lift the block of remote hosts and forget their failures
+    Unblock {
+        #[arg(required = true, value_parser = text_arg())]
+        hosts: Vec<Text>,
+    },
 }
 
 /// How a run ends: the documented exit codes, in one place.
@@ -286,6 +308,9 @@ fn run(cli: Cli) -> Result<Exit, AdminError> {
         Command::Check => check(&cfg, &mut out)?,
         Command::Report { since, until, format, ascii } => report_cmd(&cfg, &mut out, since, until, format, ascii, now)?,
         Command::Metrics { output } => metrics(&cfg, &mut out, output, now)?,
+        Command::Hosts { blocked, format } => hosts_cmd(&cfg, &mut out, blocked, format, now)?,
+        Command::Block { host, reason } => block(&cfg, &mut out, &host.0, reason.as_deref(), now)?,
+        Command::Unblock { hosts } => unblock(&cfg, &mut out, &hosts, now)?,
         Command::Daemon => unreachable!("handled above"),
     };
     out.done()?;
@@ -715,6 +740,79 @@ fn metrics(cfg: &Config, out: &mut Out, output: Option<PathBuf>, now: i64) -> Re
     Ok(Exit::Success)
 }
 
+/// `hosts`: every host with recorded state; hosts whose files cannot be
+/// read are reported on stderr, and the exit code is then 1.
+fn hosts_cmd(cfg: &Config, out: &mut Out, blocked: bool, format: LogFormat, now: i64) -> Result<Exit, AdminError> {
+    let db = commands::open_store(cfg)?;
+    warn_unmerged(&db);
+    let (rows, problems) = useraudit_admin::hosts::list(cfg, blocked, now)?;
+    let fields = |r: &HostRow, text: fn(&[u8]) -> String, absent: &str| -> Vec<String> {
+        let t = |v: Option<i64>| v.map(rfc3339).unwrap_or_else(|| absent.into());
+        let reason = match (r.reason, &r.note) {
+            (Some(x), Some(n)) if absent == "-" => format!("{x}: {}", text(n)),
+            (Some(x), _) => x.into(),
+            (None, _) => absent.into(),
+        };
+        vec![text(&r.host), r.state.into(), reason, r.failures.to_string(), t(r.last_failure), t(r.blocked_at), t(r.unblocks_at)]
+    };
+    match format {
+        LogFormat::Table => table(
+            out,
+            &["HOST", "STATE", "REASON", "FAILURES", "LAST FAILURE", "BLOCKED AT", "UNBLOCKS AT"],
+            rows.iter().map(|r| fields(r, escape_visible, "-")).collect(),
+        )?,
+        LogFormat::Csv => {
+            out.line("host,state,reason,failures,last_failure,blocked_at,unblocks_at")?;
+            for r in &rows {
+                out.line(&fields(r, escape, "").iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","))?;
+            }
+        }
+        LogFormat::Json => out.line(&json_text(&Value::Array(
+            rows.iter()
+                .map(|r| {
+                    json!({
+                        "host": jstr(&r.host),
+                        "state": r.state,
+                        "reason": r.reason,
+                        "note": jopt(&r.note),
+                        "failures": r.failures,
+                        "last_failure": jtime(r.last_failure),
+                        "blocked_at": jtime(r.blocked_at),
+                        "unblocks_at": jtime(r.unblocks_at),
+                    })
+                })
+                .collect(),
+        )))?,
+    }
+    for p in &problems {
+        report(p);
+    }
+    Ok(if problems.is_empty() { Exit::Success } else { Exit::Error })
+}
+
+fn block(cfg: &Config, out: &mut Out, host: &[u8], reason: Option<&str>, now: i64) -> Result<Exit, AdminError> {
+    let db = commands::open_store(cfg)?;
+    warn_unmerged(&db);
+    let (key, newly) = useraudit_admin::hosts::block(cfg, host, reason, now)?;
+    let key = escape_visible(&key);
+    out.line(&if newly { format!("{key}: blocked") } else { format!("{key}: already blocked; now blocked by hand") })?;
+    if cfg.host_failure_limit == 0 {
+        eprintln!("useraudit-admin: warning: host_failure_limit is 0: the module does not look at hosts, so the block has no effect until it is set");
+    }
+    Ok(Exit::Success)
+}
+
+fn unblock(cfg: &Config, out: &mut Out, hosts: &[Text], now: i64) -> Result<Exit, AdminError> {
+    let db = commands::open_store(cfg)?;
+    warn_unmerged(&db);
+    for h in hosts {
+        let (key, was) = useraudit_admin::hosts::unblock(cfg, &h.0, now)?;
+        let key = escape_visible(&key);
+        out.line(&if was { format!("{key}: unblocked") } else { format!("{key}: not blocked (its failures were forgotten)") })?;
+    }
+    Ok(Exit::Success)
+}
+
 /// Commands that do not show the log go on when the spool cannot be
 /// merged (an administrator re-activating an account must not be stopped
 /// by it), with a warning.
@@ -878,6 +976,7 @@ fn status_json(r: &StatusRow) -> Value {
         "password_changed": jtime(r.password_changed),
         "password_expires": jtime(r.password_expires),
         "unlocks_at": jtime(r.unlocks_at),
+        "lock_scope": r.lock_scope,
     })
 }
 
@@ -893,6 +992,7 @@ fn print_status_table(out: &mut Out, rows: &[StatusRow]) -> Result<(), AdminErro
         "UNLOCKS AT",
         "PASSWORD CHANGED",
         "PASSWORD EXPIRES",
+        "LOCK SCOPE",
     ];
     let cells = rows
         .iter()
@@ -919,6 +1019,7 @@ fn print_status_table(out: &mut Out, rows: &[StatusRow]) -> Result<(), AdminErro
                 time_or_dash(r.unlocks_at),
                 r.password_changed.map(date).unwrap_or_else(|| "-".into()),
                 expires,
+                r.lock_scope.unwrap_or("-").into(),
             ]
         })
         .collect();

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub accounts: [u64; 3],
     /// Bytes and entries waiting in the spool; None when it cannot be read.
     pub backlog: Option<(u64, u64)>,
+    /// Remote hosts blocked now; None when hosts are not counted.
+    pub blocked_hosts: Option<u64>,
 }
 
 /// Gather the metrics of an opened database (its spool already merged,
@@ -63,7 +65,8 @@ pub fn snapshot_of(cfg: &Config, store: Option<&Store>, accts: &Accounts, merged
         accounts[i] += 1;
     }
     let backlog = useraudit_core::spool::backlog(&cfg.database).ok();
-    Ok(Snapshot { attempts, merge, merged, accounts, backlog })
+    let blocked_hosts = (cfg.host_failure_limit > 0).then(|| crate::hosts::Marks::new(cfg, now).blocked());
+    Ok(Snapshot { attempts, merge, merged, accounts, backlog, blocked_hosts })
 }
 
 /// A label value in the exposition format: the stored bytes escaped as
@@ -141,6 +144,10 @@ pub fn render(s: &Snapshot) -> String {
     family(&mut out, "useraudit_accounts", "gauge", "Accounts with recorded state, by their state now.");
     for (state, n) in ["active", "locked", "disabled"].iter().zip(s.accounts) {
         out.push_str(&format!("useraudit_accounts{{state=\"{state}\"}} {n}\n"));
+    }
+    if let Some(n) = s.blocked_hosts {
+        family(&mut out, "useraudit_blocked_hosts", "gauge", "Remote hosts blocked now (host_failure_limit or block).");
+        out.push_str(&format!("useraudit_blocked_hosts {n}\n"));
     }
     if let Some((bytes, entries)) = s.backlog {
         family(
@@ -236,6 +243,7 @@ mod tests {
             merged: true,
             accounts: [1, 2, 3],
             backlog: Some((0, 0)),
+            blocked_hosts: Some(2),
         };
         let t = render(&s);
         assert!(
@@ -243,6 +251,7 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("service=\"sshd\",reason=\"auth\"} 4\n"), "{t}");
+        assert!(t.contains("\nuseraudit_blocked_hosts 2\n"), "{t}");
         assert!(t.contains("useraudit_last_merge_timestamp_seconds 1.500000\n"), "{t}");
         assert!(t.contains("useraudit_accounts{state=\"disabled\"} 3\n"), "{t}");
     }

@@ -138,12 +138,10 @@ pub struct Report {
     pub new_hosts_total: u64,
 }
 
-/// The hook for a host feature (blocking or trusting remote hosts): the
-/// mark of `host` in the top list, "blocked" or "trusted". useraudit has
-/// no such feature yet, so no host is marked; when one is added, it
-/// answers here, and the table and JSON show it.
-pub fn host_mark(_host: &[u8]) -> Option<&'static str> {
-    None
+/// The mark of `host` in the top list: "blocked" (blocked now by
+/// `host_failure_limit` or `block`) or "trusted" (in `trusted_hosts`).
+pub fn host_mark(marks: &crate::hosts::Marks, host: &[u8]) -> Option<&'static str> {
+    marks.of(host)
 }
 
 /// The chart's unit for a span.
@@ -308,10 +306,16 @@ pub fn build(store: &Store, accounts: &Accounts, cfg: &Config, since: i64, until
     let new_hosts_total = new_hosts.len() as u64;
     new_hosts.truncate(NEW_HOSTS_MAX);
 
+    let marks = crate::hosts::Marks::new(cfg, now);
     let top_hosts = hosts
         .top(TOP)
         .into_iter()
-        .map(|(host, failures, successes)| HostRow { host: host.to_vec(), failures, successes, mark: host_mark(host) })
+        .map(|(host, failures, successes)| HostRow {
+            host: host.to_vec(),
+            failures,
+            successes,
+            mark: host_mark(&marks, host),
+        })
         .collect();
     Ok(Report {
         since,

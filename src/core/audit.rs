@@ -5,6 +5,7 @@
 
 use crate::config::{Config, ConfigError, Mode, ModuleArgs, OnError, PasswordSource};
 use crate::files::FileError;
+use crate::hosts::{self, Host, HostState, Hosts};
 use crate::notify::{self, Event, Notice};
 use crate::policy::{self, Account, LogReason, LoginCheck, PasswordChange, Reason};
 use crate::spool::{self, NewEntry};
@@ -116,6 +117,9 @@ pub struct Session {
     cfg: Option<Result<Rc<Config>, ConfigError>>,
     /// The account state directory, checked, for this database path.
     accounts: Option<(std::path::PathBuf, Accounts)>,
+    /// The host state directory, the same way (opened only when hosts
+    /// are counted).
+    hosts: Option<(std::path::PathBuf, Hosts)>,
     mark: Option<LoginMark>,
     pending_change: Option<PendingChange>,
     /// The NSS answer for the name last looked up, so the hooks of one
@@ -132,6 +136,7 @@ impl Default for Session {
             key: Vec::new(),
             cfg: None,
             accounts: None,
+            hosts: None,
             mark: None,
             user: None,
             lookup: sys::lookup_user,
@@ -341,12 +346,18 @@ pub fn handle(
     // "allow" is for storage the administrator's system broke, never for
     // errors a caller can cause.
     let on_error_policy = if attempt.caller_limited { OnError::Deny } else { cfg.on_error };
-    let ctx = Ctx { cfg: &cfg, attempt, hook, now, log: &log, on_error: on_error_policy };
+    // Only when hosts are counted or trusted: otherwise a login never
+    // looks at its remote host (nor at DATABASE.hosts/).
+    let host = (cfg.host_failure_limit > 0 || !cfg.trusted_hosts.is_empty())
+        .then(|| hosts::host_of(attempt.rhost.as_deref(), &cfg.trusted_hosts, cfg.host_ipv6_prefix))
+        .flatten();
+    let ctx = Ctx { cfg: &cfg, attempt, hook, now, log: &log, on_error: on_error_policy, host };
     let result = run(session, &ctx, root);
     let mut out = match result {
         Ok(o) => o,
         Err(e) => {
             session.accounts = None;
+            session.hosts = None;
             if !root && e.denied() {
                 log.always(Priority::Debug, &format!("not root and cannot use the state files or spool; allowing: {e}"));
                 return on_error(hook, OnError::Allow);
@@ -389,6 +400,8 @@ struct Ctx<'a> {
     log: &'a Log<'a>,
     /// `on_error` for this attempt (see [`Attempt::caller_limited`]).
     on_error: OnError,
+    /// The remote host, when hosts are counted or trusted.
+    host: Option<Host>,
 }
 
 impl Ctx<'_> {
@@ -417,6 +430,20 @@ impl Ctx<'_> {
     fn logf(&self) -> impl Fn(Priority, &str) + '_ {
         |p, m| self.log.at(p, m)
     }
+    /// The attempt comes from a host in `trusted_hosts`.
+    fn trusted(&self) -> bool {
+        self.host.as_ref().is_some_and(|h| h.trusted)
+    }
+    /// The host whose failures count and which may be blocked.
+    fn counted_host(&self) -> Option<&Host> {
+        self.host.as_ref().filter(|h| !h.trusted && self.cfg.host_failure_limit > 0)
+    }
+    /// A lock from `login_failure_limit` does not refuse this attempt: root
+    /// on this machine, or a trusted host while the lock came from
+    /// untrusted ones.
+    fn spared(&self, acc: &Account) -> bool {
+        self.root_caller() || policy::lock_spares(acc, self.trusted())
+    }
 }
 
 /// The checked account state directory (the database's directory is
@@ -429,6 +456,67 @@ fn accounts<'s>(session: &'s mut Session, cfg: &Config, root: bool) -> Result<&'
         session.accounts = Some((cfg.database.clone(), Accounts::open(&cfg.database, true, root)?));
     }
     Ok(&session.accounts.as_ref().expect("just opened").1)
+}
+
+/// The checked host state directory (as [`accounts`]).
+fn hosts_dir<'s>(session: &'s mut Session, cfg: &Config, root: bool) -> Result<&'s Hosts, FileError> {
+    if session.hosts.as_ref().is_some_and(|(p, _)| *p != cfg.database) {
+        session.hosts = None;
+    }
+    if session.hosts.is_none() {
+        session.hosts = Some((cfg.database.clone(), Hosts::open(&cfg.database, true, root)?));
+    }
+    Ok(&session.hosts.as_ref().expect("just opened").1)
+}
+
+/// The refusal of an attempt from a blocked host (preauth, authsucc and
+/// the account stack), logged as `host_blocked`; None when the host is not
+/// blocked. Such attempts are not counted: they do not extend the block.
+fn host_refusal(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    root: bool,
+    typed: &[u8],
+    method: &[u8],
+) -> Result<Option<Outcome>, FileError> {
+    let Some(h) = ctx.counted_host() else { return Ok(None) };
+    let Some(state) = hosts_dir(session, ctx.cfg, root)?.get(&h.key)? else { return Ok(None) };
+    if hosts::block_at(&state, ctx.now).is_none() {
+        return Ok(None);
+    }
+    // Decided from readable state: a refusal whatever the spool says.
+    log_attempt(ctx, &ctx.entry(typed, false, Some(LogReason::HostBlocked), method), false);
+    ctx.log.at(Priority::Debug, &format!("refused: host {} is blocked", escape(&h.key)));
+    Ok(Some(Outcome::plain(refused_verdict(ctx.hook, LogReason::HostBlocked))))
+}
+
+/// Count a failed attempt against its remote host, and block the host at
+/// `host_failure_limit` (announced once, by the failure that blocks it).
+fn count_host_failure(session: &mut Session, ctx: &Ctx<'_>, root: bool, user: &[u8]) -> Result<(), FileError> {
+    let Some(h) = ctx.counted_host() else { return Ok(()) };
+    let cfg = ctx.cfg;
+    let blocked_now = hosts_dir(session, cfg, root)?.update(&h.key, false, |cur| {
+        let mut s = cur.unwrap_or_else(|| HostState::new(&h.key));
+        let limit = cfg.host_failure_limit;
+        let b = hosts::record_failure(&mut s, limit, cfg.host_failure_window, cfg.host_block_time, ctx.now);
+        Ok((Some(s), b))
+    })?;
+    if blocked_now {
+        ctx.log.at(
+            Priority::Warning,
+            &format!("host {} blocked after {} failed attempts", escape(&h.key), cfg.host_failure_limit),
+        );
+        notify(cfg, &ctx.logf(), &ctx.notice(user, Event::HostBlocked, cfg.host_failure_limit));
+    }
+    Ok(())
+}
+
+/// As [`count_host_failure`] for an attempt that is refused anyway: an
+/// error is logged and changes nothing in the answer.
+fn count_refused(session: &mut Session, ctx: &Ctx<'_>, root: bool, user: &[u8]) {
+    if let Err(e) = count_host_failure(session, ctx, root, user) {
+        ctx.log.at(Priority::Err, &format!("{e}"));
+    }
 }
 
 /// Append an attempt to the log spool (of an account, or of a name that is
@@ -478,128 +566,34 @@ fn log_attempt(ctx: &Ctx<'_>, e: &NewEntry<'_>, account: bool) -> bool {
     }
 }
 
+/// One call of a hook: what it applies to, then the hook's own function.
 fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, FileError> {
-    let cfg = ctx.cfg;
-    let a = ctx.attempt;
-    let hook = ctx.hook;
-    if hook == Hook::Auth(None) {
-        ctx.log.at(Priority::Err, "auth line without a mode word (preauth, authfail or authsucc); ignored");
-        return Ok(Outcome::plain(Verdict::Ignore));
-    }
-    if let Hook::Password { update } = hook {
-        if !update {
-            return Ok(Outcome::plain(Verdict::Ignore));
-        }
-    }
-    if hook == Hook::Account {
-        if let Some(svc) = &a.service {
-            if cfg.ignore_services.iter().any(|s| s.as_bytes() == svc.as_slice()) {
-                return Ok(Outcome::plain(Verdict::Ignore));
-            }
-        }
-    }
-    let Some(typed) = a.user.clone() else {
-        ctx.log.at(Priority::Err, "no user name (PAM_USER is not set); ignored");
-        return Ok(Outcome::plain(match hook {
-            Hook::Auth(Some(Mode::Authfail)) => Verdict::AuthErr,
-            _ => Verdict::Ignore,
-        }));
+    let typed = match applies(ctx) {
+        Ok(typed) => typed,
+        Err(answer) => return Ok(answer),
     };
-    let method = method_for(a, hook);
-    let info = match &session.user {
-        Some((n, info)) if *n == typed => info.clone(),
-        _ => {
-            session.user = None;
-            match (session.lookup)(&typed) {
-                Lookup::Found(u) => {
-                    session.user = Some((typed.clone(), Some(u.clone())));
-                    Some(u)
-                }
-                Lookup::NotFound => {
-                    session.user = Some((typed.clone(), None));
-                    None
-                }
-                // Not "no such account": nothing would be counted and
-                // preauth would pass a locked account.
-                Lookup::Error(e) => return Err(nss_error("cannot look the user up", e)),
-            }
-        }
+    let method = method_for(ctx.attempt, ctx.hook);
+    let checks_host = match ctx.hook {
+        Hook::Auth(Some(Mode::Preauth | Mode::Authsucc)) => true,
+        // Not again for a login authsucc has just let in.
+        Hook::Account => session.mark.is_none(),
+        _ => false,
     };
-    let Some(info) = info else {
+    if checks_host {
+        if let Some(refused) = host_refusal(session, ctx, root, &typed, &method)? {
+            return Ok(refused);
+        }
+    }
+    let Some(info) = look_up(session, &typed)? else {
         return unknown_user(session, ctx, root, &typed, &method);
     };
-    let is_exempt = exemption(cfg, &info).map_err(|e| nss_error("cannot look up the exempt groups", e))?;
-    let root_caller = ctx.root_caller();
-    let name = info.name.clone();
-    match hook {
-        Hook::Auth(Some(Mode::Preauth)) => {
-            if is_exempt {
-                return Ok(Outcome::plain(Verdict::Success));
-            }
-            let accts = accounts(session, cfg, root)?;
-            let Some(mut acc) = accts.get(&name)? else {
-                return Ok(Outcome::plain(Verdict::Success));
-            };
-            if policy::has_future_times(&acc, ctx.now) {
-                // Recorded while the clock was ahead: from now on they
-                // count as now (a refused attempt writes nothing else, so
-                // a lock would otherwise last until that future time).
-                // Decided from the corrected copy even if it cannot be written.
-                policy::clamp_future_times(&mut acc, ctx.now);
-                let written = accts.update(&name, false, |cur| {
-                    let mut a = cur.unwrap_or_else(|| acc.clone());
-                    policy::clamp_future_times(&mut a, ctx.now);
-                    Ok((Some(a.clone()), a))
-                });
-                match written {
-                    Ok(a) => acc = a,
-                    Err(e) => ctx.log.at(Priority::Err, &format!("{e}; decided from the last written state")),
-                }
-            }
-            let standing = policy::standing(&acc, cfg, ctx.now);
-            let Some(reason) = policy::refusal_for(standing, root_caller) else {
-                return Ok(Outcome::plain(Verdict::Success));
-            };
-            // Decided from readable state: a refusal whatever the spool says.
-            log_attempt(ctx, &ctx.entry(&typed, false, Some(reason), &method), true);
-            ctx.log
-                .at(Priority::Notice, &format!("refused {} before authentication: {}", escape(&name), reason.as_str()));
-            let texts = policy::refusal_text(&acc, standing, ctx.now);
-            Ok(Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() })
-        }
-        Hook::Auth(Some(Mode::Authfail)) => {
-            let accts = accounts(session, cfg, root)?;
-            // Counted first: the count is what locks, and it is rewritten
-            // in place (no new disk space), while the log entry needs room
-            // that a full disk or an attacker's flood may have taken. An
-            // entry that cannot be logged is reported; the answer is a
-            // refusal either way.
-            let counted = accts.update(&name, false, |cur| {
-                let mut acc = cur.unwrap_or_else(|| Account::new(&name, ctx.now));
-                let o = policy::record_failure(&mut acc, cfg, ctx.now, is_exempt);
-                let failures = acc.failures;
-                // Not counted: the account was already locked or disabled,
-                // a lock that landed after preauth let this attempt on.
-                // The right password gets the refusal text then (see
-                // `login`); a wrong one gets the same, so that the answer
-                // does not tell them apart.
-                let texts = if !o.counted && !is_exempt {
-                    policy::refusal_text(&acc, policy::standing(&acc, cfg, ctx.now), ctx.now)
-                } else {
-                    Vec::new()
-                };
-                Ok((Some(acc), (o, failures, texts)))
-            });
-            log_attempt(ctx, &ctx.entry(&typed, false, Some(LogReason::Auth), &method), true);
-            let (outcome, failures, texts) = counted?;
-            ctx.log.at(Priority::Debug, &format!("failure {} for {}", failures, escape(&name)));
-            if outcome.locked_now {
-                announce(cfg, &ctx.logf(), &ctx.notice(&name, Event::Locked, failures), "locked after failed logins");
-            }
-            Ok(Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() })
-        }
+    let is_exempt = exemption(ctx.cfg, &info).map_err(|e| nss_error("cannot look up the exempt groups", e))?;
+    let name = info.name;
+    match ctx.hook {
+        Hook::Auth(Some(Mode::Preauth)) => preauth(session, ctx, root, &typed, &name, is_exempt, &method),
+        Hook::Auth(Some(Mode::Authfail)) => authfail(session, ctx, root, &typed, &name, is_exempt, &method),
         Hook::Auth(Some(Mode::Authsucc)) | Hook::Account => {
-            if hook == Hook::Account {
+            if ctx.hook == Hook::Account {
                 if let Some(mark) = session.mark.take() {
                     if mark.user == name {
                         return Ok(finish_marked(ctx, mark, &method));
@@ -608,40 +602,183 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
             }
             login(session, ctx, root, &typed, &name, is_exempt, &method)
         }
-        Hook::Password { .. } => {
-            if !a.authtok {
-                return Ok(Outcome::plain(Verdict::Ignore));
-            }
-            if cfg.password_change_source == PasswordSource::Shadow {
-                // pam_unix stamps today's day in shadow on success; if it did
-                // not, the change failed and nothing is recorded.
-                if let ShadowChange::Day(d) = sys::shadow_change(&name) {
-                    if d != policy::day_of(ctx.now) {
-                        ctx.log.at(Priority::Debug, "shadow not updated today; password change not recorded");
-                        return Ok(Outcome::plain(Verdict::Ignore));
-                    }
-                }
-            }
-            // A login of this handle that was asked for the change is
-            // complete now.
-            let pending = session.pending_change.take_if(|p| p.user == name);
-            accounts(session, cfg, root)?.update(&name, false, |cur| {
-                let mut acc = cur.unwrap_or_else(|| Account::new(&name, ctx.now));
-                policy::password_changed(&mut acc, ctx.now);
-                if pending.is_some() {
-                    policy::complete_change(&mut acc, cfg, ctx.now);
-                }
-                Ok((Some(acc), ()))
-            })?;
-            ctx.log.at(Priority::Info, &format!("password change recorded for {}", escape(&name)));
-            if let Some(p) = pending {
-                log_attempt(ctx, &ctx.entry(&p.typed, true, None, &p.method), true);
-                ctx.log.at(Priority::Info, &format!("{} changed the expired password and logged in", escape(&name)));
-            }
-            Ok(Outcome::plain(Verdict::Success))
-        }
+        Hook::Password { .. } => password(session, ctx, root, &name),
         Hook::Auth(None) => Ok(Outcome::plain(Verdict::Ignore)),
     }
+}
+
+/// The name as typed when the hook has something to do for this attempt;
+/// otherwise the answer without doing anything.
+fn applies(ctx: &Ctx<'_>) -> Result<Vec<u8>, Outcome> {
+    let a = ctx.attempt;
+    match ctx.hook {
+        Hook::Auth(None) => {
+            ctx.log.at(Priority::Err, "auth line without a mode word (preauth, authfail or authsucc); ignored");
+            return Err(Outcome::plain(Verdict::Ignore));
+        }
+        Hook::Password { update: false } => return Err(Outcome::plain(Verdict::Ignore)),
+        Hook::Account if a.service.as_ref().is_some_and(|svc| ignored_service(ctx.cfg, svc)) => {
+            return Err(Outcome::plain(Verdict::Ignore));
+        }
+        _ => {}
+    }
+    a.user.clone().ok_or_else(|| {
+        ctx.log.at(Priority::Err, "no user name (PAM_USER is not set); ignored");
+        Outcome::plain(match ctx.hook {
+            Hook::Auth(Some(Mode::Authfail)) => Verdict::AuthErr,
+            _ => Verdict::Ignore,
+        })
+    })
+}
+
+/// A service whose account checks are not logins (`ignore_services`).
+fn ignored_service(cfg: &Config, svc: &[u8]) -> bool {
+    cfg.ignore_services.iter().any(|s| s.as_bytes() == svc)
+}
+
+/// The account NSS knows by this name (None: no such account), asked once
+/// per login.
+fn look_up(session: &mut Session, typed: &[u8]) -> Result<Option<UserInfo>, FileError> {
+    if let Some((n, info)) = &session.user {
+        if n == typed {
+            return Ok(info.clone());
+        }
+    }
+    session.user = None;
+    let info = match (session.lookup)(typed) {
+        Lookup::Found(u) => Some(u),
+        Lookup::NotFound => None,
+        // Not "no such account": nothing would be counted and
+        // preauth would pass a locked account.
+        Lookup::Error(e) => return Err(nss_error("cannot look the user up", e)),
+    };
+    session.user = Some((typed.to_vec(), info.clone()));
+    Ok(info)
+}
+
+/// `preauth`: refuse a locked or disabled account before any password.
+fn preauth(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    root: bool,
+    typed: &[u8],
+    name: &[u8],
+    is_exempt: bool,
+    method: &[u8],
+) -> Result<Outcome, FileError> {
+    if is_exempt {
+        return Ok(Outcome::plain(Verdict::Success));
+    }
+    let accts = accounts(session, ctx.cfg, root)?;
+    let Some(mut acc) = accts.get(name)? else {
+        return Ok(Outcome::plain(Verdict::Success));
+    };
+    if policy::has_future_times(&acc, ctx.now) {
+        // Recorded while the clock was ahead: from now on they
+        // count as now (a refused attempt writes nothing else, so
+        // a lock would otherwise last until that future time).
+        // Decided from the corrected copy even if it cannot be written.
+        policy::clamp_future_times(&mut acc, ctx.now);
+        let written = accts.update(name, false, |cur| {
+            let mut a = cur.unwrap_or_else(|| acc.clone());
+            policy::clamp_future_times(&mut a, ctx.now);
+            Ok((Some(a.clone()), a))
+        });
+        match written {
+            Ok(a) => acc = a,
+            Err(e) => ctx.log.at(Priority::Err, &format!("{e}; decided from the last written state")),
+        }
+    }
+    let standing = policy::standing(&acc, ctx.cfg, ctx.now);
+    let Some(reason) = policy::refusal_for(standing, ctx.spared(&acc)) else {
+        return Ok(Outcome::plain(Verdict::Success));
+    };
+    // Decided from readable state: a refusal whatever the spool says.
+    log_attempt(ctx, &ctx.entry(typed, false, Some(reason), method), true);
+    count_refused(session, ctx, root, typed);
+    ctx.log.at(Priority::Notice, &format!("refused {} before authentication: {}", escape(name), reason.as_str()));
+    let texts = policy::refusal_text(&acc, standing, ctx.now);
+    Ok(Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() })
+}
+
+/// `authfail`: the password module failed; count the failure and log it.
+fn authfail(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    root: bool,
+    typed: &[u8],
+    name: &[u8],
+    is_exempt: bool,
+    method: &[u8],
+) -> Result<Outcome, FileError> {
+    let cfg = ctx.cfg;
+    let accts = accounts(session, cfg, root)?;
+    // Counted first: the count is what locks, and it is rewritten
+    // in place (no new disk space), while the log entry needs room
+    // that a full disk or an attacker's flood may have taken. An
+    // entry that cannot be logged is reported; the answer is a
+    // refusal either way.
+    let counted = accts.update(name, false, |cur| {
+        let mut acc = cur.unwrap_or_else(|| Account::new(name, ctx.now));
+        let o = policy::record_failure(&mut acc, cfg, ctx.now, is_exempt, ctx.trusted());
+        let failures = acc.failures;
+        // Not counted: the account was already locked or disabled,
+        // a lock that landed after preauth let this attempt on.
+        // The right password gets the refusal text then (see
+        // `login`); a wrong one gets the same, so that the answer
+        // does not tell them apart.
+        let texts = if !o.counted && !is_exempt {
+            policy::refusal_text(&acc, policy::standing(&acc, cfg, ctx.now), ctx.now)
+        } else {
+            Vec::new()
+        };
+        Ok((Some(acc), (o, failures, texts)))
+    });
+    log_attempt(ctx, &ctx.entry(typed, false, Some(LogReason::Auth), method), true);
+    let host_counted = count_host_failure(session, ctx, root, typed);
+    let (outcome, failures, texts) = counted?;
+    host_counted?;
+    ctx.log.at(Priority::Debug, &format!("failure {} for {}", failures, escape(name)));
+    if outcome.locked_now {
+        announce(cfg, &ctx.logf(), &ctx.notice(name, Event::Locked, failures), "locked after failed logins");
+    }
+    Ok(Outcome { verdict: Verdict::AuthErr, messages: texts.into_iter().map(Message::Error).collect() })
+}
+
+/// The password hook's update pass: record a successful change, and
+/// complete a login that was asked for it.
+fn password(session: &mut Session, ctx: &Ctx<'_>, root: bool, name: &[u8]) -> Result<Outcome, FileError> {
+    let cfg = ctx.cfg;
+    if !ctx.attempt.authtok {
+        return Ok(Outcome::plain(Verdict::Ignore));
+    }
+    if cfg.password_change_source == PasswordSource::Shadow {
+        // pam_unix stamps today's day in shadow on success; if it did
+        // not, the change failed and nothing is recorded.
+        if let ShadowChange::Day(d) = sys::shadow_change(name) {
+            if d != policy::day_of(ctx.now) {
+                ctx.log.at(Priority::Debug, "shadow not updated today; password change not recorded");
+                return Ok(Outcome::plain(Verdict::Ignore));
+            }
+        }
+    }
+    // A login of this handle that was asked for the change is
+    // complete now.
+    let pending = session.pending_change.take_if(|p| p.user == name);
+    accounts(session, cfg, root)?.update(name, false, |cur| {
+        let mut acc = cur.unwrap_or_else(|| Account::new(name, ctx.now));
+        policy::password_changed(&mut acc, ctx.now);
+        if pending.is_some() {
+            policy::complete_change(&mut acc, cfg, ctx.now);
+        }
+        Ok((Some(acc), ()))
+    })?;
+    ctx.log.at(Priority::Info, &format!("password change recorded for {}", escape(name)));
+    if let Some(p) = pending {
+        log_attempt(ctx, &ctx.entry(&p.typed, true, None, &p.method), true);
+        ctx.log.at(Priority::Info, &format!("{} changed the expired password and logged in", escape(name)));
+    }
+    Ok(Outcome::plain(Verdict::Success))
 }
 
 /// A name NSS does not know: logged, no state, not named in syslog.
@@ -662,6 +799,10 @@ fn unknown_user(
     // The directories are checked (as for a known account) before the spool is used.
     accounts(session, ctx.cfg, root)?;
     let logged = log_attempt(ctx, &ctx.entry(typed, success, (!success).then_some(LogReason::Auth), method), false);
+    if verdict == Verdict::AuthErr {
+        // A guessed name counts against its host like a wrong password.
+        count_host_failure(session, ctx, root, typed)?;
+    }
     if !logged && success {
         // A success that cannot be logged: the administrator's storage
         // broke (the error is in syslog); on_error decides.
@@ -683,7 +824,52 @@ fn login(
     method: &[u8],
 ) -> Result<Outcome, FileError> {
     let cfg = ctx.cfg;
+    let decided = decide_login(session, ctx, root, typed, name, is_exempt, method)?;
+    let check = decided.0;
+    let (success, reason) = match check {
+        LoginCheck::Allow { .. } => (true, None),
+        // Not a login yet: the password must be changed first. The
+        // password hook logs the success when it sees the change.
+        LoginCheck::ChangePassword => (false, Some(LogReason::PasswordExpired)),
+        LoginCheck::Refuse(r) => (false, Some(r)),
+        LoginCheck::Disable(r) => (false, Some(r.refusal())),
+    };
+    let logged = log_attempt(ctx, &ctx.entry(typed, success, reason, method), true);
+    let now = ctx.now;
+    let out = answer_login(session, ctx, typed, name, is_exempt, method, decided);
+    if matches!(check, LoginCheck::Refuse(_) | LoginCheck::Disable(_)) {
+        // Refused for a locked or disabled account: counts against the host.
+        count_refused(session, ctx, root, typed);
+    }
+    // The state has changed either way (and a disable was announced). A
+    // refusal stays a refusal whether or not its entry could be logged; a
+    // success that could not be logged is answered by on_error (the error
+    // is in syslog already).
+    if !logged && out.verdict == Verdict::Success {
+        return Err(FileError::new(&spool::path_for(&cfg.database), "the login above could not be logged"));
+    }
+    if ctx.hook != Hook::Account && out.verdict == Verdict::Success {
+        session.mark =
+            Some(LoginMark { user: name.to_vec(), time: now, typed: typed.to_vec(), method: method.to_vec(), check });
+    }
+    Ok(out)
+}
+
+/// Decide a login whose credentials were right from the account's state
+/// and record its effect: the verdict, the account as decided, and whether
+/// that was written.
+fn decide_login(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    root: bool,
+    typed: &[u8],
+    name: &[u8],
+    is_exempt: bool,
+    method: &[u8],
+) -> Result<(LoginCheck, Account, bool), FileError> {
+    let cfg = ctx.cfg;
     let root_caller = ctx.root_caller();
+    let trusted = ctx.trusted();
     // The shadow lookup is done before the transaction to keep it short.
     let shadow = (cfg.password_expiry_days > 0 && cfg.password_change_source == PasswordSource::Shadow)
         .then(|| password_change(cfg, &Account::new(name, ctx.now)));
@@ -706,14 +892,15 @@ fn login(
             Some((c, _)) => *c,
             None => password_change(cfg, &acc).0,
         };
-        let check = policy::check_login(&acc, cfg, ctx.now, change, is_exempt, root_caller);
+        let spared = root_caller || policy::lock_spares(&acc, trusted);
+        let check = policy::check_login(&acc, cfg, ctx.now, change, is_exempt, spared);
         policy::apply_login(&mut acc, check, cfg, ctx.now);
         // A refused attempt changes nothing; the others record their effect.
         let keep = clamped || !matches!(check, LoginCheck::Refuse(_));
         decided = Some((check, acc.clone()));
         Ok((keep.then(|| acc.clone()), (check, acc)))
     });
-    let (check, acc, written) = match (updated, decided) {
+    let decided = match (updated, decided) {
         (Ok(Written::Done((check, acc))), _) => (check, acc, true),
         (Ok(Written::Unwritten((check, acc), e)), _) => {
             ctx.log.at(Priority::Err, &format!("{e}; decided from the last written state, which was not changed"));
@@ -745,22 +932,35 @@ fn login(
             return Err(e);
         }
     };
-    let (success, reason) = match check {
-        LoginCheck::Allow { .. } => (true, None),
-        // Not a login yet: the password must be changed first. The
-        // password hook logs the success when it sees the change.
-        LoginCheck::ChangePassword => (false, Some(LogReason::PasswordExpired)),
-        LoginCheck::Refuse(r) => (false, Some(r)),
-        LoginCheck::Disable(r) => (false, Some(r.refusal())),
-    };
-    let logged = log_attempt(ctx, &ctx.entry(typed, success, reason, method), true);
+    Ok(decided)
+}
+
+/// The answer to a decided login: the verdict and the user's messages (a
+/// disable is announced here, once, by the login that wrote it).
+fn answer_login(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    typed: &[u8],
+    name: &[u8],
+    is_exempt: bool,
+    method: &[u8],
+    (check, acc, written): (LoginCheck, Account, bool),
+) -> Outcome {
+    let cfg = ctx.cfg;
     let now = ctx.now;
-    let out = match check {
+    let root_caller = ctx.root_caller();
+    let trusted = ctx.trusted();
+match check {
         LoginCheck::Allow { warn_days } => {
             if root_caller && !is_exempt && acc.state == policy::State::Locked {
                 ctx.log.at(
                     Priority::Notice,
                     &format!("{} is locked; let in for root on this machine (real uid 0, PAM_RUSER root, no PAM_RHOST)", escape(name)),
+                );
+            } else if trusted && !is_exempt && acc.state == policy::State::Locked {
+                ctx.log.at(
+                    Priority::Notice,
+                    &format!("{} is locked by failures from untrusted hosts; let in from a trusted host, the lock stays", escape(name)),
                 );
             }
             let messages = match (ctx.hook, warn_days) {
@@ -803,19 +1003,7 @@ fn login(
                 messages: texts.into_iter().map(Message::Error).collect(),
             }
         }
-    };
-    // The state has changed either way (and a disable was announced). A
-    // refusal stays a refusal whether or not its entry could be logged; a
-    // success that could not be logged is answered by on_error (the error
-    // is in syslog already).
-    if !logged && out.verdict == Verdict::Success {
-        return Err(FileError::new(&spool::path_for(&cfg.database), "the login above could not be logged"));
     }
-    if ctx.hook != Hook::Account && out.verdict == Verdict::Success {
-        session.mark =
-            Some(LoginMark { user: name.to_vec(), time: now, typed: typed.to_vec(), method: method.to_vec(), check });
-    }
-    Ok(out)
 }
 
 /// The account hook after `authsucc` let the same login in: the login is

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::hosts::Net;
 use crate::text::{format_duration, parse_duration};
 
 /// Default location of the configuration file.
@@ -61,6 +62,18 @@ pub struct Config {
     /// Where `useraudit-admin daemon` keeps the Prometheus metrics
     /// (node_exporter's textfile collector); None: nowhere.
     pub metrics_file: Option<PathBuf>,
+    /// The Nth failed attempt from one remote host within
+    /// `host_failure_window` blocks it; 0: hosts are not counted.
+    pub host_failure_limit: u32,
+    /// Seconds.
+    pub host_failure_window: u64,
+    /// Seconds; 0 = blocked until `useraudit-admin unblock`.
+    pub host_block_time: u64,
+    /// Addresses and networks never blocked, whose failures alone make a
+    /// lock that applies to them.
+    pub trusted_hosts: Vec<Net>,
+    /// IPv6 hosts are counted by this prefix length.
+    pub host_ipv6_prefix: u8,
 }
 
 impl Default for Config {
@@ -83,6 +96,11 @@ impl Default for Config {
             on_error: OnError::Allow,
             spool_max_bytes: SPOOL_MAX_DEFAULT,
             metrics_file: None,
+            host_failure_limit: 0,
+            host_failure_window: 3600,
+            host_block_time: 3600,
+            trusted_hosts: vec![],
+            host_ipv6_prefix: 64,
         }
     }
 }
@@ -106,6 +124,11 @@ pub const KEYS: &[&str] = &[
     "on_error",
     "spool_max_bytes",
     "metrics_file",
+    "host_failure_limit",
+    "host_failure_window",
+    "host_block_time",
+    "trusted_hosts",
+    "host_ipv6_prefix",
 ];
 
 /// The default bound of the log spool: 128 MiB, days of an ordinary
@@ -269,6 +292,20 @@ fn get_list(raw: &Raw<'_>) -> Result<Vec<String>, String> {
     Ok(items)
 }
 
+/// A list of addresses and networks (`trusted_hosts`).
+fn get_nets(raw: &Raw<'_>) -> Result<Vec<Net>, String> {
+    let allowed = "a list of addresses and networks such as [\"10.0.0.0/8\", \"2001:db8::/32\", \"::1\"] (as a module argument: 10.0.0.0/8,::1)";
+    let items: Vec<String> = match raw {
+        Raw::Toml(toml::Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(String::from).ok_or_else(|| bad(raw, allowed)))
+            .collect::<Result<_, _>>()?,
+        Raw::Arg(s) => s.split(',').filter(|p| !p.is_empty()).map(String::from).collect(),
+        _ => return Err(bad(raw, allowed)),
+    };
+    items.iter().map(|s| Net::parse(s)).collect()
+}
+
 fn get_path(raw: &Raw<'_>) -> Result<PathBuf, String> {
     let s = get_str(raw, "an absolute path as a string")?;
     if !s.starts_with('/') || s.contains('\0') {
@@ -324,6 +361,11 @@ impl Config {
                     _ => Some(get_path(raw)?),
                 }
             }
+            "host_failure_limit" => self.host_failure_limit = get_uint(raw, 1_000_000)? as u32,
+            "host_failure_window" => self.host_failure_window = get_duration(raw)?,
+            "host_block_time" => self.host_block_time = get_duration(raw)?,
+            "trusted_hosts" => self.trusted_hosts = get_nets(raw)?,
+            "host_ipv6_prefix" => self.host_ipv6_prefix = get_uint(raw, 128)? as u8,
             _ => return Err(format!("unknown key; known keys are {}", KEYS.join(", "))),
         }
         Ok(())
@@ -499,6 +541,11 @@ impl Config {
                     None => "\"\" # unset".into(),
                 },
             ),
+            ("host_failure_limit", self.host_failure_limit.to_string()),
+            ("host_failure_window", dur(self.host_failure_window)),
+            ("host_block_time", dur(self.host_block_time)),
+            ("trusted_hosts", format!("[{}]", self.trusted_hosts.iter().map(|n| quote(&n.render())).collect::<Vec<_>>().join(", "))),
+            ("host_ipv6_prefix", self.host_ipv6_prefix.to_string()),
         ]
     }
 }
@@ -675,6 +722,24 @@ on_error = "deny"
             let e = parse(bad).unwrap_err();
             assert!(e.to_string().contains("a size in bytes"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn host_keys_parse_and_bad_networks_name_file_line_and_key() {
+        let c = parse("host_failure_limit = 5\nhost_block_time = 0\ntrusted_hosts = [\"10.0.0.0/8\", \"::1\"]\nhost_ipv6_prefix = 56\n").unwrap();
+        assert_eq!((c.host_failure_limit, c.host_block_time, c.host_failure_window, c.host_ipv6_prefix), (5, 0, 3600, 56));
+        assert_eq!(c.trusted_hosts.iter().map(|n| n.render()).collect::<Vec<_>>(), ["10.0.0.0/8", "::1"]);
+        let e = parse("# x\n\ntrusted_hosts = [\"10.0.0.1/8\"]\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("trusted_hosts"));
+        let s = e.to_string();
+        assert!(s.contains("/etc/security/useraudit.toml, line 3, key trusted_hosts") && s.contains("10.0.0.0/8"), "{s}");
+        let e = parse("trusted_hosts = [\"office.example\"]").unwrap_err();
+        assert!(e.to_string().contains("not an IP address or network"), "{e}");
+        assert!(parse("host_ipv6_prefix = 129").is_err());
+        let mut c = Config::default();
+        c.apply_arg("trusted_hosts", "192.0.2.0/24,2001:db8::/32").unwrap();
+        assert_eq!(c.trusted_hosts.len(), 2);
+        assert_eq!(c.apply_arg("trusted_hosts", "192.0.2.0/33").unwrap_err().key.as_deref(), Some("trusted_hosts"));
     }
 
     #[test]

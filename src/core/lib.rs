@@ -8,12 +8,14 @@
 //! rules of state, configuration and now), [`audit`] (one call per PAM
 //! hook), [`state`] and [`spool`] (the files), [`files`] (what those two
 //! share), [`text`] (escaping and time formats), [`notify`]
-//! (`notify_command`), [`sys`] (libc: the only module here with `unsafe`).
+//! (`notify_command`), [`hosts`] (remote-host state and address rules),
+//! [`sys`] (libc: the only module here with `unsafe`).
 #![deny(unsafe_code)]
 
 pub mod audit;
 pub mod config;
 pub mod files;
+pub mod hosts;
 pub mod notify;
 pub mod policy;
 pub mod spool;

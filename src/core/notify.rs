@@ -20,6 +20,8 @@ pub enum Event {
     Locked,
     AccountExpired,
     PasswordExpired,
+    /// A remote host reached `host_failure_limit` and is blocked.
+    HostBlocked,
 }
 
 impl Event {
@@ -28,6 +30,7 @@ impl Event {
             Event::Locked => "locked",
             Event::AccountExpired => "account_expired",
             Event::PasswordExpired => "password_expired",
+            Event::HostBlocked => "host_blocked",
         }
     }
 }

@@ -69,6 +69,8 @@ pub enum LogReason {
     Disabled,
     AccountExpired,
     PasswordExpired,
+    /// Refused because the remote host is blocked.
+    HostBlocked,
 }
 
 impl LogReason {
@@ -79,6 +81,7 @@ impl LogReason {
             LogReason::Disabled => "disabled",
             LogReason::AccountExpired => "account_expired",
             LogReason::PasswordExpired => "password_expired",
+            LogReason::HostBlocked => "host_blocked",
         }
     }
     pub fn parse(s: &str) -> Option<LogReason> {
@@ -88,6 +91,7 @@ impl LogReason {
             LogReason::Disabled,
             LogReason::AccountExpired,
             LogReason::PasswordExpired,
+            LogReason::HostBlocked,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)
@@ -117,6 +121,10 @@ pub struct Account {
     pub pw_grace: bool,
     /// The administrator's words for a hand-made lock (`lock --reason`).
     pub note: Option<Vec<u8>>,
+    /// A failure from a trusted host (`trusted_hosts`) is among those
+    /// counted: a lock from `login_failure_limit` then refuses trusted
+    /// hosts too (lock scope "all"); without one, only untrusted hosts.
+    pub trusted_failure: bool,
 }
 
 impl Account {
@@ -135,6 +143,7 @@ impl Account {
             password_changed: None,
             pw_grace: false,
             note: None,
+            trusted_failure: false,
         }
     }
 
@@ -145,7 +154,43 @@ impl Account {
         self.note = None;
         self.failures = 0;
         self.fail_times.clear();
+        self.trusted_failure = false;
     }
+}
+
+/// Whom a lock refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockScope {
+    /// Every host.
+    All,
+    /// Only hosts outside `trusted_hosts`: a lock from `login_failure_limit`
+    /// whose failures all came from untrusted hosts.
+    Untrusted,
+}
+
+impl LockScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockScope::All => "all",
+            LockScope::Untrusted => "untrusted",
+        }
+    }
+}
+
+/// Whom the account's lock or disable refuses; None when it is active.
+/// Locks by hand and expiry apply everywhere.
+pub fn lock_scope(a: &Account) -> Option<LockScope> {
+    match a.state {
+        State::Active => None,
+        State::Locked if !a.trusted_failure && a.reason != Some(Reason::Admin) => Some(LockScope::Untrusted),
+        _ => Some(LockScope::All),
+    }
+}
+
+/// Whether a lock from `login_failure_limit` spares this attempt: from a
+/// trusted host while no failure that caused the lock came from one.
+pub fn lock_spares(a: &Account, trusted: bool) -> bool {
+    trusted && lock_scope(a) == Some(LockScope::Untrusted)
 }
 
 /// Where an account stands at a moment, after a timed lock has lapsed.
@@ -240,16 +285,25 @@ pub struct FailureOutcome {
     pub locked_now: bool,
 }
 
-/// Record a failed password for a known account.
-pub fn record_failure(a: &mut Account, cfg: &Config, now: i64, exempt: bool) -> FailureOutcome {
+/// Record a failed password for a known account, from a trusted host
+/// (`trusted_hosts`) or not. A failure from a trusted host during a lock
+/// from untrusted ones makes the lock apply to trusted hosts too.
+pub fn record_failure(a: &mut Account, cfg: &Config, now: i64, exempt: bool, trusted: bool) -> FailureOutcome {
     settle(a, cfg, now);
     a.last_failure = Some(now);
     if a.state != State::Active {
+        if trusted && a.state == State::Locked {
+            a.trusted_failure = true;
+        }
         return FailureOutcome { counted: false, locked_now: false };
     }
     if cfg.failure_window > 0 {
         let from = now.saturating_sub(secs(cfg.failure_window));
         a.fail_times.retain(|&t| t > from && t <= now);
+        if a.fail_times.is_empty() {
+            // The failures counted before have all left the window.
+            a.trusted_failure = false;
+        }
         a.fail_times.push(now);
         let keep = if cfg.login_failure_limit > 0 { cfg.login_failure_limit as usize } else { 100 };
         if a.fail_times.len() > keep {
@@ -259,6 +313,9 @@ pub fn record_failure(a: &mut Account, cfg: &Config, now: i64, exempt: bool) -> 
     } else {
         a.fail_times.clear();
         a.failures = a.failures.saturating_add(1);
+    }
+    if trusted {
+        a.trusted_failure = true;
     }
     let locked_now = cfg.login_failure_limit > 0 && !exempt && a.failures >= cfg.login_failure_limit;
     if locked_now {
@@ -430,6 +487,7 @@ pub fn apply_login(a: &mut Account, check: LoginCheck, cfg: &Config, now: i64) {
             if a.state != State::Locked {
                 a.failures = 0;
                 a.fail_times.clear();
+                a.trusted_failure = false;
             }
             // The password is not expired (any more): the chance given by
             // `activate` is no longer needed.
@@ -526,15 +584,15 @@ mod tests {
     fn locks_at_exactly_n() {
         let c = cfg();
         let mut a = Account::new(b"alice", T0);
-        assert!(!record_failure(&mut a, &c, T0, false).locked_now);
-        assert!(!record_failure(&mut a, &c, T0 + 1, false).locked_now);
+        assert!(!record_failure(&mut a, &c, T0, false, false).locked_now);
+        assert!(!record_failure(&mut a, &c, T0 + 1, false, false).locked_now);
         assert_eq!(standing(&a, &c, T0 + 2), Standing::Active);
-        let o = record_failure(&mut a, &c, T0 + 2, false);
+        let o = record_failure(&mut a, &c, T0 + 2, false, false);
         assert!(o.counted && o.locked_now);
         assert_eq!(a.failures, 3);
         assert_eq!(standing(&a, &c, T0 + 3), Standing::Locked { since: T0 + 2, until: None });
         // further failures do not extend or re-lock
-        let o = record_failure(&mut a, &c, T0 + 10, false);
+        let o = record_failure(&mut a, &c, T0 + 10, false, false);
         assert!(!o.counted && !o.locked_now);
         assert_eq!(a.locked_at, Some(T0 + 2));
         assert_eq!(a.failures, 3);
@@ -545,13 +603,13 @@ mod tests {
         let mut c = cfg();
         let mut a = Account::new(b"root", T0);
         for i in 0..10 {
-            assert!(!record_failure(&mut a, &c, T0 + i, true).locked_now);
+            assert!(!record_failure(&mut a, &c, T0 + i, true, false).locked_now);
         }
         assert_eq!(a.failures, 10);
         c.login_failure_limit = 0;
         let mut b = Account::new(b"bob", T0);
         for i in 0..10 {
-            assert!(!record_failure(&mut b, &c, T0 + i, false).locked_now);
+            assert!(!record_failure(&mut b, &c, T0 + i, false, false).locked_now);
         }
         assert_eq!(b.state, State::Active);
     }
@@ -560,14 +618,14 @@ mod tests {
     fn success_resets_count() {
         let c = cfg();
         let mut a = Account::new(b"alice", T0);
-        record_failure(&mut a, &c, T0, false);
-        record_failure(&mut a, &c, T0 + 1, false);
+        record_failure(&mut a, &c, T0, false, false);
+        record_failure(&mut a, &c, T0 + 1, false, false);
         let chk = check_login(&a, &c, T0 + 2, PasswordChange::Unknown, false, false);
         assert_eq!(chk, LoginCheck::Allow { warn_days: None });
         apply_login(&mut a, chk, &c, T0 + 2);
         assert_eq!(a.failures, 0);
         assert_eq!(a.last_login, Some(T0 + 2));
-        record_failure(&mut a, &c, T0 + 3, false);
+        record_failure(&mut a, &c, T0 + 3, false, false);
         assert_eq!(a.state, State::Active);
     }
 
@@ -575,13 +633,13 @@ mod tests {
     fn failure_window_is_sliding() {
         let c = Config { failure_window: 60, ..cfg() };
         let mut a = Account::new(b"alice", T0);
-        record_failure(&mut a, &c, T0, false);
-        record_failure(&mut a, &c, T0 + 30 * MICROS, false);
+        record_failure(&mut a, &c, T0, false, false);
+        record_failure(&mut a, &c, T0 + 30 * MICROS, false, false);
         // the first has left the window by now
-        let o = record_failure(&mut a, &c, T0 + 61 * MICROS, false);
+        let o = record_failure(&mut a, &c, T0 + 61 * MICROS, false, false);
         assert!(!o.locked_now);
         assert_eq!(a.failures, 2);
-        let o = record_failure(&mut a, &c, T0 + 62 * MICROS, false);
+        let o = record_failure(&mut a, &c, T0 + 62 * MICROS, false, false);
         assert!(o.locked_now);
     }
 
@@ -590,14 +648,14 @@ mod tests {
         let c = Config { unlock_after: 600, ..cfg() };
         let mut a = Account::new(b"alice", T0);
         for i in 0..3 {
-            record_failure(&mut a, &c, T0 + i, false);
+            record_failure(&mut a, &c, T0 + i, false, false);
         }
         let until = T0 + 2 + 600 * MICROS;
         assert_eq!(standing(&a, &c, until - 1), Standing::Locked { since: T0 + 2, until: Some(until) });
         assert_eq!(refusal_text(&a, standing(&a, &c, until - 60 * MICROS), until - 60 * MICROS)[1], "(1 minutes left to unlock)");
         assert_eq!(standing(&a, &c, until), Standing::Active);
         // a failure after the lapse starts a new count
-        let o = record_failure(&mut a, &c, until + 1, false);
+        let o = record_failure(&mut a, &c, until + 1, false, false);
         assert!(o.counted && !o.locked_now);
         assert_eq!(a.failures, 1);
         assert_eq!(a.state, State::Active);
@@ -608,7 +666,7 @@ mod tests {
         let c = cfg();
         let mut a = Account::new(b"alice", T0);
         for i in 0..3 {
-            record_failure(&mut a, &c, T0 + i, false);
+            record_failure(&mut a, &c, T0 + i, false, false);
         }
         assert_eq!(check_login(&a, &c, T0 + 5, PasswordChange::Unknown, false, false), LoginCheck::Refuse(LogReason::Locked));
         assert_eq!(refusal_text(&a, standing(&a, &c, T0 + 5), T0 + 5), vec!["The account is locked due to 3 failed logins."]);
@@ -708,7 +766,7 @@ mod tests {
         let c = cfg();
         let mut a = Account::new(b"svc", T0);
         for i in 0..3 {
-            record_failure(&mut a, &c, T0 + i, false);
+            record_failure(&mut a, &c, T0 + i, false, false);
         }
         let now = T0 + 10;
         assert_eq!(check_login(&a, &c, now, PasswordChange::Unknown, false, false), LoginCheck::Refuse(LogReason::Locked));
@@ -742,7 +800,7 @@ mod tests {
         let ahead = T0 + 365 * DAY_MICROS;
         let mut a = Account::new(b"alice", ahead);
         for i in 0..3 {
-            record_failure(&mut a, &c, ahead + i, false);
+            record_failure(&mut a, &c, ahead + i, false, false);
         }
         assert_eq!(a.state, State::Locked);
         // back at the real time: 15 minutes, not a year
@@ -763,9 +821,9 @@ mod tests {
         let c = Config { failure_window: 60, ..cfg() };
         let ahead = T0 + 365 * DAY_MICROS;
         let mut a = Account::new(b"alice", T0);
-        record_failure(&mut a, &c, ahead, false);
-        record_failure(&mut a, &c, ahead + 1, false);
-        let o = record_failure(&mut a, &c, T0, false);
+        record_failure(&mut a, &c, ahead, false, false);
+        record_failure(&mut a, &c, ahead + 1, false, false);
+        let o = record_failure(&mut a, &c, T0, false, false);
         assert!(o.locked_now, "the two from the future count: {a:?}");
         assert_eq!(a.fail_times, vec![T0, T0, T0]);
         // a last login ahead: inactivity counts from when it is next seen
@@ -773,7 +831,7 @@ mod tests {
         let mut b = Account::new(b"bob", T0);
         b.last_login = Some(ahead);
         b.password_changed = Some(ahead);
-        record_failure(&mut b, &ce, T0, false);
+        record_failure(&mut b, &ce, T0, false, false);
         assert_eq!((b.last_login, b.password_changed), (Some(T0), Some(T0)));
         assert!(inactive(&b, &ce, T0 + 31 * DAY_MICROS));
     }
@@ -800,7 +858,7 @@ mod tests {
         let mut a = Account::new(b"alice", 0);
         a.last_login = Some(DAY_MICROS);
         let now = 11 * DAY_MICROS;
-        record_failure(&mut a, &c, now, false);
+        record_failure(&mut a, &c, now, false, false);
         let chk = check_login(&a, &c, now + 1, recorded_change(&a), false, false);
         assert_eq!(chk, LoginCheck::ChangePassword);
         apply_login(&mut a, chk, &c, now + 1);
@@ -809,5 +867,40 @@ mod tests {
         complete_change(&mut a, &c, now + 2);
         assert_eq!((a.failures, a.last_login), (0, Some(now + 2)));
         assert_eq!(check_login(&a, &c, now + 3, recorded_change(&a), false, false), LoginCheck::Allow { warn_days: None });
+    }
+
+    #[test]
+    fn lock_scope_follows_where_the_failures_came_from() {
+        let c = cfg();
+        let mut a = Account::new(b"alice", T0);
+        for i in 0..3 {
+            record_failure(&mut a, &c, T0 + i, false, false);
+        }
+        assert_eq!(lock_scope(&a), Some(LockScope::Untrusted));
+        assert!(lock_spares(&a, true) && !lock_spares(&a, false));
+        // the owner from a trusted host gets in; the lock and its count stay
+        let chk = check_login(&a, &c, T0 + 5, PasswordChange::Unknown, false, lock_spares(&a, true));
+        assert_eq!(chk, LoginCheck::Allow { warn_days: None });
+        apply_login(&mut a, chk, &c, T0 + 5);
+        assert_eq!((a.state, a.failures), (State::Locked, 3));
+        assert!(matches!(check_login(&a, &c, T0 + 6, PasswordChange::Unknown, false, false), LoginCheck::Refuse(_)));
+        // one failure from a trusted host: the lock applies everywhere
+        record_failure(&mut a, &c, T0 + 7, false, true);
+        assert_eq!(lock_scope(&a), Some(LockScope::All));
+        assert!(!lock_spares(&a, true));
+        // a trusted failure among those that lock: "all" from the start
+        let mut b = Account::new(b"bob", T0);
+        record_failure(&mut b, &c, T0, false, true);
+        activate(&mut b, &c, T0 + 1);
+        assert!(!b.trusted_failure, "activate starts afresh");
+        record_failure(&mut b, &c, T0 + 2, false, true);
+        record_failure(&mut b, &c, T0 + 3, false, false);
+        record_failure(&mut b, &c, T0 + 4, false, false);
+        assert_eq!(lock_scope(&b), Some(LockScope::All));
+        // locks by hand apply everywhere
+        let mut d = Account::new(b"dave", T0);
+        admin_lock(&mut d, T0, None);
+        assert_eq!(lock_scope(&d), Some(LockScope::All));
+        assert_eq!(lock_scope(&Account::new(b"erin", T0)), None);
     }
 }

@@ -130,6 +130,7 @@ fn reason_code(r: Option<LogReason>) -> u8 {
         Some(LogReason::Disabled) => 3,
         Some(LogReason::AccountExpired) => 4,
         Some(LogReason::PasswordExpired) => 5,
+        Some(LogReason::HostBlocked) => 6,
     }
 }
 
@@ -141,6 +142,7 @@ fn reason_of(c: u8) -> Option<Option<LogReason>> {
         3 => Some(LogReason::Disabled),
         4 => Some(LogReason::AccountExpired),
         5 => Some(LogReason::PasswordExpired),
+        6 => Some(LogReason::HostBlocked),
         _ => return None,
     })
 }

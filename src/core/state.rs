@@ -70,12 +70,22 @@
 //! `~`, 64-bit FNV-1a in hex) are still read and updated when no file of
 //! the new form exists and the name inside matches.
 //!
+//! A payload may end with one more byte, written since remote hosts were
+//! added: 1 when a failure from a trusted host (`trusted_hosts`) is among
+//! those counted, which makes a lock from `login_failure_limit` apply to
+//! trusted hosts too ("lock scope all"). Files without it read as 0.
+//!
 //! The directory is opened once per handle (`O_PATH`, the state
 //! directory with `O_NOFOLLOW`), checked on the open descriptor, and
 //! files are opened relative to it.
+//!
+//! The same machinery, [`Records`], keeps any small per-key state: it is
+//! parameterised by a [`Codec`] (its directory, record magic and payload).
+//! Remote-host state ([`crate::hosts`]) is the other user.
 #![forbid(unsafe_code)]
 
 use std::fs::File;
+use std::marker::PhantomData;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,6 +98,65 @@ use crate::sys::{self, FileLock};
 use crate::text::escape;
 
 const SLOT_MAGIC: &[u8; 4] = b"UAas";
+
+/// What one kind of record file holds: where its files live, how its
+/// records are marked and how its payload is written and read.
+pub trait Codec {
+    type Item: Clone;
+    /// The directory beside the database (e.g. `.accounts`).
+    const SUFFIX: &'static str;
+    /// The first four bytes of every record.
+    const MAGIC: &'static [u8; 4];
+    /// What a damaged file's error tells the administrator to do.
+    const REPAIR: &'static str;
+    /// What the files hold, for errors ("account", "host").
+    const WHAT: &'static str;
+    /// Whether version 1 files (accounts only) are read.
+    const V1: bool = false;
+    /// The key the item is stored under (its name, stored inside too).
+    fn key(item: &Self::Item) -> &[u8];
+    fn encode(item: &Self::Item) -> Vec<u8>;
+    fn decode(payload: &[u8]) -> Result<Self::Item, String>;
+    /// 0 when nothing is held against the item; a write that changes this
+    /// (a lock, an unlock, a block) is flushed to disk.
+    fn tag(item: &Self::Item) -> u8;
+    /// The long-name form of version 1, for files written before.
+    fn legacy_name(_key: &[u8]) -> Option<String> {
+        None
+    }
+}
+
+/// Account state files (`DATABASE.accounts/`).
+#[derive(Debug, Clone, Copy)]
+pub struct AccountCodec;
+
+impl Codec for AccountCodec {
+    type Item = Account;
+    const SUFFIX: &'static str = ".accounts";
+    const MAGIC: &'static [u8; 4] = SLOT_MAGIC;
+    const REPAIR: &'static str = "`useraudit-admin activate USER` starts the account afresh";
+    const WHAT: &'static str = "account";
+    const V1: bool = true;
+    fn key(a: &Account) -> &[u8] {
+        &a.user
+    }
+    fn encode(a: &Account) -> Vec<u8> {
+        payload(a)
+    }
+    fn decode(p: &[u8]) -> Result<Account, String> {
+        decode(p)
+    }
+    fn tag(a: &Account) -> u8 {
+        match a.state {
+            State::Active => 0,
+            State::Locked => 1,
+            State::Disabled => 2,
+        }
+    }
+    fn legacy_name(user: &[u8]) -> Option<String> {
+        legacy_file_name(user)
+    }
+}
 const SLOT_VERSION: u8 = 2;
 const SLOT_HEADER: usize = 32;
 const V1_MAGIC: &[u8; 4] = b"UAac";
@@ -103,7 +172,7 @@ const NAME_MAX: usize = 200;
 
 /// The account state directory of a database.
 pub fn dir_for(db: &Path) -> PathBuf {
-    beside(db, ".accounts")
+    beside(db, AccountCodec::SUFFIX)
 }
 
 fn escaped(user: &[u8]) -> String {
@@ -165,18 +234,16 @@ fn payload(a: &Account) -> Vec<u8> {
     p.opt_i64(a.password_changed);
     p.u8(u8::from(a.pw_grace));
     p.bytes(a.note.as_deref());
+    if a.trusted_failure {
+        p.u8(1);
+    }
     p.0
 }
 
-/// One record, to be written at offset `off`.
-fn encode(a: &Account, seq: u64, off: u64) -> Vec<u8> {
-    frame(&payload(a), seq, off)
-}
-
 /// A payload framed as a record for offset `off`.
-fn frame(p: &[u8], seq: u64, off: u64) -> Vec<u8> {
+fn frame(magic: &[u8; 4], p: &[u8], seq: u64, off: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(SLOT_HEADER + p.len());
-    out.extend_from_slice(SLOT_MAGIC);
+    out.extend_from_slice(magic);
     out.extend_from_slice(&[SLOT_VERSION, 0, 0, 0]);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&off.to_le_bytes());
@@ -209,9 +276,9 @@ struct Record {
 
 /// The record at `off`: Ok(None) when none starts there, Err when one
 /// starts there but is not intact.
-fn record_at(b: &[u8], off: usize) -> Result<Option<Record>, String> {
+fn record_at(b: &[u8], off: usize, magic: &[u8; 4], v1: bool) -> Result<Option<Record>, String> {
     let h = &b[off..];
-    if h.starts_with(SLOT_MAGIC) {
+    if h.starts_with(magic) {
         if h.len() < SLOT_HEADER {
             return Err("damaged (shorter than it says)".into());
         }
@@ -233,7 +300,7 @@ fn record_at(b: &[u8], off: usize) -> Result<Option<Record>, String> {
         }
         return Ok(Some(Record { seq: le64(h, 8), off, body: off + SLOT_HEADER, end: off + SLOT_HEADER + len }));
     }
-    if off == 0 && h.starts_with(V1_MAGIC) {
+    if v1 && off == 0 && h.starts_with(V1_MAGIC) {
         if h.len() < V1_HEADER {
             return Err("damaged (shorter than it says)".into());
         }
@@ -256,14 +323,14 @@ fn record_at(b: &[u8], off: usize) -> Result<Option<Record>, String> {
 }
 
 /// The newest intact record of a file, or what is wrong with it.
-fn scan(b: &[u8]) -> Result<Record, String> {
+fn scan(b: &[u8], magic: &[u8; 4], v1: bool, what: &str) -> Result<Record, String> {
     let mut best: Option<Record> = None;
     let mut first_err = None;
     let mut skip_to = 0;
     let mut off = 0usize;
     while off < b.len() {
         if off >= skip_to {
-            match record_at(b, off) {
+            match record_at(b, off, magic, v1) {
                 Ok(Some(r)) => {
                     skip_to = r.end;
                     if best.is_none_or(|x| r.seq > x.seq) {
@@ -281,7 +348,7 @@ fn scan(b: &[u8]) -> Result<Record, String> {
     best.ok_or_else(|| match first_err {
         _ if b.is_empty() => "damaged (empty: it holds no record)".to_string(),
         Some(e) => e,
-        None => "not a useraudit account file".to_string(),
+        None => format!("not a useraudit {what} file"),
     })
 }
 
@@ -314,6 +381,8 @@ fn decode(p: &[u8]) -> Result<Account, String> {
             password_changed: d.opt_i64()?,
             pw_grace: d.u8()? != 0,
             note: d.bytes()?,
+            // Written since remote hosts were added; absent before.
+            trusted_failure: if d.is_empty() { false } else { d.u8()? != 0 },
         })
     })();
     match a {
@@ -322,14 +391,14 @@ fn decode(p: &[u8]) -> Result<Account, String> {
     }
 }
 
-fn damaged(path: &Path, m: &str) -> FileError {
-    FileError::new(path, format!("{m}; `useraudit-admin activate USER` starts the account afresh"))
+fn damaged<C: Codec>(path: &Path, m: &str) -> FileError {
+    FileError::new(path, format!("{m}; {}", C::REPAIR))
 }
 
-/// The account in a file's bytes and the record it came from.
-fn parse(b: &[u8], path: &Path) -> Result<(Account, Record), FileError> {
-    let r = scan(b).map_err(|m| damaged(path, &m))?;
-    let a = decode(&b[r.body..r.end]).map_err(|m| damaged(path, &m))?;
+/// The item in a file's bytes and the record it came from.
+fn parse<C: Codec>(b: &[u8], path: &Path) -> Result<(C::Item, Record), FileError> {
+    let r = scan(b, C::MAGIC, C::V1, C::WHAT).map_err(|m| damaged::<C>(path, &m))?;
+    let a = C::decode(&b[r.body..r.end]).map_err(|m| damaged::<C>(path, &m))?;
     Ok((a, r))
 }
 
@@ -384,11 +453,11 @@ fn read_all(f: &File, path: &Path) -> Result<Vec<u8>, FileError> {
 /// Read without the lock: a write in progress can make the newest record
 /// look torn for a moment (a record found torn is read again, twice at
 /// most, before it is called damaged).
-fn read_unlocked(f: &File, path: &Path) -> Result<(Account, Record), FileError> {
+fn read_unlocked<C: Codec>(f: &File, path: &Path) -> Result<(C::Item, Record), FileError> {
     let mut n = 0;
     loop {
         let b = read_all(f, path)?;
-        match parse(&b, path) {
+        match parse::<C>(&b, path) {
             Err(_) if n < 2 && !b.is_empty() => n += 1,
             r => return r,
         }
@@ -397,16 +466,17 @@ fn read_unlocked(f: &File, path: &Path) -> Result<(Account, Record), FileError> 
 
 /// The current state under the exclusive lock, the record it came from
 /// and the file's length. With `repair`, damage counts as no state.
-fn read_locked(
+#[allow(clippy::type_complexity)]
+fn read_locked<C: Codec>(
     file: &File,
     path: &Path,
     user: &[u8],
     repair: bool,
-) -> Result<(Option<Account>, Option<Record>, u64), FileError> {
+) -> Result<(Option<C::Item>, Option<Record>, u64), FileError> {
     let b = read_all(file, path)?;
     let len = b.len() as u64;
-    match parse(&b, path) {
-        Ok((a, _)) if a.user != user => Err(not_ours(path, &a.user)),
+    match parse::<C>(&b, path) {
+        Ok((a, _)) if C::key(&a) != user => Err(not_ours(path, C::key(&a))),
         Ok((a, r)) => Ok((Some(a), Some(r), len)),
         Err(_) if repair => Ok((None, None, len)),
         Err(e) => Err(e),
@@ -414,20 +484,20 @@ fn read_locked(
 }
 
 /// Write `a` as the newest record, beside `rec` (the newest so far), and
-/// flush it when it locks or unlocks the account (state `was` before).
-fn write_record(
+/// flush it when it locks or unlocks (its tag was `was` before).
+fn write_record<C: Codec>(
     file: &File,
     path: &Path,
     rec: Option<Record>,
     file_len: u64,
-    was: State,
-    a: &Account,
+    was: u8,
+    a: &C::Item,
 ) -> Result<(), FileError> {
-    let p = payload(a);
+    let p = C::encode(a);
     let off = place(rec.as_ref(), SLOT_HEADER + p.len());
-    let bytes = frame(&p, rec.map_or(1, |r| r.seq + 1), off);
+    let bytes = frame(C::MAGIC, &p, rec.map_or(1, |r| r.seq + 1), off);
     file.write_all_at(&bytes, off).map_err(|e| FileError::io(path, "cannot write", &e))?;
-    if a.state != was {
+    if C::tag(a) != was {
         file.sync_data().map_err(|e| FileError::io(path, "cannot flush to disk", &e))?;
     }
     let end = bytes.len() as u64;
@@ -449,13 +519,28 @@ pub enum Written<T> {
     Unwritten(T, FileError),
 }
 
-/// The account state directory of one database.
-#[derive(Debug, Clone)]
-pub struct Accounts {
+/// A directory of record files of one kind beside a database.
+pub struct Records<C: Codec> {
     dir: PathBuf,
     /// The directory, opened once (`O_PATH`); files are opened relative to it.
     fd: Arc<File>,
+    kind: PhantomData<C>,
 }
+
+impl<C: Codec> Clone for Records<C> {
+    fn clone(&self) -> Self {
+        Records { dir: self.dir.clone(), fd: Arc::clone(&self.fd), kind: PhantomData }
+    }
+}
+
+impl<C: Codec> std::fmt::Debug for Records<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records").field("dir", &self.dir).finish()
+    }
+}
+
+/// The account state directory of one database.
+pub type Accounts = Records<AccountCodec>;
 
 /// Open and check a directory: by descriptor, so the directory checked is
 /// the one used.
@@ -492,17 +577,17 @@ fn open_checked(
     Ok(f)
 }
 
-impl Accounts {
+impl<C: Codec> Records<C> {
     /// Check (and if asked create, 0700) the database's directory and the
     /// state directory in it. As root, both must be root's alone. The state
     /// directory must not be a symbolic link.
-    pub fn open(db: &Path, create: bool, require_root_owned: bool) -> Result<Accounts, FileError> {
+    pub fn open(db: &Path, create: bool, require_root_owned: bool) -> Result<Records<C>, FileError> {
         let top = parent(db);
-        let dir = dir_for(db);
+        let dir = beside(db, C::SUFFIX);
         let t = open_checked(None, top, top, false, require_root_owned, create)?;
-        let name = dir.file_name().map(Path::new).unwrap_or(Path::new(".accounts"));
+        let name = dir.file_name().map(Path::new).unwrap_or(Path::new(C::SUFFIX));
         let fd = open_checked(Some(&t), name, &dir, true, require_root_owned, create)?;
-        Ok(Accounts { dir, fd: Arc::new(fd) })
+        Ok(Records { dir, fd: Arc::new(fd), kind: PhantomData })
     }
 
     pub fn dir(&self) -> &Path {
@@ -525,22 +610,22 @@ impl Accounts {
         if let Some(f) = self.open_file(&name, write)? {
             return Ok(Some((f, self.dir.join(name))));
         }
-        let Some(old) = legacy_file_name(user) else { return Ok(None) };
+        let Some(old) = C::legacy_name(user) else { return Ok(None) };
         let Some(f) = self.open_file(&old, write)? else { return Ok(None) };
         let path = self.dir.join(old);
         // Another name's file (a collision of the old hash) is not ours.
-        match read_unlocked(&f, &path) {
-            Ok((a, _)) if a.user != user => Ok(None),
+        match read_unlocked::<C>(&f, &path) {
+            Ok((a, _)) if C::key(&a) != user => Ok(None),
             _ => Ok(Some((f, path))),
         }
     }
 
-    /// One account's state; None when nothing is recorded. Takes no lock.
-    pub fn get(&self, user: &[u8]) -> Result<Option<Account>, FileError> {
+    /// One key's state; None when nothing is recorded. Takes no lock.
+    pub fn get(&self, user: &[u8]) -> Result<Option<C::Item>, FileError> {
         let Some((f, path)) = self.open_existing(user, false)? else { return Ok(None) };
-        let (a, _) = read_unlocked(&f, &path)?;
-        if a.user != user {
-            return Err(not_ours(&path, &a.user));
+        let (a, _) = read_unlocked::<C>(&f, &path)?;
+        if C::key(&a) != user {
+            return Err(not_ours(&path, C::key(&a)));
         }
         Ok(Some(a))
     }
@@ -556,7 +641,7 @@ impl Accounts {
         &self,
         user: &[u8],
         repair: bool,
-        mut f: impl FnMut(Option<Account>) -> Result<(Option<Account>, T), FileError>,
+        mut f: impl FnMut(Option<C::Item>) -> Result<(Option<C::Item>, T), FileError>,
     ) -> Result<T, FileError> {
         match self.change(user, repair, false, &mut f)? {
             Written::Done(t) => Ok(t),
@@ -574,7 +659,7 @@ impl Accounts {
     pub fn update_or_decide<T>(
         &self,
         user: &[u8],
-        mut f: impl FnMut(Option<Account>) -> Result<(Option<Account>, T), FileError>,
+        mut f: impl FnMut(Option<C::Item>) -> Result<(Option<C::Item>, T), FileError>,
     ) -> Result<Written<T>, FileError> {
         self.change(user, false, true, &mut f)
     }
@@ -584,7 +669,7 @@ impl Accounts {
         user: &[u8],
         repair: bool,
         decide_unlocked: bool,
-        f: &mut impl FnMut(Option<Account>) -> Result<(Option<Account>, T), FileError>,
+        f: &mut impl FnMut(Option<C::Item>) -> Result<(Option<C::Item>, T), FileError>,
     ) -> Result<Written<T>, FileError> {
         // Creating races with another creator at most a few times in a row.
         for _ in 0..8 {
@@ -599,9 +684,9 @@ impl Accounts {
             let got = sys::try_flock(&file, FileLock::Exclusive).map_err(|e| FileError::io(&path, "cannot lock", &e))?;
             if !got {
                 if decide_unlocked {
-                    let (a, _) = read_unlocked(&file, &path)?;
-                    if a.user != user {
-                        return Err(not_ours(&path, &a.user));
+                    let (a, _) = read_unlocked::<C>(&file, &path)?;
+                    if C::key(&a) != user {
+                        return Err(not_ours(&path, C::key(&a)));
                     }
                     let (new, out) = f(Some(a))?;
                     if new.is_none() {
@@ -626,13 +711,13 @@ impl Accounts {
         path: &Path,
         user: &[u8],
         repair: bool,
-        f: &mut impl FnMut(Option<Account>) -> Result<(Option<Account>, T), FileError>,
+        f: &mut impl FnMut(Option<C::Item>) -> Result<(Option<C::Item>, T), FileError>,
     ) -> Result<T, FileError> {
-        let (cur, rec, file_len) = read_locked(file, path, user, repair)?;
-        let was = cur.as_ref().map_or(State::Active, |a| a.state);
+        let (cur, rec, file_len) = read_locked::<C>(file, path, user, repair)?;
+        let was = cur.as_ref().map_or(0, C::tag);
         let (new, out) = f(cur)?;
         if let Some(a) = new {
-            write_record(file, path, rec, file_len, was, &a)?;
+            write_record::<C>(file, path, rec, file_len, was, &a)?;
         }
         Ok(out)
     }
@@ -640,15 +725,15 @@ impl Accounts {
     /// Create an account's file with its first record in place: written
     /// whole under a temporary name, then linked to its own. Ok(false) when
     /// another process created the file first (nothing is written then).
-    fn create(&self, user: &[u8], a: &Account) -> Result<bool, FileError> {
+    fn create(&self, user: &[u8], a: &C::Item) -> Result<bool, FileError> {
         let name = file_name(user);
         let path = self.dir.join(&name);
         let r: [u8; 8] = sys::random_bytes().map_err(|e| FileError::io(&path, "cannot create", &e))?;
         let tmp = PathBuf::from(format!(".new-{:016x}", u64::from_le_bytes(r)));
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let t = sys::open_at(&self.fd, &tmp, flags, 0o600).map_err(|e| FileError::io(&path, "cannot create", &e))?;
-        let locks = a.state != State::Active;
-        let written = t.write_all_at(&encode(a, 1, 0), 0).and_then(|()| if locks { t.sync_data() } else { Ok(()) });
+        let locks = C::tag(a) != 0;
+        let written = t.write_all_at(&frame(C::MAGIC, &C::encode(a), 1, 0), 0).and_then(|()| if locks { t.sync_data() } else { Ok(()) });
         drop(t);
         let linked = written.and_then(|()| sys::link_at(&self.fd, &tmp, Path::new(&name)));
         let _ = sys::unlink_at(&self.fd, &tmp);
@@ -668,7 +753,7 @@ impl Accounts {
     /// Every account with recorded state, by name. Damaged files (and
     /// files under a name that is not their account's) are returned as
     /// errors beside the others. Takes no lock.
-    pub fn list(&self) -> Result<(Vec<Account>, Vec<FileError>), FileError> {
+    pub fn list(&self) -> Result<(Vec<C::Item>, Vec<FileError>), FileError> {
         let rd = std::fs::read_dir(&self.dir).map_err(|e| FileError::io(&self.dir, "cannot list", &e))?;
         let mut out = Vec::new();
         let mut bad = Vec::new();
@@ -682,19 +767,19 @@ impl Accounts {
             }
             let path = self.dir.join(name);
             let r = self.open_file(name, false).and_then(|f| match f {
-                Some(f) => read_unlocked(&f, &path).map(|(a, _)| Some(a)),
+                Some(f) => read_unlocked::<C>(&f, &path).map(|(a, _)| Some(a)),
                 None => Ok(None),
             });
             match r {
-                Ok(Some(a)) if file_name(&a.user) == name || legacy_file_name(&a.user).as_deref() == Some(name) => {
+                Ok(Some(a)) if file_name(C::key(&a)) == name || C::legacy_name(C::key(&a)).as_deref() == Some(name) => {
                     out.push(a)
                 }
-                Ok(Some(a)) => bad.push(not_ours(&path, &a.user)),
+                Ok(Some(a)) => bad.push(not_ours(&path, C::key(&a))),
                 Ok(None) => {}
                 Err(e) => bad.push(e),
             }
         }
-        out.sort_by(|a, b| a.user.cmp(&b.user));
+        out.sort_by(|a, b| C::key(a).cmp(C::key(b)));
         Ok((out, bad))
     }
 }
@@ -733,6 +818,29 @@ mod tests {
         out.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
         out.extend_from_slice(&p);
         out
+    }
+
+    /// Accounts and hosts share the record files but never read each
+    /// other's: a record of another kind is damage, not state.
+    #[test]
+    fn a_file_of_another_kind_is_damage_not_state() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(&d);
+        let hosts = crate::hosts::Hosts::open(&d.path().join("sub/ua.db"), true, false).unwrap();
+        assert_eq!(std::fs::metadata(hosts.dir()).unwrap().mode() & 0o777, 0o700);
+        let mut h = crate::hosts::HostState::new(b"alice");
+        h.fail_times = vec![1, 2];
+        hosts.update(b"alice", false, |_| Ok((Some(h.clone()), ()))).unwrap();
+        hosts.update(b"alice", false, |cur| Ok((cur, ()))).unwrap();
+        assert_eq!(hosts.get(b"alice").unwrap(), Some(h));
+        std::fs::copy(hosts.dir().join("alice"), s.dir().join("alice")).unwrap();
+        let e = s.get(b"alice").unwrap_err().to_string();
+        assert!(e.contains("not a useraudit account file") && e.contains("activate"), "{e}");
+        std::fs::remove_file(s.dir().join("alice")).unwrap();
+        put(&s, &sample());
+        std::fs::copy(s.dir().join("alice"), hosts.dir().join("alice")).unwrap();
+        let e = hosts.get(b"alice").unwrap_err().to_string();
+        assert!(e.contains("not a useraudit host file") && e.contains("unblock"), "{e}");
     }
 
     #[test]

@@ -91,6 +91,7 @@ CLI_USER = "bench7"  # an account in NSS and, at a million rows, with ~100 log e
 
 # the targets
 TARGET_RATIO = 1.5        # useraudit-added / faillock-added
+TARGET_HOSTS = 1.10       # added cost with host counting on / off
 TARGET_GROWTH = 1.2       # per-attempt cost at 1M rows / empty database
 TARGET_CLI_MS = 50.0      # log --user U --limit 50, status U
 TARGET_REPORT_MS = 1000.0  # report (the last 7 days), on the million-row database
@@ -201,8 +202,9 @@ class Stack:
                 for suffix in ("", "-wal", "-shm", "-journal", ".spool"):
                     if os.path.exists(p + suffix):
                         os.unlink(p + suffix)
-                # the module's account state files
+                # the module's account and host state files
                 shutil.rmtree(p + ".accounts", ignore_errors=True)
+                shutil.rmtree(p + ".hosts", ignore_errors=True)
 
 
 def stack_matrix(sb):
@@ -235,14 +237,14 @@ def stack_faillock(sb, tag="faillock"):
     ]), state_paths=[tally])
 
 
-def stack_useraudit(sb, tag="useraudit", name="pam_useraudit", so=None):
+def stack_useraudit(sb, tag="useraudit", name="pam_useraudit", so=None, extra=""):
     # The README's stacks, pam_matrix standing in for pam_unix.  conf= an
     # empty file keeps the host's /etc/security/useraudit.toml out of it.
     so = absolute(so or SO)
     db = sb.path(tag + ".db")
     conf = sb.path("useraudit.toml")
     open(conf, "a").close()
-    ua = f"conf={conf} db={db} login_failure_limit=1000000"
+    ua = f"conf={conf} db={db} login_failure_limit=1000000 {extra}"
     m = f"{PAM_MATRIX} passdb={sb.passdb}"
     return Stack(name, sb.write_stack(tag, [
         f"auth     requisite                   {so} preauth {ua}",
@@ -474,6 +476,17 @@ def section_latency(sb, stacks):
             f"{added['useraudit_base']['success']:+d} us ({ratio['over_base_success']}x), failures "
             f"{added['pam_useraudit']['failure']:+d} vs {added['useraudit_base']['failure']:+d} us "
             f"({ratio['over_base_failure']}x)")
+    if "useraudit_hosts" in added and "pam_useraudit" in added:
+        # Every attempt comes from one remote host: each failure updates its
+        # host file under flock (a limit that is never reached, so no block).
+        for outcome in OUTCOMES:
+            h, u = added["useraudit_hosts"][outcome], added["pam_useraudit"][outcome]
+            ratio["hosts_over_off_" + outcome] = round(h / u, 2) if u > 0 else None
+        for outcome in OUTCOMES:
+            r = ratio["hosts_over_off_" + outcome]
+            check(f"added cost with host counting on / off, {PLURAL[outcome]} (medians)",
+                  f"{r}x ({added['useraudit_hosts'][outcome]:+d} vs {added['pam_useraudit'][outcome]:+d} us)",
+                  f"<= {TARGET_HOSTS}x", r is not None and r <= TARGET_HOSTS)
     RESULTS["latency"] = res
     RESULTS["added_us"] = added
     RESULTS["ratio_useraudit_over_faillock"] = ratio
@@ -828,7 +841,13 @@ def main():
                 return 1
             base = stack_useraudit(sb, tag="useraudit_base", name="useraudit_base", so=SO_BASE)
             sanity(sb, base)
-        section_latency(sb, stacks + [base] if base else stacks)
+        hosts = None
+        if os.path.exists(SO):
+            # host counting on (host_failure_limit), next to it off
+            hosts = stack_useraudit(sb, tag="useraudit_hosts", name="useraudit_hosts",
+                                    extra="host_failure_limit=1000000")
+            sanity(sb, hosts)
+        section_latency(sb, stacks + [s for s in (base, hosts) if s])
         section_concurrency(sb, stacks)
         db = section_million_rows(sb, stacks[2], stacks[0])
         section_cli(sb, db)

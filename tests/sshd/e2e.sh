@@ -16,7 +16,9 @@
 #     password_expiry_days = 10, warning 3) reaches the ssh client at +8 days;
 #   - an account not used for 31 days (account_expiry_days = 30) is refused
 #     after the right password (reason account_expired); a wrong password
-#     does not disable it.
+#     does not disable it;
+#   - a remote host blocked by `useraudit-admin block` (host_failure_limit
+#     set) is refused, public keys too, logged with reason host_blocked.
 # sshd's clock is moved with libfaketime (harness: sshd_time_travel).
 #
 # Usage: bash tests/sshd/e2e.sh        (root only; prints "SKIP: ..." and
@@ -267,6 +269,22 @@ check "+31d, re-activated: carol's right password is refused (password 31 days o
 expect_new "+31d, re-activated: logged with reason password_expired, not account_expired (clock restarted)" \
   user=carol outcome=failure auth_method=password reason=password_expired
 expect_status "+31d, re-activated: status carol: disabled (password_expired)" carol state=disabled reason=password_expired
+
+# --- 5. a blocked remote host: refused before PAM's password, keys too ----------
+# Host counting on (the module reads the file at every attempt), then
+# 127.0.0.1 blocked by hand: a public-key login from it is refused by the
+# account hook and logged with reason host_blocked.
+echo "host_failure_limit = 100" >> "$CONF"
+UA_FAKETIME=+31d ua_admin block 127.0.0.1 --reason e2e >/dev/null
+mark
+ssh_pubkey "$D" alice echo logged-in
+check "blocked host: alice's PUBLIC-KEY login from 127.0.0.1 is refused" refused
+expect_new "blocked host: logged as failure, reason host_blocked, method publickey" \
+  user=alice outcome=failure service=sshd rhost=127.0.0.1 auth_method=publickey reason=host_blocked
+ssh_password "$D" alice alice-pw echo logged-in
+check "blocked host: alice's right password from 127.0.0.1 is refused" refused
+expect_new "blocked host: the password attempt is logged host_blocked (refused by preauth)" \
+  user=alice outcome=failure rhost=127.0.0.1 reason=host_blocked
 
 sshd_stop "$D"
 echo "$PASS passed, $FAIL failed"
