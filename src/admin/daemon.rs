@@ -26,7 +26,9 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use useraudit_core::config::Config;
 use useraudit_core::files::{beside, parent};
+use useraudit_core::state::Accounts;
 use useraudit_core::sys::{self, FileLock, Priority};
+use useraudit_core::text::escape;
 
 use crate::commands::{self, AdminError, Result};
 use crate::store::{Merged, OpenOptions, Store};
@@ -394,7 +396,29 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
     let mut pending = true;
     let mut backoff = BACKOFF_MIN;
     let mut retry_at = Instant::now();
+    // The fleet sync, every fleet.interval when [fleet] is set; its faults
+    // are reported once, as the merge's are (the entries wait locally).
+    let mut next_sync = Instant::now();
+    let mut fleet_problems = Problems::default();
     loop {
+        let sync_due = cfg.fleet.as_ref().filter(|_| !pending && Instant::now() >= next_sync);
+        if let Some(f) = sync_due {
+            next_sync = Instant::now() + Duration::from_secs(f.interval);
+            if let Some((store, ..)) = &live.store {
+                let r = Accounts::open(&cfg.database, true, sys::euid() == 0)
+                    .map_err(AdminError::from)
+                    .and_then(|a| crate::fleet::sync(&cfg, store, &a, useraudit_core::text::now_micros()));
+                match r {
+                    Ok(s) => {
+                        for u in &s.locked {
+                            tell(Priority::Notice, &format!("fleet lockout: {} locked", escape(u)), say);
+                        }
+                        fleet_problems.clear("fleet: syncing again; nothing was lost", say);
+                    }
+                    Err(e) => fleet_problems.report(&e.0, say),
+                }
+            }
+        }
         if pending && Instant::now() >= retry_at {
             match live.merge(&cfg) {
                 Ok(m) => {
@@ -410,7 +434,11 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                 }
             }
         }
-        let timeout = if pending { Some(retry_at.saturating_duration_since(Instant::now())) } else { watch.idle() };
+        let mut timeout = if pending { Some(retry_at.saturating_duration_since(Instant::now())) } else { watch.idle() };
+        if cfg.fleet.is_some() {
+            let to_sync = next_sync.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(to_sync, |t| t.min(to_sync)));
+        }
         match watch.wait(timeout) {
             Wake::Stop => break,
             Wake::Reload => {

@@ -3,7 +3,8 @@
 //! [`store`] owns all SQL (schema, the merge of the spool, queries,
 //! retention); [`commands`] is the core of each command over the account
 //! state files and the store; [`daemon`] keeps the merge running (the
-//! live log) and wakes `log --follow`. `main.rs` is the thin shell: arguments,
+//! live log) and wakes `log --follow`; [`fleet`] owns all PostgreSQL (the
+//! optional fleet store). `main.rs` is the thin shell: arguments,
 //! output formats and exit codes. The login path never reaches this crate.
 #![forbid(unsafe_code)]
 
@@ -11,4 +12,5 @@ pub mod commands;
 pub mod metrics;
 pub mod report;
 pub mod daemon;
+pub mod fleet;
 pub mod store;

@@ -595,6 +595,19 @@ impl Store {
         self.query_from(&LogQuery { limit: None, ..q.clone() }, Some(after))
     }
 
+    /// At most `n` entries merged after entry `after`, in the order they
+    /// were merged (the fleet push).
+    pub fn entries_after(&self, after: i64, n: usize) -> Result<Vec<Entry>> {
+        self.query_from(&LogQuery { limit: Some(n as u64), ..LogQuery::default() }, Some(after))
+    }
+
+    /// How many entries were merged after entry `after`.
+    pub fn count_after(&self, after: i64) -> Result<i64> {
+        self.conn
+            .query_row("SELECT count(*) FROM log WHERE id > ?", [after], |r| r.get(0))
+            .map_err(self.err("cannot read the log"))
+    }
+
     fn query_from(&self, q: &LogQuery, after: Option<i64>) -> Result<Vec<Entry>> {
         let mut sql = String::from(
             "SELECT id, time, success, user, service, rhost, ruser, tty, auth_method, reason FROM log WHERE 1",
