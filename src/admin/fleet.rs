@@ -73,9 +73,11 @@ DO $$ BEGIN CREATE ROLE useraudit_fleet_admin NOLOGIN; EXCEPTION WHEN duplicate_
 REVOKE ALL ON useraudit_meta, fleet_log, fleet_action FROM PUBLIC;
 REVOKE ALL ON fleet_log, fleet_action FROM useraudit_host, useraudit_fleet_admin;
 GRANT SELECT ON useraudit_meta TO useraudit_host, useraudit_fleet_admin;
-GRANT SELECT, INSERT ON fleet_log TO useraudit_host, useraudit_fleet_admin;
-GRANT SELECT ON fleet_action TO useraudit_host;
-GRANT SELECT, INSERT ON fleet_action TO useraudit_fleet_admin;
+GRANT SELECT ON fleet_log TO useraudit_host, useraudit_fleet_admin;
+GRANT INSERT (host, local_id, time, success, "user", service, rhost, ruser, tty, auth_method, reason)
+    ON fleet_log TO useraudit_host, useraudit_fleet_admin;
+GRANT SELECT ON fleet_action TO useraudit_host, useraudit_fleet_admin;
+GRANT INSERT (time, "user", action, note, by_host) ON fleet_action TO useraudit_fleet_admin;
 GRANT USAGE ON SEQUENCE fleet_action_id_seq TO useraudit_fleet_admin;
 INSERT INTO useraudit_meta VALUES ('schema', '1') ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 "#;
