@@ -509,3 +509,92 @@ fn a_host_role_cannot_change_history_or_record_admin_actions() {
         1
     );
 }
+
+/// A running `useraudit-admin daemon` of one host; killed when dropped.
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn start(sb: &Sandbox) -> Daemon {
+        let child = Command::new(admin_path())
+            .arg("--conf")
+            .arg(&sb.conf)
+            .arg("--db")
+            .arg(&sb.db)
+            .arg("daemon")
+            .env("LD_PRELOAD", "libnss_wrapper.so")
+            .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
+            .env("NSS_WRAPPER_GROUP", sb.path().join("group"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait (at most 30 s) until `f` holds.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(std::time::Instant::now() < until, "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn daemons_spread_a_spray_lock_to_every_host_and_activate_fleet_lifts_it() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = cluster(&["h1", "h2", "h3"]) else {
+        return;
+    };
+    let hosts: Vec<Sandbox> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|h| host_sandbox(&pg, h, h, ""))
+        .collect();
+    for sb in &hosts {
+        // The database exists before its daemon starts.
+        assert!(sb.login("bob", PASSWORD, RHOST).ok);
+    }
+    let _daemons: Vec<Daemon> = hosts.iter().map(Daemon::start).collect();
+    // 2 failures of alice on each of 3 hosts: the fleet limit is 5.
+    for sb in &hosts {
+        for _ in 0..2 {
+            assert!(!sb.login("alice", "wrong", RHOST).ok);
+        }
+    }
+    for sb in &hosts {
+        eventually("alice is locked on every host", || {
+            sb.status("alice")["reason"] == "fleet_failure_limit"
+        });
+        assert!(!sb.login("alice", PASSWORD, RHOST).ok);
+    }
+    let admin = host_sandbox(&pg, "fadmin", "console", "");
+    admin.admin_ok(&["activate", "--fleet", "alice"]);
+    for sb in &hosts {
+        eventually("alice is active again", || {
+            sb.status("alice")["state"] == "active"
+        });
+        assert!(sb.login("alice", PASSWORD, RHOST).ok);
+    }
+    // Every entry arrives once.
+    for (sb, h) in hosts.iter().zip(["h1", "h2", "h3"]) {
+        let local = local_count(sb);
+        eventually("every entry is in the fleet log", || {
+            pg.count(&format!(
+                "SELECT count(*) FROM fleet_log WHERE host = '{h}'"
+            )) as usize
+                == local
+        });
+    }
+}
