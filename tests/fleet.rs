@@ -84,6 +84,10 @@ impl Pg {
     }
 
     fn start(&self) {
+        self.start_with("");
+    }
+
+    fn start_with(&self, extra: &str) {
         let d = self.dir.path();
         let o = as_postgres(&[
             &format!("{BIN}/pg_ctl"),
@@ -92,7 +96,7 @@ impl Pg {
             "-l",
             d.join("server.log").to_str().unwrap(),
             "-o",
-            &format!("-k {} -c listen_addresses='' -c fsync=off", d.display()),
+            &format!("-k {} -c listen_addresses='' -c fsync=off {extra}", d.display()),
             "-w",
             "start",
         ]);
@@ -597,4 +601,64 @@ fn daemons_spread_a_spray_lock_to_every_host_and_activate_fleet_lifts_it() {
                 == local
         });
     }
+}
+
+#[test]
+fn tls_with_a_self_signed_certificate_connects_with_sslmode_require() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = cluster(&["h1"]) else { return };
+    pg.stop();
+    let d = pg.dir.path();
+    let (crt, key) = (d.join("server.crt"), d.join("server.key"));
+    let o = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "openssl: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(Command::new("chown").arg("postgres:postgres").arg(&crt).arg(&key).status().unwrap().success());
+    // TCP only with TLS: a connection without it is refused.
+    std::fs::write(
+        d.join("data/pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    pg.start_with(&format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        crt.display(),
+        key.display()
+    ));
+    let url = |mode: &str| format!("host=127.0.0.1 port={port} dbname=useraudit user=h1 sslmode={mode} connect_timeout=5");
+    let host = |mode: &str| {
+        let conf = format!("[fleet]\nurl = \"{}\"\nhost = \"h1\"\n", url(mode));
+        let sb = Sandbox::with_config("", &conf);
+        sb.create_db_dir();
+        assert!(sb.login("bob", PASSWORD, RHOST).ok);
+        sb
+    };
+    let sb = host("require");
+    let out = sb.admin_ok(&["fleet", "sync"]);
+    assert!(out.contains("pushed 1 entry"), "{out}");
+    // Without TLS the server refuses; verify-full refuses a certificate no
+    // authority signed.
+    let o = host("disable").admin(&["fleet", "sync"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no encryption"), "{o:?}");
+    let o = host("verify-full").admin(&["fleet", "sync"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("certificate verify failed"), "{o:?}");
+    let mut c = postgres::Client::connect(
+        &format!("host={} port={port} dbname=useraudit user=postgres", pg.sock().display()),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let n: i64 = c.query_one("SELECT count(*) FROM fleet_log", &[]).unwrap().get(0);
+    assert_eq!(n, 1);
 }

@@ -109,7 +109,10 @@ fn pg_err(what: &str) -> impl Fn(postgres::Error) -> AdminError + '_ {
                 let mut s = e.to_string();
                 let mut src = std::error::Error::source(&e);
                 while let Some(c) = src {
-                    s.push_str(&format!(": {c}"));
+                    let c_text = c.to_string();
+                    if !s.contains(&c_text) {
+                        s.push_str(&format!(": {c_text}"));
+                    }
                     src = c.source();
                 }
                 s
