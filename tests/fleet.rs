@@ -502,6 +502,9 @@ fn a_host_role_cannot_change_history_or_record_admin_actions() {
             .unwrap_or_default();
         assert!(msg.contains("permission denied"), "{sql}: {e}");
     }
+    // `check` shows the table, with the limit it falls back to.
+    let check = sb.admin_ok(&["check"]);
+    assert!(check.contains("fleet.host = \"h1\"") && check.contains("fleet.failure_limit = 5"), "{check}");
     // It may add entries and read.
     let n: i64 = c
         .query_one("SELECT count(*) FROM fleet_log", &[])
@@ -582,6 +585,9 @@ fn daemons_spread_a_spray_lock_to_every_host_and_activate_fleet_lifts_it() {
             sb.status("alice")["reason"] == "fleet_failure_limit"
         });
         assert!(!sb.login("alice", PASSWORD, RHOST).ok);
+        // Also for a login that checks only the account (a public key).
+        let r = sb.pamtester("sshd", "alice", "", &[("rhost", RHOST)], &["acct_mgmt"]);
+        assert!(!r.ok, "{r:?}");
     }
     let admin = host_sandbox(&pg, "fadmin", "console", "");
     admin.admin_ok(&["activate", "--fleet", "alice"]);

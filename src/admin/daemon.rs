@@ -372,6 +372,9 @@ fn note_merged(cfg: &Config, m: &Merged) {
     }
 }
 
+/// The longest wait between fleet syncs while PostgreSQL cannot be reached.
+const FLEET_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// `useraudit-admin daemon`: run until SIGTERM or SIGINT. `conf` and `db`
 /// are the global options, read again on SIGHUP; `say` prints one line on
 /// stderr (the journal, under systemd). An error here (the lock is held,
@@ -400,10 +403,15 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
     // are reported once, as the merge's are (the entries wait locally).
     let mut next_sync = Instant::now();
     let mut fleet_problems = Problems::default();
+    // While PostgreSQL cannot be reached, each try may wait up to its
+    // connect_timeout, during which nothing is merged: retry less often
+    // (doubling up to a minute), so that the live log stays live.
+    let mut fleet_backoff = 1u32;
     loop {
         let sync_due = cfg.fleet.as_ref().filter(|_| !pending && Instant::now() >= next_sync);
         if let Some(f) = sync_due {
-            next_sync = Instant::now() + Duration::from_secs(f.interval);
+            let interval = Duration::from_secs(f.interval);
+            next_sync = Instant::now() + interval;
             if let Some((store, ..)) = &live.store {
                 let r = Accounts::open(&cfg.database, true, sys::euid() == 0)
                     .map_err(AdminError::from)
@@ -414,8 +422,13 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                             tell(Priority::Notice, &format!("fleet lockout: {} locked", escape(u)), say);
                         }
                         fleet_problems.clear("fleet: syncing again; nothing was lost", say);
+                        fleet_backoff = 1;
                     }
-                    Err(e) => fleet_problems.report(&e.0, say),
+                    Err(e) => {
+                        fleet_problems.report(&e.0, say);
+                        fleet_backoff = (fleet_backoff * 2).min(64);
+                        next_sync = Instant::now() + (interval * fleet_backoff).min(FLEET_RETRY_MAX.max(interval));
+                    }
                 }
             }
         }
@@ -469,6 +482,8 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                 }
                 pending = true;
                 retry_at = Instant::now();
+                next_sync = Instant::now();
+                fleet_backoff = 1;
             }
             Wake::Spool => pending = true,
             Wake::Tick => pending |= watch.idle().is_some(),
