@@ -668,3 +668,32 @@ fn tls_with_a_self_signed_certificate_connects_with_sslmode_require() {
     let n: i64 = c.query_one("SELECT count(*) FROM fleet_log", &[]).unwrap().get(0);
     assert_eq!(n, 1);
 }
+
+#[test]
+fn a_database_moved_aside_and_replaced_still_pushes_every_entry() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = cluster(&["h1"]) else { return };
+    let sb = host_sandbox(&pg, "h1", "h1", "");
+    for _ in 0..3 {
+        assert!(sb.login("bob", PASSWORD, RHOST).ok);
+    }
+    sb.admin_ok(&["fleet", "sync"]);
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_log"), 3);
+    // A damaged database is moved aside: the new one's ids start again at 1.
+    let aside = sb.path().join("old.db");
+    std::fs::rename(&sb.db, &aside).unwrap();
+    for ext in ["-wal", "-shm"] {
+        let mut p = sb.db.clone().into_os_string();
+        p.push(ext);
+        let _ = std::fs::remove_file(p);
+    }
+    assert!(sb.login("carol", PASSWORD, RHOST).ok);
+    assert!(sb.login("carol", PASSWORD, RHOST).ok);
+    sb.admin_ok(&["fleet", "sync"]);
+    sb.admin_ok(&["fleet", "sync"]);
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_log"), 5);
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_log WHERE \"user\" = 'carol'"), 2);
+}

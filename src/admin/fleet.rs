@@ -10,8 +10,10 @@
 //! entries after its high-water mark (the local log id last pushed, kept in
 //! `DATABASE.fleet` and, when that file is missing, read back from
 //! PostgreSQL), in one transaction per batch, with `ON CONFLICT (host,
-//! local_id) DO NOTHING`. A kill between the commit and the write of the
-//! mark only makes the next round send rows that are already there.
+//! generation, local_id) DO NOTHING`; the generation is the local log's
+//! identity ([`Store::identity`]), so a replaced database starts afresh.
+//! A kill between the commit and the write of the mark only makes the
+//! next round send rows that are already there.
 //!
 //! Fleet lockout: derived from the facts (entries and admin actions) by one
 //! query; each host writes the lock into its own state files, with the
@@ -43,6 +45,7 @@ const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS useraudit_meta (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE IF NOT EXISTS fleet_log (
     host        text    NOT NULL,
+    generation  bigint  NOT NULL,
     local_id    bigint  NOT NULL,
     time        bigint  NOT NULL,
     success     boolean NOT NULL,
@@ -54,7 +57,7 @@ CREATE TABLE IF NOT EXISTS fleet_log (
     auth_method bytea,
     reason      text,
     added_by    name    NOT NULL DEFAULT current_user,
-    PRIMARY KEY (host, local_id)
+    PRIMARY KEY (host, generation, local_id)
 );
 CREATE INDEX IF NOT EXISTS fleet_log_user_time ON fleet_log ("user", time);
 CREATE INDEX IF NOT EXISTS fleet_log_time ON fleet_log (time);
@@ -74,7 +77,7 @@ REVOKE ALL ON useraudit_meta, fleet_log, fleet_action FROM PUBLIC;
 REVOKE ALL ON fleet_log, fleet_action FROM useraudit_host, useraudit_fleet_admin;
 GRANT SELECT ON useraudit_meta TO useraudit_host, useraudit_fleet_admin;
 GRANT SELECT ON fleet_log TO useraudit_host, useraudit_fleet_admin;
-GRANT INSERT (host, local_id, time, success, "user", service, rhost, ruser, tty, auth_method, reason)
+GRANT INSERT (host, generation, local_id, time, success, "user", service, rhost, ruser, tty, auth_method, reason)
     ON fleet_log TO useraudit_host, useraudit_fleet_admin;
 GRANT SELECT ON fleet_action TO useraudit_host, useraudit_fleet_admin;
 GRANT INSERT (time, "user", action, note, by_host) ON fleet_action TO useraudit_fleet_admin;
@@ -200,6 +203,8 @@ pub fn init(cfg: &Config) -> Result<()> {
 pub struct Mark {
     /// The local log id up to which entries are in the fleet log.
     pub pushed: Option<i64>,
+    /// The identity of the local log that `pushed` counts in.
+    pub generation: Option<i64>,
     /// The last fleet admin action applied here.
     pub action: i64,
     /// When a sync last completed (microseconds).
@@ -226,6 +231,7 @@ pub fn read_mark(db: &Path) -> Mark {
         };
         match k.trim() {
             "pushed" => m.pushed = Some(n),
+            "generation" => m.generation = Some(n),
             "action" => m.action = n,
             "last_sync" => m.last_sync = Some(n),
             _ => {}
@@ -243,8 +249,8 @@ fn write_mark(db: &Path, m: &Mark) -> Result<()> {
         PathBuf::from(s)
     };
     let mut text = format!("action={}\n", m.action);
-    if let Some(p) = m.pushed {
-        text.push_str(&format!("pushed={p}\n"));
+    if let (Some(p), Some(g)) = (m.pushed, m.generation) {
+        text.push_str(&format!("generation={g}\npushed={p}\n"));
     }
     if let Some(t) = m.last_sync {
         text.push_str(&format!("last_sync={t}\n"));
@@ -267,13 +273,19 @@ pub struct Synced {
 
 /// Send the local entries after the high-water mark, batch by batch.
 fn push(c: &mut Client, store: &Store, host: &str, mark: &mut Mark, db: &Path) -> Result<u64> {
+    let generation = store.identity()?;
+    if mark.generation != Some(generation) {
+        // A new local log (or no mark yet): ask the fleet how far it got.
+        mark.pushed = None;
+        mark.generation = Some(generation);
+    }
     let mut after = match mark.pushed {
         Some(p) => p,
         None => {
             let r = c
                 .query_one(
-                    "SELECT coalesce(max(local_id), 0) FROM fleet_log WHERE host = $1",
-                    &[&host],
+                    "SELECT coalesce(max(local_id), 0) FROM fleet_log WHERE host = $1 AND generation = $2",
+                    &[&host, &generation],
                 )
                 .map_err(pg_err("cannot read the fleet log"))?;
             r.get(0)
@@ -300,11 +312,11 @@ fn push(c: &mut Client, store: &Store, host: &str, mark: &mut Mark, db: &Path) -
         let mut t = c.transaction().map_err(pg_err("cannot push"))?;
         let n = t
             .execute(
-                "INSERT INTO fleet_log (host, local_id, time, success, \"user\", service, rhost, ruser, tty, auth_method, reason)
-                 SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::boolean[], $5::bytea[], $6::bytea[],
+                "INSERT INTO fleet_log (host, generation, local_id, time, success, \"user\", service, rhost, ruser, tty, auth_method, reason)
+                 SELECT $1, $12, * FROM unnest($2::bigint[], $3::bigint[], $4::boolean[], $5::bytea[], $6::bytea[],
                                           $7::bytea[], $8::bytea[], $9::bytea[], $10::bytea[], $11::text[])
-                 ON CONFLICT (host, local_id) DO NOTHING",
-                &[&host, &ids, &times, &ok, &users, &service, &rhost, &ruser, &tty, &method, &reason],
+                 ON CONFLICT (host, generation, local_id) DO NOTHING",
+                &[&host, &ids, &times, &ok, &users, &service, &rhost, &ruser, &tty, &method, &reason, &generation],
             )
             .map_err(pg_err("cannot push"))?;
         t.commit().map_err(pg_err("cannot push"))?;
@@ -489,8 +501,8 @@ pub fn status(cfg: &Config, store: &Store) -> Result<FleetStatus> {
         Err(e) => Some(e.0),
     };
     let waiting = match mark.pushed {
-        Some(p) => store.count_after(p)?,
-        None => last.min(store.count()?),
+        Some(p) if mark.generation == Some(store.identity()?) => store.count_after(p)?,
+        _ => last.min(store.count()?),
     };
     Ok(FleetStatus {
         host: host_name(f),

@@ -601,6 +601,19 @@ impl Store {
         self.query_from(&LogQuery { limit: Some(n as u64), ..LogQuery::default() }, Some(after))
     }
 
+    /// A random number that names this log: made once, kept in
+    /// `merge_stat` (as `log_identity`). A database moved aside and
+    /// replaced by a new one gets a new identity, and its ids start again:
+    /// the fleet push keys entries on (host, identity, id).
+    pub fn identity(&self) -> Result<i64> {
+        self.conn
+            .execute("INSERT OR IGNORE INTO merge_stat (name, value) VALUES ('log_identity', random())", [])
+            .map_err(self.err("cannot write the log's identity"))?;
+        self.conn
+            .query_row("SELECT value FROM merge_stat WHERE name = 'log_identity'", [], |r| r.get(0))
+            .map_err(self.err("cannot read the log's identity"))
+    }
+
     /// How many entries were merged after entry `after`.
     pub fn count_after(&self, after: i64) -> Result<i64> {
         self.conn
