@@ -286,6 +286,12 @@ fn every_entry_arrives_once_also_across_an_outage_and_repeats() {
         assert_eq!(s["reachable"], false);
         assert_eq!(s["waiting"], 2);
     }
+    // The host's own limit (10) keeps working meanwhile.
+    for _ in 0..10 {
+        assert!(!sbs[0].login("erin", "wrong", RHOST).ok);
+    }
+    assert_eq!(sbs[0].status("erin")["reason"], "login_failure_limit");
+    assert!(!sbs[0].login("erin", PASSWORD, RHOST).ok);
     pg.start();
     for sb in &sbs {
         sb.admin_ok(&["fleet", "sync"]);

@@ -654,3 +654,31 @@ pub fn record_action(
     .map_err(pg_err("cannot record the admin action (it needs the role useraudit_fleet_admin)"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn password_file_first_line_and_root_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pw");
+        std::fs::write(&p, "s3cret\nsecond line\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_password(&p).unwrap(), "s3cret");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = read_password(&p).unwrap_err();
+        assert!(e.0.contains("readable by root only"), "{e}");
+    }
+
+    #[test]
+    fn marks_survive_a_round_trip_and_a_missing_file_is_no_mark() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("u.db");
+        assert_eq!(read_mark(&db), Mark::default());
+        let m = Mark { pushed: Some(42), generation: Some(-7), action: 3, last_sync: Some(99) };
+        write_mark(&db, &m).unwrap();
+        assert_eq!(read_mark(&db), m);
+    }
+}
