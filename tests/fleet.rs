@@ -372,6 +372,21 @@ fn sigkill_in_the_middle_of_a_push_loses_and_duplicates_nothing() {
     assert_eq!(n as usize, total);
     assert_eq!(n, distinct);
     assert_eq!(max as usize, total);
+    // A kill after a commit and before the mark is written, made certain:
+    // the mark goes back to the start; the next round sends every row
+    // again and PostgreSQL keeps one of each.
+    let mark_path = {
+        let mut p = sb.db.clone().into_os_string();
+        p.push(".fleet");
+        PathBuf::from(p)
+    };
+    let mark = std::fs::read_to_string(&mark_path).unwrap();
+    assert!(mark.contains(&format!("pushed={total}")), "{mark}");
+    std::fs::write(&mark_path, mark.replace(&format!("pushed={total}"), "pushed=0")).unwrap();
+    let out = sb.admin_ok(&["fleet", "sync"]);
+    assert!(out.contains("pushed 0 entries"), "{out}");
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_log WHERE host = 'h1'") as usize, total);
+    assert!(std::fs::read_to_string(&mark_path).unwrap().contains(&format!("pushed={total}")));
 }
 
 fn local_count_all(sb: &Sandbox) -> usize {

@@ -566,7 +566,7 @@ fn fleet(cfg: &Config, out: &mut Out, command: FleetCommand, now: i64) -> Result
             let s = fleet::sync(cfg, db.log_mut()?, &accounts, now)?;
             out.line(&format!(
                 "pushed {}, applied {}, locked by the fleet: {}",
-                plural(s.pushed as i64, "entry"),
+                format!("{} {}", s.pushed, if s.pushed == 1 { "entry" } else { "entries" }),
                 plural(s.actions as i64, "admin action"),
                 if s.locked.is_empty() {
                     "none".to_string()
