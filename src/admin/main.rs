@@ -565,8 +565,9 @@ fn fleet(cfg: &Config, out: &mut Out, command: FleetCommand, now: i64) -> Result
             let accounts = db.accounts.clone();
             let s = fleet::sync(cfg, db.log_mut()?, &accounts, now)?;
             out.line(&format!(
-                "pushed {}, applied {}, locked by the fleet: {}",
-                format!("{} {}", s.pushed, if s.pushed == 1 { "entry" } else { "entries" }),
+                "pushed {} {}, applied {}, locked by the fleet: {}",
+                s.pushed,
+                if s.pushed == 1 { "entry" } else { "entries" },
                 plural(s.actions as i64, "admin action"),
                 if s.locked.is_empty() {
                     "none".to_string()
