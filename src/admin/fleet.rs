@@ -57,8 +57,10 @@ CREATE TABLE IF NOT EXISTS fleet_log (
     auth_method bytea,
     reason      text,
     added_by    name    NOT NULL DEFAULT current_user,
+    added_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (host, generation, local_id)
 );
+CREATE INDEX IF NOT EXISTS fleet_log_added_at ON fleet_log (added_at);
 CREATE INDEX IF NOT EXISTS fleet_log_user_time ON fleet_log ("user", time);
 CREATE INDEX IF NOT EXISTS fleet_log_time ON fleet_log (time);
 CREATE TABLE IF NOT EXISTS fleet_action (
@@ -209,6 +211,8 @@ pub struct Mark {
     pub action: i64,
     /// When a sync last completed (microseconds).
     pub last_sync: Option<i64>,
+    /// The server's clock when the fleet lockout was last looked at.
+    pub checked: Option<i64>,
 }
 
 pub fn mark_path(db: &Path) -> PathBuf {
@@ -234,6 +238,7 @@ pub fn read_mark(db: &Path) -> Mark {
             "generation" => m.generation = Some(n),
             "action" => m.action = n,
             "last_sync" => m.last_sync = Some(n),
+            "checked" => m.checked = Some(n),
             _ => {}
         }
     }
@@ -254,6 +259,9 @@ fn write_mark(db: &Path, m: &Mark) -> Result<()> {
     }
     if let Some(t) = m.last_sync {
         text.push_str(&format!("last_sync={t}\n"));
+    }
+    if let Some(t) = m.checked {
+        text.push_str(&format!("checked={t}\n"));
     }
     let err = |e: std::io::Error| AdminError(format!("{}: {e}", path.display()));
     let mut f = std::fs::File::create(&tmp).map_err(err)?;
@@ -336,22 +344,35 @@ fn push(c: &mut Client, store: &Store, host: &str, mark: &mut Mark, db: &Path) -
 /// --fleet`, within `failure_window`, at least `limit` of them; with the
 /// time of the last one.
 const FLEET_LOCKS: &str = r#"
-WITH reset AS (
-    SELECT "user", max(time) AS t FROM (
-        SELECT "user", time FROM fleet_log WHERE success
+WITH cand AS (
+    SELECT DISTINCT "user" FROM fleet_log
+    WHERE $3::bigint IS NULL OR added_at > to_timestamp($3::bigint / 1e6) - interval '5 minutes'
+),
+reset AS (
+    SELECT r."user", max(r.time) AS t FROM (
+        SELECT "user", time FROM fleet_log WHERE success AND "user" IN (SELECT "user" FROM cand)
         UNION ALL
-        SELECT "user", time FROM fleet_action WHERE action = 'activate'
-    ) r GROUP BY "user"
+        SELECT "user", time FROM fleet_action WHERE action = 'activate' AND "user" IN (SELECT "user" FROM cand)
+    ) r GROUP BY r."user"
 )
 SELECT f."user", count(*), max(f.time)
 FROM fleet_log f LEFT JOIN reset r ON r."user" = f."user"
-WHERE NOT f.success AND f.reason = 'auth' AND f.time > coalesce(r.t, -1) AND f.time >= $1
+WHERE f."user" IN (SELECT "user" FROM cand)
+  AND NOT f.success AND f.reason = 'auth' AND f.time > coalesce(r.t, -1) AND f.time >= $1
 GROUP BY f."user"
 HAVING count(*) >= $2
 "#;
 
 /// Names locked fleet-wide at `now`: (name, failures, last failure).
-fn fleet_locks(c: &mut Client, cfg: &Config, now: i64) -> Result<Vec<(Vec<u8>, i64, i64)>> {
+/// With `added_since` (the server's clock, microseconds), only names with
+/// entries added since then (less 5 minutes, for transactions that were
+/// still open) are looked at: a decision changes only with new facts.
+fn fleet_locks(
+    c: &mut Client,
+    cfg: &Config,
+    now: i64,
+    added_since: Option<i64>,
+) -> Result<Vec<(Vec<u8>, i64, i64)>> {
     let f = fleet_of(cfg)?;
     let limit = f.limit(cfg);
     if limit == 0 {
@@ -367,7 +388,7 @@ fn fleet_locks(c: &mut Client, cfg: &Config, now: i64) -> Result<Vec<(Vec<u8>, i
         i64::MIN
     };
     let rows = c
-        .query(FLEET_LOCKS, &[&since, &i64::from(limit)])
+        .query(FLEET_LOCKS, &[&since, &i64::from(limit), &added_since])
         .map_err(pg_err("cannot read the fleet lockout"))?;
     Ok(rows
         .iter()
@@ -427,10 +448,15 @@ fn apply_locks(
     c: &mut Client,
     cfg: &Config,
     accounts: &Accounts,
+    mark: &mut Mark,
     now: i64,
 ) -> Result<Vec<Vec<u8>>> {
     let mut locked = Vec::new();
-    for (user, n, last) in fleet_locks(c, cfg, now)? {
+    let server_now: i64 = c
+        .query_one("SELECT (extract(epoch FROM now()) * 1000000)::bigint", &[])
+        .map_err(pg_err("cannot read the server's clock"))?
+        .get(0);
+    for (user, n, last) in fleet_locks(c, cfg, now, mark.checked)? {
         let info = match sys::lookup_user(&user) {
             Lookup::Found(u) => u,
             _ => continue,
@@ -460,6 +486,8 @@ fn apply_locks(
             locked.push(info.name.clone());
         }
     }
+    // Written with the rest of the mark when the whole round succeeded.
+    mark.checked = Some(server_now);
     Ok(locked)
 }
 
@@ -472,7 +500,7 @@ pub fn sync(cfg: &Config, store: &Store, accounts: &Accounts, now: i64) -> Resul
     let mut mark = read_mark(&cfg.database);
     let pushed = push(&mut c, store, &host, &mut mark, &cfg.database)?;
     let actions = apply_actions(&mut c, cfg, accounts, &mut mark, now)?;
-    let locked = apply_locks(&mut c, cfg, accounts, now)?;
+    let locked = apply_locks(&mut c, cfg, accounts, &mut mark, now)?;
     mark.last_sync = Some(now);
     write_mark(&cfg.database, &mark)?;
     Ok(Synced {
@@ -595,7 +623,7 @@ pub struct FleetStatusRow {
 /// `status --fleet [USER...]`: every name in the fleet log (or those named).
 pub fn fleet_status(cfg: &Config, users: &[String], now: i64) -> Result<Vec<FleetStatusRow>> {
     let mut c = connect(fleet_of(cfg)?)?;
-    let locks = fleet_locks(&mut c, cfg, now)?;
+    let locks = fleet_locks(&mut c, cfg, now, None)?;
     let rows = c
         .query(
             "SELECT DISTINCT ON (\"user\") \"user\", host, time FROM fleet_log
@@ -677,7 +705,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let db = d.path().join("u.db");
         assert_eq!(read_mark(&db), Mark::default());
-        let m = Mark { pushed: Some(42), generation: Some(-7), action: 3, last_sync: Some(99) };
+        let m = Mark { pushed: Some(42), generation: Some(-7), action: 3, last_sync: Some(99), checked: Some(5) };
         write_mark(&db, &m).unwrap();
         assert_eq!(read_mark(&db), m);
     }
