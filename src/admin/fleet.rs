@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS fleet_action (
     id       bigserial PRIMARY KEY,
     time     bigint NOT NULL,
     "user"   bytea  NOT NULL,
-    action   text   NOT NULL CHECK (action IN ('activate', 'lock')),
+    action   text   NOT NULL CHECK (action IN ('activate', 'lock', 'block', 'unblock')),
     note     bytea,
     by_host  text,
     added_by name   NOT NULL DEFAULT current_user
@@ -427,6 +427,10 @@ fn apply_actions(
                     let note = note.map(|b| String::from_utf8_lossy(&b).into_owned());
                     commands::lock(cfg, accounts, name, note.as_deref(), now).map(|_| ())
                 }
+                // Hook for `block --fleet` / `unblock --fleet`: their `user`
+                // column holds the remote host, not an account, so match on
+                // the action before the account check above. Until then
+                // they are skipped.
                 _ => Ok(()),
             };
             if let Err(e) = done {
