@@ -488,6 +488,11 @@ fn lock_fleet_disables_the_name_on_every_host() {
     }
     let admin = host_sandbox(&pg, "fadmin", "console", "");
     assert!(admin.login("dave", PASSWORD, RHOST).ok);
+    // A name that is no account on the administrator's own host is still
+    // recorded for the fleet.
+    let out = admin.admin_ok(&["lock", "--fleet", "zed"]);
+    assert!(out.contains("zed: lock recorded for the fleet") && out.contains("not an account on this host"), "{out}");
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_action WHERE \"user\" = 'zed'"), 1);
     admin.admin_ok(&["lock", "--fleet", "dave", "--reason", "left"]);
     for sb in [&a, &b] {
         sb.admin_ok(&["fleet", "sync"]);

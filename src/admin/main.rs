@@ -303,15 +303,21 @@ fn run(cli: Cli) -> Result<Exit, AdminError> {
         Command::Status { users, format, fleet: false } => status(&cfg, &mut out, &users, format, now)?,
         Command::Activate { users, fleet } => {
             if fleet {
-                fleet_action(&cfg, &mut out, &users, "activate", None, now)?;
+                let here = fleet_action(&cfg, &mut out, &users, "activate", None, now)?;
+                if here.is_empty() { Exit::Success } else { activate(&cfg, &mut out, &here, now)? }
+            } else {
+                activate(&cfg, &mut out, &users, now)?
             }
-            activate(&cfg, &mut out, &users, now)?
         }
         Command::Lock { user, reason, fleet } => {
-            if fleet {
-                fleet_action(&cfg, &mut out, std::slice::from_ref(&user), "lock", reason.as_deref(), now)?;
+            if fleet
+                && fleet_action(&cfg, &mut out, std::slice::from_ref(&user), "lock", reason.as_deref(), now)?
+                    .is_empty()
+            {
+                Exit::Success
+            } else {
+                lock(&cfg, &mut out, &user, reason.as_deref(), now)?
             }
-            lock(&cfg, &mut out, &user, reason.as_deref(), now)?
         }
         Command::Fleet { command } => fleet(&cfg, &mut out, command, now)?,
         Command::Sweep { dry_run } => sweep(&cfg, &mut out, dry_run, now)?,
@@ -531,8 +537,8 @@ fn lock(cfg: &Config, out: &mut Out, user: &str, reason: Option<&str>, now: i64)
 }
 
 /// `--fleet` on activate and lock: the admin action is recorded in
-/// PostgreSQL first (every host applies it at its next sync), then applied
-/// here at once.
+/// PostgreSQL first (every host applies it at its next sync); the names
+/// that are accounts here are returned, to apply it here at once.
 fn fleet_action(
     cfg: &Config,
     out: &mut Out,
@@ -540,12 +546,17 @@ fn fleet_action(
     action: &str,
     note: Option<&str>,
     now: i64,
-) -> Result<(), AdminError> {
+) -> Result<Vec<String>, AdminError> {
+    let mut here = Vec::new();
     for u in users {
         useraudit_admin::fleet::record_action(cfg, u.as_bytes(), action, note.map(str::as_bytes), now)?;
         out.line(&format!("{}: {action} recorded for the fleet", escape_visible(u.as_bytes())))?;
+        match useraudit_core::sys::lookup_user(u.as_bytes()) {
+            useraudit_core::sys::Lookup::Found(_) => here.push(u.clone()),
+            _ => out.line(&format!("{}: not an account on this host", escape_visible(u.as_bytes())))?,
+        }
     }
-    Ok(())
+    Ok(here)
 }
 
 // Hook for `block --fleet` / `unblock --fleet` (remote hosts): record the
