@@ -28,7 +28,7 @@ DRIVE       := target/pam_drive
 # Debian packages the build and the tests need.
 DEB_DEPS := build-essential pkg-config libpam0g-dev pamtester libpam-wrapper libnss-wrapper \
             faketime bubblewrap openssh-server openssh-client sshpass sqlite3 python3 groff man-db rpm strace \
-            prometheus
+            prometheus postgresql libssl-dev
 
 .PHONY: all build deps demo test test-unit test-sshd test-packaging lint install uninstall deb bench fuzz clean
 

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Check the live log's unit, packaging/systemd/useraudit.service, offline:
 # `systemd-analyze security` must rate it "OK" or better, and its exposure
-# must not rise above the score the README records (0.5, "SAFE"); the
+# must not rise above the score the README records (1.4, "OK": the fleet
+# store needs the network, which costs 1.0 of it); the
 # hardening that the daemon needs to work stays (no capability at all, the
 # state directory the only writable path).
 #
@@ -11,7 +12,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 UNIT=$HERE/systemd/useraudit.service
-RECORDED=0.5
+RECORDED=1.4
 skip() { echo "SKIP: $*"; exit 0; }
 
 FAILED=0

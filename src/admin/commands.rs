@@ -281,7 +281,7 @@ pub fn resolve(accounts: &Accounts, name: &str) -> Result<(Vec<u8>, Option<UserI
     }
 }
 
-fn is_exempt(cfg: &Config, user: &[u8], info: Option<&UserInfo>) -> bool {
+pub fn is_exempt(cfg: &Config, user: &[u8], info: Option<&UserInfo>) -> bool {
     match info {
         Some(u) => exempt(cfg, u),
         None => cfg.exempt_users.iter().any(|n| n.as_bytes() == user),

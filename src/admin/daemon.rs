@@ -26,7 +26,9 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use useraudit_core::config::Config;
 use useraudit_core::files::{beside, parent};
+use useraudit_core::state::Accounts;
 use useraudit_core::sys::{self, FileLock, Priority};
+use useraudit_core::text::escape;
 
 use crate::commands::{self, AdminError, Result};
 use crate::metrics;
@@ -392,6 +394,9 @@ fn note_merged(cfg: &Config, m: &Merged) {
     }
 }
 
+/// The longest wait between fleet syncs while PostgreSQL cannot be reached.
+const FLEET_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// `useraudit-admin daemon`: run until SIGTERM or SIGINT. `conf` and `db`
 /// are the global options, read again on SIGHUP; `say` prints one line on
 /// stderr (the journal, under systemd). An error here (the lock is held,
@@ -421,7 +426,39 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
     let mut metrics_at: Option<Instant> = None;
     let mut metrics_problem: Option<String> = None;
     let mut merged_ok = false;
+    // The fleet sync, every fleet.interval when [fleet] is set; its faults
+    // are reported once, as the merge's are (the entries wait locally).
+    let mut next_sync = Instant::now();
+    let mut fleet_problems = Problems::default();
+    // While PostgreSQL cannot be reached, each try may wait up to its
+    // connect_timeout, during which nothing is merged: retry less often
+    // (doubling up to a minute), so that the live log stays live.
+    let mut fleet_backoff = 1u32;
     loop {
+        let sync_due = cfg.fleet.as_ref().filter(|_| !pending && Instant::now() >= next_sync);
+        if let Some(f) = sync_due {
+            let interval = Duration::from_secs(f.interval);
+            next_sync = Instant::now() + interval;
+            if let Some((store, ..)) = &live.store {
+                let r = Accounts::open(&cfg.database, true, sys::euid() == 0)
+                    .map_err(AdminError::from)
+                    .and_then(|a| crate::fleet::sync(&cfg, store, &a, useraudit_core::text::now_micros()));
+                match r {
+                    Ok(s) => {
+                        for u in &s.locked {
+                            tell(Priority::Notice, &format!("fleet lockout: {} locked", escape(u)), say);
+                        }
+                        fleet_problems.clear("fleet: syncing again; nothing was lost", say);
+                        fleet_backoff = 1;
+                    }
+                    Err(e) => {
+                        fleet_problems.report(&e.to_string(), say);
+                        fleet_backoff = (fleet_backoff * 2).min(64);
+                        next_sync = Instant::now() + (interval * fleet_backoff).min(FLEET_RETRY_MAX.max(interval));
+                    }
+                }
+            }
+        }
         if pending && Instant::now() >= retry_at {
             match live.merge(&cfg) {
                 Ok(m) => {
@@ -458,6 +495,10 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
             let next = METRICS_EVERY.saturating_sub(at.elapsed());
             timeout = Some(timeout.map_or(next, |t| t.min(next)));
         }
+        if cfg.fleet.is_some() {
+            let to_sync = next_sync.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(to_sync, |t| t.min(to_sync)));
+        }
         match watch.wait(timeout) {
             Wake::Stop => break,
             Wake::Reload => {
@@ -488,6 +529,8 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                 }
                 pending = true;
                 retry_at = Instant::now();
+                next_sync = Instant::now();
+                fleet_backoff = 1;
             }
             Wake::Spool => pending = true,
             Wake::Tick => pending |= watch.idle().is_some(),

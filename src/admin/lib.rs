@@ -4,7 +4,8 @@
 //! retention); [`commands`] is the core of each command over the account
 //! state files and the store; [`hosts`] the remote-host state (`hosts`,
 //! `block`, `unblock`); [`daemon`] keeps the merge running (the
-//! live log) and wakes `log --follow`. `main.rs` is the thin shell: arguments,
+//! live log) and wakes `log --follow`; [`fleet`] owns all PostgreSQL (the
+//! optional fleet store). `main.rs` is the thin shell: arguments,
 //! output formats and exit codes. The login path never reaches this crate.
 #![forbid(unsafe_code)]
 
@@ -13,4 +14,5 @@ pub mod hosts;
 pub mod metrics;
 pub mod report;
 pub mod daemon;
+pub mod fleet;
 pub mod store;

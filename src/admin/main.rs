@@ -107,6 +107,22 @@ struct LogArgs {
     /// Show the last --limit entries (default 10), oldest first, then each new one as it arrives, until interrupted
     #[arg(short = 'f', long)]
     follow: bool,
+    /// Read the fleet log in PostgreSQL (every host's entries, each with its host)
+    #[arg(long, conflicts_with = "follow")]
+    fleet: bool,
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Create or migrate the PostgreSQL schema, its roles and GRANTs (idempotent)
+    Init,
+    /// One sync round now: push waiting entries, apply fleet actions and the fleet lockout
+    Sync,
+    /// Last sync, entries waiting, whether PostgreSQL is reachable
+    Status {
+        #[arg(long, value_enum, default_value = "table")]
+        format: StatusFormat,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,11 +135,17 @@ enum Command {
         users: Vec<String>,
         #[arg(long, value_enum, default_value = "table")]
         format: StatusFormat,
+        /// The fleet's view: per name, its fleet state and the host it was last seen on
+        #[arg(long)]
+        fleet: bool,
     },
     /// Re-enable accounts: clear lock, disable and failure count; restart the inactivity clock
     Activate {
         #[arg(required = true)]
         users: Vec<String>,
+        /// On every host of the fleet (recorded in PostgreSQL; hosts apply it at their next sync)
+        #[arg(long)]
+        fleet: bool,
     },
     /// Disable an account by hand
     Lock {
@@ -131,6 +153,14 @@ enum Command {
         /// Why (shown by status)
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// On every host of the fleet (recorded in PostgreSQL; hosts apply it at their next sync)
+        #[arg(long)]
+        fleet: bool,
+    },
+    /// The fleet store on PostgreSQL (the [fleet] table)
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
     },
     /// Disable accounts inactive longer than account_expiry_days; delete log entries older than retention_days
     Sweep {
@@ -301,9 +331,27 @@ fn run(cli: Cli) -> Result<Exit, AdminError> {
     let mut out = Out::new();
     let exit = match cli.command {
         Command::Log(args) => log(&cfg, &mut out, args, now)?,
-        Command::Status { users, format } => status(&cfg, &mut out, &users, format, now)?,
-        Command::Activate { users } => activate(&cfg, &mut out, &users, now)?,
-        Command::Lock { user, reason } => lock(&cfg, &mut out, &user, reason.as_deref(), now)?,
+        Command::Status { users, format, fleet: true } => fleet_status(&cfg, &mut out, &users, format, now)?,
+        Command::Status { users, format, fleet: false } => status(&cfg, &mut out, &users, format, now)?,
+        Command::Activate { users, fleet } => {
+            if fleet {
+                let here = fleet_action(&cfg, &mut out, &users, "activate", None, now)?;
+                if here.is_empty() { Exit::Success } else { activate(&cfg, &mut out, &here, now)? }
+            } else {
+                activate(&cfg, &mut out, &users, now)?
+            }
+        }
+        Command::Lock { user, reason, fleet } => {
+            if fleet
+                && fleet_action(&cfg, &mut out, std::slice::from_ref(&user), "lock", reason.as_deref(), now)?
+                    .is_empty()
+            {
+                Exit::Success
+            } else {
+                lock(&cfg, &mut out, &user, reason.as_deref(), now)?
+            }
+        }
+        Command::Fleet { command } => fleet(&cfg, &mut out, command, now)?,
         Command::Sweep { dry_run } => sweep(&cfg, &mut out, dry_run, now)?,
         Command::Check => check(&cfg, &mut out)?,
         Command::Report { since, until, format, ascii } => report_cmd(&cfg, &mut out, since, until, format, ascii, now)?,
@@ -339,6 +387,36 @@ fn log(cfg: &Config, out: &mut Out, a: LogArgs, now: i64) -> Result<Exit, AdminE
     };
     if a.follow {
         return follow(cfg, out, q, a.format);
+    }
+    if a.fleet {
+        let rows = useraudit_admin::fleet::log(cfg, &q)?;
+        match a.format {
+            LogFormat::Table => {
+                let mut header = vec!["HOST"];
+                header.extend(LOG_HEADER);
+                let rows = rows
+                    .iter()
+                    .map(|r| std::iter::once(escape_visible(r.host.as_bytes())).chain(log_fields(&r.entry, escape_visible, "-")).collect())
+                    .collect();
+                table(out, &header, rows)?
+            }
+            LogFormat::Csv => {
+                out.line(&format!("host,{CSV_HEADER}"))?;
+                for r in &rows {
+                    out.line(&format!("{},{}", csv_cell(&escape(r.host.as_bytes())), csv_row(&r.entry)))?;
+                }
+            }
+            LogFormat::Json => out.line(&json_text(&Value::Array(
+                rows.iter()
+                    .map(|r| {
+                        let mut v = log_json(&r.entry);
+                        v["host"] = jstr(r.host.as_bytes());
+                        v
+                    })
+                    .collect(),
+            )))?,
+        }
+        return Ok(Exit::Success);
     }
     let db = commands::open_store(cfg)?;
     warn_damaged(&db);
@@ -491,6 +569,127 @@ fn lock(cfg: &Config, out: &mut Out, user: &str, reason: Option<&str>, now: i64)
         format!("{name}: already locked or disabled; now disabled by hand")
     })?;
     Ok(Exit::Success)
+}
+
+/// `--fleet` on activate and lock: the admin action is recorded in
+/// PostgreSQL first (every host applies it at its next sync); the names
+/// that are accounts here are returned, to apply it here at once.
+fn fleet_action(
+    cfg: &Config,
+    out: &mut Out,
+    users: &[String],
+    action: &str,
+    note: Option<&str>,
+    now: i64,
+) -> Result<Vec<String>, AdminError> {
+    let mut here = Vec::new();
+    for u in users {
+        useraudit_admin::fleet::record_action(cfg, u.as_bytes(), action, note.map(str::as_bytes), now)?;
+        out.line(&format!("{}: {action} recorded for the fleet", escape_visible(u.as_bytes())))?;
+        match useraudit_core::sys::lookup_user(u.as_bytes()) {
+            useraudit_core::sys::Lookup::Found(_) => here.push(u.clone()),
+            _ => out.line(&format!("{}: not an account on this host", escape_visible(u.as_bytes())))?,
+        }
+    }
+    Ok(here)
+}
+
+// Hook for `block --fleet` / `unblock --fleet` (remote hosts): record the
+// action with `fleet::record_action` and apply it in `fleet::sync`, as
+// `lock --fleet` does.
+
+fn fleet(cfg: &Config, out: &mut Out, command: FleetCommand, now: i64) -> Result<Exit, AdminError> {
+    use useraudit_admin::fleet;
+    match command {
+        FleetCommand::Init => {
+            fleet::init(cfg)?;
+            out.line("fleet schema ready (roles useraudit_host and useraudit_fleet_admin)")?;
+        }
+        FleetCommand::Sync => {
+            let mut db = commands::open_store(cfg)?;
+            warn_damaged(&db);
+            let accounts = db.accounts.clone();
+            let s = fleet::sync(cfg, db.log_mut()?, &accounts, now)?;
+            out.line(&format!(
+                "pushed {} {}, applied {}, locked by the fleet: {}",
+                s.pushed,
+                if s.pushed == 1 { "entry" } else { "entries" },
+                plural(s.actions as i64, "admin action"),
+                if s.locked.is_empty() {
+                    "none".to_string()
+                } else {
+                    s.locked.iter().map(|u| escape_visible(u)).collect::<Vec<_>>().join(", ")
+                }
+            ))?;
+        }
+        FleetCommand::Status { format } => {
+            let db = commands::open_store(cfg)?;
+            warn_damaged(&db);
+            let s = fleet::status(cfg, db.log()?)?;
+            match format {
+                StatusFormat::Table => {
+                    out.line(&format!("host: {}", escape_visible(s.host.as_bytes())))?;
+                    out.line(&format!("last sync: {}", time_or_dash(s.last_sync)))?;
+                    out.line(&format!("entries waiting: {}", s.waiting))?;
+                    out.line(&format!(
+                        "postgresql: {}",
+                        match &s.unreachable {
+                            None => "reachable".to_string(),
+                            Some(e) => format!("unreachable ({e})"),
+                        }
+                    ))?;
+                }
+                StatusFormat::Json => out.line(&json_text(&json!({
+                    "host": jstr(s.host.as_bytes()),
+                    "last_sync": jtime(s.last_sync),
+                    "waiting": s.waiting,
+                    "reachable": s.unreachable.is_none(),
+                    "error": s.unreachable,
+                })))?,
+            }
+            if s.unreachable.is_some() {
+                return Ok(Exit::Error);
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn fleet_status(cfg: &Config, out: &mut Out, users: &[String], format: StatusFormat, now: i64) -> Result<Exit, AdminError> {
+    let rows = useraudit_admin::fleet::fleet_status(cfg, users, now)?;
+    match format {
+        StatusFormat::Table => table(
+            out,
+            &["USER", "STATE", "REASON", "FAILURES", "HOST", "LAST_SEEN"],
+            rows.iter()
+                .map(|r| {
+                    vec![
+                        escape_visible(&r.user),
+                        r.state.into(),
+                        r.reason.unwrap_or("-").into(),
+                        r.failures.to_string(),
+                        escape_visible(r.host.as_bytes()),
+                        rfc3339(r.last_seen),
+                    ]
+                })
+                .collect(),
+        )?,
+        StatusFormat::Json => out.line(&json_text(&Value::Array(
+            rows.iter()
+                .map(|r| {
+                    json!({
+                        "user": jstr(&r.user),
+                        "state": r.state,
+                        "reason": r.reason,
+                        "failures": r.failures,
+                        "host": jstr(r.host.as_bytes()),
+                        "last_seen": rfc3339(r.last_seen),
+                    })
+                })
+                .collect(),
+        )))?,
+    }
+    Ok(if users.len() == 1 && rows.first().is_some_and(|r| r.state != "active") { Exit::NotAllowed } else { Exit::Success })
 }
 
 /// Run by a timer: accounts are swept even when the log spool cannot be

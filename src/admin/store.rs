@@ -607,6 +607,32 @@ impl Store {
         self.query_from(&LogQuery { limit: None, ..q.clone() }, Some(after))
     }
 
+    /// At most `n` entries merged after entry `after`, in the order they
+    /// were merged (the fleet push).
+    pub fn entries_after(&self, after: i64, n: usize) -> Result<Vec<Entry>> {
+        self.query_from(&LogQuery { limit: Some(n as u64), ..LogQuery::default() }, Some(after))
+    }
+
+    /// A random number that names this log: made once, kept in
+    /// `merge_stat` (as `log_identity`). A database moved aside and
+    /// replaced by a new one gets a new identity, and its ids start again:
+    /// the fleet push keys entries on (host, identity, id).
+    pub fn identity(&self) -> Result<i64> {
+        self.conn
+            .execute("INSERT OR IGNORE INTO merge_stat (name, value) VALUES ('log_identity', random())", [])
+            .map_err(self.err("cannot write the log's identity"))?;
+        self.conn
+            .query_row("SELECT value FROM merge_stat WHERE name = 'log_identity'", [], |r| r.get(0))
+            .map_err(self.err("cannot read the log's identity"))
+    }
+
+    /// How many entries were merged after entry `after`.
+    pub fn count_after(&self, after: i64) -> Result<i64> {
+        self.conn
+            .query_row("SELECT count(*) FROM log WHERE id > ?", [after], |r| r.get(0))
+            .map_err(self.err("cannot read the log"))
+    }
+
     fn query_from(&self, q: &LogQuery, after: Option<i64>) -> Result<Vec<Entry>> {
         let mut sql = String::from(
             "SELECT id, time, success, user, service, rhost, ruser, tty, auth_method, reason FROM log WHERE 1",

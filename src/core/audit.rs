@@ -290,7 +290,7 @@ fn event_of(r: Reason) -> Event {
     match r {
         Reason::AccountExpired => Event::AccountExpired,
         Reason::PasswordExpired => Event::PasswordExpired,
-        Reason::LoginFailureLimit | Reason::Admin => Event::Locked,
+        Reason::LoginFailureLimit | Reason::Admin | Reason::FleetFailureLimit => Event::Locked,
     }
 }
 

@@ -74,6 +74,70 @@ pub struct Config {
     pub trusted_hosts: Vec<Net>,
     /// IPv6 hosts are counted by this prefix length.
     pub host_ipv6_prefix: u8,
+    /// The optional `[fleet]` table: one log and one lockout across hosts,
+    /// kept by useraudit-admin in PostgreSQL. Parsed here only; the core
+    /// never connects.
+    pub fleet: Option<Fleet>,
+}
+
+/// The `[fleet]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// A libpq connection string or URL.
+    pub url: String,
+    /// A root-only file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// This machine's name in the fleet; None: its hostname.
+    pub host: Option<String>,
+    /// Seconds between the daemon's syncs.
+    pub interval: u64,
+    /// Failures of one name across all hosts that lock it everywhere;
+    /// None: `login_failure_limit`.
+    pub failure_limit: Option<u32>,
+}
+
+/// The keys of the `[fleet]` table.
+pub const FLEET_KEYS: &[&str] = &["url", "password_file", "host", "interval", "failure_limit"];
+
+impl Fleet {
+    fn parse(t: &toml::Table) -> Result<Fleet, (String, String)> {
+        let mut f = Fleet { url: String::new(), password_file: None, host: None, interval: 2, failure_limit: None };
+        for (key, value) in t {
+            let raw = Raw::Toml(value);
+            let r: Result<(), String> = (|| {
+                match key.as_str() {
+                    "url" => f.url = get_str(&raw, "a connection string or URL as a string")?.to_string(),
+                    "password_file" => f.password_file = Some(get_path(&raw)?),
+                    "host" => {
+                        let h = get_str(&raw, "a host name as a string")?;
+                        if h.is_empty() || h.len() > 255 || h.contains('\0') {
+                            return Err(bad(&raw, "a host name of 1 to 255 bytes"));
+                        }
+                        f.host = Some(h.to_string())
+                    }
+                    "interval" => {
+                        f.interval = get_duration(&raw)?;
+                        if f.interval == 0 {
+                            return Err(bad(&raw, "a duration of at least 1s"));
+                        }
+                    }
+                    "failure_limit" => f.failure_limit = Some(get_uint(&raw, 1_000_000)? as u32),
+                    _ => return Err(format!("unknown key; known keys are {}", FLEET_KEYS.join(", "))),
+                }
+                Ok(())
+            })();
+            r.map_err(|m| (format!("fleet.{key}"), m))?;
+        }
+        if f.url.is_empty() {
+            return Err(("fleet.url".into(), "missing: [fleet] needs url".into()));
+        }
+        Ok(f)
+    }
+
+    /// The fleet lockout's limit (0: off).
+    pub fn limit(&self, cfg: &Config) -> u32 {
+        self.failure_limit.unwrap_or(cfg.login_failure_limit)
+    }
 }
 
 impl Default for Config {
@@ -101,6 +165,7 @@ impl Default for Config {
             host_block_time: 3600,
             trusted_hosts: vec![],
             host_ipv6_prefix: 64,
+            fleet: None,
         }
     }
 }
@@ -404,8 +469,17 @@ impl Config {
                 message,
                 source: None,
             };
-            if let toml::Value::Table(_) = value {
-                return Err(at("sections are not used; write every key at the top level".into()));
+            if let toml::Value::Table(t) = value {
+                if key == "fleet" {
+                    cfg.fleet = Some(Fleet::parse(t).map_err(|(k, m)| ConfigError {
+                        origin: Origin::File { path: path.into(), line: line_of_key(text, k.trim_start_matches("fleet.")) },
+                        key: Some(k),
+                        message: m,
+                        source: None,
+                    })?);
+                    continue;
+                }
+                return Err(at("sections are not used except [fleet]; write every other key at the top level".into()));
             }
             cfg.set(key, &Raw::Toml(value)).map_err(at)?;
         }
@@ -490,7 +564,7 @@ impl Config {
             format!("[{}]", items.join(", "))
         };
         let dur = |s: u64| if s == 0 { "0".to_string() } else { format!("\"{}\"", format_duration(s)) };
-        vec![
+        let mut v = vec![
             ("database", quote(&self.database.display().to_string())),
             ("login_failure_limit", self.login_failure_limit.to_string()),
             ("failure_window", dur(self.failure_window)),
@@ -546,7 +620,22 @@ impl Config {
             ("host_block_time", dur(self.host_block_time)),
             ("trusted_hosts", format!("[{}]", self.trusted_hosts.iter().map(|n| quote(&n.render())).collect::<Vec<_>>().join(", "))),
             ("host_ipv6_prefix", self.host_ipv6_prefix.to_string()),
-        ]
+        ];
+        if let Some(f) = &self.fleet {
+            // The URL may carry a password: show where it goes, not what it holds.
+            let url = match f.url.find('@') {
+                Some(at) if f.url.contains("://") => format!("{}…{}", &f.url[..f.url.find("://").unwrap_or(0) + 3], &f.url[at..]),
+                _ => f.url.clone(),
+            };
+            v.push(("fleet.url", quote(&url)));
+            if let Some(p) = &f.password_file {
+                v.push(("fleet.password_file", quote(&p.display().to_string())));
+            }
+            v.push(("fleet.host", f.host.as_deref().map(quote).unwrap_or_else(|| "\"\" # the hostname".into())));
+            v.push(("fleet.interval", dur(f.interval)));
+            v.push(("fleet.failure_limit", f.limit(self).to_string()));
+        }
+        v
     }
 }
 
@@ -786,6 +875,22 @@ on_error = "deny"
         let e = parse("password_expiry_days = 10\npassword_expiry_warning_days = 10\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("password_expiry_warning_days"));
         assert!(e.to_string().contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn fleet_table() {
+        let c = parse("login_failure_limit = 4\n[fleet]\nurl = \"host=/run/postgresql dbname=u\"\nhost = \"web-1\"\ninterval = \"5s\"\n").unwrap();
+        let f = c.fleet.clone().unwrap();
+        assert_eq!((f.host.as_deref(), f.interval, f.failure_limit), (Some("web-1"), 5, None));
+        assert_eq!(f.limit(&c), 4);
+        assert!(parse("").unwrap().fleet.is_none());
+        let e = parse("[fleet]\nhost = \"a\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("fleet.url"));
+        let e = parse("[fleet]\nurl = \"x\"\ninterval = 0\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("fleet.interval"));
+        let e = parse("[fleet]\nurl = \"x\"\nbogus = 1\n").unwrap_err();
+        assert!(e.message.contains("known keys"), "{e}");
+        assert!(parse("[other]\nx = 1\n").is_err());
     }
 
     #[test]

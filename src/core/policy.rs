@@ -34,6 +34,10 @@ pub enum Reason {
     AccountExpired,
     PasswordExpired,
     Admin,
+    /// Locked by the fleet lockout: failures of the name on all hosts
+    /// together reached `fleet.failure_limit` (written by useraudit-admin's
+    /// fleet sync, lifted by `activate`).
+    FleetFailureLimit,
 }
 
 impl Reason {
@@ -43,10 +47,17 @@ impl Reason {
             Reason::AccountExpired => "account_expired",
             Reason::PasswordExpired => "password_expired",
             Reason::Admin => "admin",
+            Reason::FleetFailureLimit => "fleet_failure_limit",
         }
     }
     pub fn parse(s: &str) -> Option<Reason> {
-        [Reason::LoginFailureLimit, Reason::AccountExpired, Reason::PasswordExpired, Reason::Admin]
+        [
+            Reason::LoginFailureLimit,
+            Reason::AccountExpired,
+            Reason::PasswordExpired,
+            Reason::Admin,
+            Reason::FleetFailureLimit,
+        ]
             .into_iter()
             .find(|x| x.as_str() == s)
     }
@@ -57,6 +68,7 @@ impl Reason {
             Reason::AccountExpired => LogReason::AccountExpired,
             Reason::PasswordExpired => LogReason::PasswordExpired,
             Reason::Admin => LogReason::Disabled,
+            Reason::FleetFailureLimit => LogReason::Locked,
         }
     }
 }

@@ -1,0 +1,716 @@
+//! The optional fleet store on PostgreSQL: ALL PostgreSQL code lives here
+//! (the schema and its roles, the push of local entries, the pull of fleet
+//! decisions, the fleet views).
+//!
+//! The login path never reaches this file: the module decides from the
+//! local state files; useraudit-admin (`fleet sync`, or the daemon every
+//! `fleet.interval`) carries entries and decisions both ways.
+//!
+//! Exactly once: the local SQLite log is the queue. A host pushes the
+//! entries after its high-water mark (the local log id last pushed, kept in
+//! `DATABASE.fleet` and, when that file is missing, read back from
+//! PostgreSQL), in one transaction per batch, with `ON CONFLICT (host,
+//! generation, local_id) DO NOTHING`; the generation is the local log's
+//! identity ([`Store::identity`]), so a replaced database starts afresh.
+//! A kill between the commit and the write of the mark only makes the
+//! next round send rows that are already there.
+//!
+//! Fleet lockout: derived from the facts (entries and admin actions) by one
+//! query; each host writes the lock into its own state files, with the
+//! reason `fleet_failure_limit`.
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+use useraudit_core::config::{self, Config};
+use useraudit_core::policy::{self, Account, Reason, State};
+use useraudit_core::state::Accounts;
+use useraudit_core::sys::{self, Lookup};
+use useraudit_core::text::escape;
+
+use crate::commands::{self, AdminError, Result};
+use crate::store::{Entry, LogQuery, Store};
+
+/// Entries sent per transaction.
+pub const BATCH: usize = 5_000;
+/// The bound on any one statement.
+const STATEMENT_TIMEOUT_MS: u32 = 30_000;
+/// Used when the connection string sets none.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema and its roles. Idempotent: `fleet init` runs it every time.
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS useraudit_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS fleet_log (
+    host        text    NOT NULL,
+    generation  bigint  NOT NULL,
+    local_id    bigint  NOT NULL,
+    time        bigint  NOT NULL,
+    success     boolean NOT NULL,
+    "user"      bytea   NOT NULL,
+    service     bytea,
+    rhost       bytea,
+    ruser       bytea,
+    tty         bytea,
+    auth_method bytea,
+    reason      text,
+    added_by    name    NOT NULL DEFAULT current_user,
+    added_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (host, generation, local_id)
+);
+CREATE INDEX IF NOT EXISTS fleet_log_added_at ON fleet_log (added_at);
+CREATE INDEX IF NOT EXISTS fleet_log_user_time ON fleet_log ("user", time);
+CREATE INDEX IF NOT EXISTS fleet_log_time ON fleet_log (time);
+CREATE TABLE IF NOT EXISTS fleet_action (
+    id       bigserial PRIMARY KEY,
+    time     bigint NOT NULL,
+    "user"   bytea  NOT NULL,
+    action   text   NOT NULL CHECK (action IN ('activate', 'lock', 'block', 'unblock')),
+    note     bytea,
+    by_host  text,
+    added_by name   NOT NULL DEFAULT current_user
+);
+CREATE INDEX IF NOT EXISTS fleet_action_user ON fleet_action ("user", time);
+DO $$ BEGIN CREATE ROLE useraudit_host NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+DO $$ BEGIN CREATE ROLE useraudit_fleet_admin NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+REVOKE ALL ON useraudit_meta, fleet_log, fleet_action FROM PUBLIC;
+REVOKE ALL ON fleet_log, fleet_action FROM useraudit_host, useraudit_fleet_admin;
+GRANT SELECT ON useraudit_meta TO useraudit_host, useraudit_fleet_admin;
+GRANT SELECT ON fleet_log TO useraudit_host, useraudit_fleet_admin;
+GRANT INSERT (host, generation, local_id, time, success, "user", service, rhost, ruser, tty, auth_method, reason)
+    ON fleet_log TO useraudit_host, useraudit_fleet_admin;
+GRANT SELECT ON fleet_action TO useraudit_host, useraudit_fleet_admin;
+GRANT INSERT (time, "user", action, note, by_host) ON fleet_action TO useraudit_fleet_admin;
+GRANT USAGE ON SEQUENCE fleet_action_id_seq TO useraudit_fleet_admin;
+INSERT INTO useraudit_meta VALUES ('schema', '1') ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+"#;
+
+/// This machine's name in the fleet.
+pub fn host_name(f: &config::Fleet) -> String {
+    if let Some(h) = &f.host {
+        return h.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn fleet_of(cfg: &Config) -> Result<&config::Fleet> {
+    cfg.fleet.as_ref().ok_or_else(|| {
+        AdminError::Problem("no [fleet] table in the configuration: the fleet is not set up".into())
+    })
+}
+
+fn pg_err(what: &str) -> impl Fn(postgres::Error) -> AdminError + '_ {
+    move |e| {
+        // The server's own words when it sent any.
+        let detail = match e.as_db_error() {
+            Some(d) => d.message().to_string(),
+            None => {
+                let mut s = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(c) = src {
+                    let c_text = c.to_string();
+                    if !s.contains(&c_text) {
+                        s.push_str(&format!(": {c_text}"));
+                    }
+                    src = c.source();
+                }
+                s
+            }
+        };
+        AdminError::Problem(format!("fleet: {what}: {detail}"))
+    }
+}
+
+/// The first line of the root-only password file.
+fn read_password(p: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(p)
+        .map_err(|e| AdminError::Problem(format!("fleet.password_file {}: {e}", p.display())))?;
+    if md.mode() & 0o077 != 0 || (sys::euid() == 0 && md.uid() != 0) {
+        return Err(AdminError::Problem(format!(
+            "fleet.password_file {}: must be owned by root and readable by root only (mode 0600 or 0400)",
+            p.display()
+        )));
+    }
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| AdminError::Problem(format!("fleet.password_file {}: {e}", p.display())))?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// Connect with bounded waits: `connect_timeout` (10 s unless the
+/// connection string sets it), TCP keepalives, and a `statement_timeout`.
+/// `sslmode=require` encrypts without checking the certificate (as libpq);
+/// `verify-ca` and `verify-full` check it against the system's roots
+/// (`verify-full` also the host name).
+pub fn connect(f: &config::Fleet) -> Result<Client> {
+    let mut url = f.url.clone();
+    let mut verify = None;
+    for (mode, full) in [("sslmode=verify-full", true), ("sslmode=verify-ca", false)] {
+        if url.contains(mode) {
+            url = url.replace(mode, "sslmode=require");
+            verify = Some(full);
+        }
+    }
+    let mut pc = postgres::Config::from_str(&url).map_err(pg_err("url"))?;
+    if pc.get_connect_timeout().is_none() {
+        pc.connect_timeout(CONNECT_TIMEOUT);
+    }
+    pc.keepalives(true).keepalives_idle(Duration::from_secs(30));
+    pc.options(&format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
+    if pc.get_application_name().is_none() {
+        pc.application_name("useraudit-admin");
+    }
+    if let Some(p) = &f.password_file {
+        pc.password(read_password(p)?);
+    }
+    let client = if pc.get_ssl_mode() == postgres::config::SslMode::Disable {
+        pc.connect(NoTls)
+    } else {
+        let mut b = native_tls::TlsConnector::builder();
+        match verify {
+            None => {
+                b.danger_accept_invalid_certs(true)
+                    .danger_accept_invalid_hostnames(true);
+            }
+            Some(false) => {
+                b.danger_accept_invalid_hostnames(true);
+            }
+            Some(true) => {}
+        }
+        let tls = b
+            .build()
+            .map_err(|e| AdminError::Problem(format!("fleet: TLS: {e}")))?;
+        pc.connect(postgres_native_tls::MakeTlsConnector::new(tls))
+    };
+    client.map_err(pg_err("cannot connect to PostgreSQL"))
+}
+
+/// `fleet init`: create or migrate the schema, the roles and their GRANTs.
+pub fn init(cfg: &Config) -> Result<()> {
+    let mut c = connect(fleet_of(cfg)?)?;
+    let mut t = c.transaction().map_err(pg_err("init"))?;
+    t.batch_execute(SCHEMA)
+        .map_err(pg_err("cannot create the schema"))?;
+    t.commit().map_err(pg_err("cannot create the schema"))
+}
+
+/// What a host keeps locally about its sync (`DATABASE.fleet`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// The local log id up to which entries are in the fleet log.
+    pub pushed: Option<i64>,
+    /// The identity of the local log that `pushed` counts in.
+    pub generation: Option<i64>,
+    /// The last fleet admin action applied here.
+    pub action: i64,
+    /// When a sync last completed (microseconds).
+    pub last_sync: Option<i64>,
+    /// The server's clock when the fleet lockout was last looked at.
+    pub checked: Option<i64>,
+}
+
+pub fn mark_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(".fleet");
+    PathBuf::from(s)
+}
+
+pub fn read_mark(db: &Path) -> Mark {
+    let mut m = Mark::default();
+    let Ok(text) = std::fs::read_to_string(mark_path(db)) else {
+        return m;
+    };
+    for l in text.lines() {
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
+        let Ok(n) = v.trim().parse::<i64>() else {
+            continue;
+        };
+        match k.trim() {
+            "pushed" => m.pushed = Some(n),
+            "generation" => m.generation = Some(n),
+            "action" => m.action = n,
+            "last_sync" => m.last_sync = Some(n),
+            "checked" => m.checked = Some(n),
+            _ => {}
+        }
+    }
+    m
+}
+
+/// Written to a new file and renamed over the old one, synced.
+fn write_mark(db: &Path, m: &Mark) -> Result<()> {
+    let path = mark_path(db);
+    let tmp = {
+        let mut s = path.as_os_str().to_owned();
+        s.push(".tmp");
+        PathBuf::from(s)
+    };
+    let mut text = format!("action={}\n", m.action);
+    if let (Some(p), Some(g)) = (m.pushed, m.generation) {
+        text.push_str(&format!("generation={g}\npushed={p}\n"));
+    }
+    if let Some(t) = m.last_sync {
+        text.push_str(&format!("last_sync={t}\n"));
+    }
+    if let Some(t) = m.checked {
+        text.push_str(&format!("checked={t}\n"));
+    }
+    let err = |e: std::io::Error| AdminError::Problem(format!("{}: {e}", path.display()));
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)
+}
+
+/// What one sync round did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Synced {
+    pub pushed: u64,
+    pub actions: u64,
+    /// Names locked here by the fleet lockout in this round.
+    pub locked: Vec<Vec<u8>>,
+}
+
+/// Send the local entries after the high-water mark, batch by batch.
+fn push(c: &mut Client, store: &Store, host: &str, mark: &mut Mark, db: &Path) -> Result<u64> {
+    let generation = store.identity()?;
+    if mark.generation != Some(generation) {
+        // A new local log (or no mark yet): ask the fleet how far it got.
+        mark.pushed = None;
+        mark.generation = Some(generation);
+    }
+    let mut after = match mark.pushed {
+        Some(p) => p,
+        None => {
+            let r = c
+                .query_one(
+                    "SELECT coalesce(max(local_id), 0) FROM fleet_log WHERE host = $1 AND generation = $2",
+                    &[&host, &generation],
+                )
+                .map_err(pg_err("cannot read the fleet log"))?;
+            r.get(0)
+        }
+    };
+    let mut total = 0;
+    loop {
+        let rows = store.entries_after(after, BATCH)?;
+        let batch: Vec<&Entry> = rows.iter().collect();
+        let Some(last) = batch.last().map(|e| e.id) else {
+            break;
+        };
+        let col = |f: fn(&Entry) -> Option<Vec<u8>>| batch.iter().map(|e| f(e)).collect::<Vec<_>>();
+        let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
+        let times: Vec<i64> = batch.iter().map(|e| e.time).collect();
+        let ok: Vec<bool> = batch.iter().map(|e| e.success).collect();
+        let users: Vec<Vec<u8>> = batch.iter().map(|e| e.user.clone()).collect();
+        let service = col(|e| e.service.clone());
+        let rhost = col(|e| e.rhost.clone());
+        let ruser = col(|e| e.ruser.clone());
+        let tty = col(|e| e.tty.clone());
+        let method = col(|e| e.auth_method.clone());
+        let reason: Vec<Option<String>> = batch.iter().map(|e| e.reason.clone()).collect();
+        let mut t = c.transaction().map_err(pg_err("cannot push"))?;
+        let n = t
+            .execute(
+                "INSERT INTO fleet_log (host, generation, local_id, time, success, \"user\", service, rhost, ruser, tty, auth_method, reason)
+                 SELECT $1, $12, * FROM unnest($2::bigint[], $3::bigint[], $4::boolean[], $5::bytea[], $6::bytea[],
+                                          $7::bytea[], $8::bytea[], $9::bytea[], $10::bytea[], $11::text[])
+                 ON CONFLICT (host, generation, local_id) DO NOTHING",
+                &[&host, &ids, &times, &ok, &users, &service, &rhost, &ruser, &tty, &method, &reason, &generation],
+            )
+            .map_err(pg_err("cannot push"))?;
+        t.commit().map_err(pg_err("cannot push"))?;
+        total += n;
+        after = last;
+        mark.pushed = Some(after);
+        write_mark(db, mark)?;
+    }
+    if mark.pushed.is_none() {
+        mark.pushed = Some(after);
+    }
+    Ok(total)
+}
+
+/// The names the fleet lockout locks now: failures (`reason = 'auth'`)
+/// after the name's last success on any host and its last `activate
+/// --fleet`, within `failure_window`, at least `limit` of them; with the
+/// time of the last one.
+const FLEET_LOCKS: &str = r#"
+WITH cand AS (
+    SELECT DISTINCT "user" FROM fleet_log
+    WHERE $3::bigint IS NULL OR added_at > to_timestamp($3::bigint / 1e6) - interval '5 minutes'
+),
+reset AS (
+    SELECT r."user", max(r.time) AS t FROM (
+        SELECT "user", time FROM fleet_log WHERE success AND "user" IN (SELECT "user" FROM cand)
+        UNION ALL
+        SELECT "user", time FROM fleet_action WHERE action = 'activate' AND "user" IN (SELECT "user" FROM cand)
+    ) r GROUP BY r."user"
+)
+SELECT f."user", count(*), max(f.time)
+FROM fleet_log f LEFT JOIN reset r ON r."user" = f."user"
+WHERE f."user" IN (SELECT "user" FROM cand)
+  AND NOT f.success AND f.reason = 'auth' AND f.time > coalesce(r.t, -1) AND f.time >= $1
+GROUP BY f."user"
+HAVING count(*) >= $2
+"#;
+
+/// Names locked fleet-wide at `now`: (name, failures, last failure).
+/// With `added_since` (the server's clock, microseconds), only names with
+/// entries added since then (less 5 minutes, for transactions that were
+/// still open) are looked at: a decision changes only with new facts.
+fn fleet_locks(
+    c: &mut Client,
+    cfg: &Config,
+    now: i64,
+    added_since: Option<i64>,
+) -> Result<Vec<(Vec<u8>, i64, i64)>> {
+    let f = fleet_of(cfg)?;
+    let limit = f.limit(cfg);
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let since = if cfg.failure_window > 0 {
+        now.saturating_sub(
+            i64::try_from(cfg.failure_window)
+                .unwrap_or(i64::MAX / 1_000_000)
+                .saturating_mul(1_000_000),
+        )
+    } else {
+        i64::MIN
+    };
+    let rows = c
+        .query(FLEET_LOCKS, &[&since, &i64::from(limit), &added_since])
+        .map_err(pg_err("cannot read the fleet lockout"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// Apply the admin actions recorded since the last round, in order.
+fn apply_actions(
+    c: &mut Client,
+    cfg: &Config,
+    accounts: &Accounts,
+    mark: &mut Mark,
+    now: i64,
+) -> Result<u64> {
+    let rows = c
+        .query(
+            "SELECT id, \"user\", action, note FROM fleet_action WHERE id > $1 ORDER BY id",
+            &[&mark.action],
+        )
+        .map_err(pg_err("cannot read the fleet's admin actions"))?;
+    let mut n = 0;
+    for r in &rows {
+        let id: i64 = r.get(0);
+        let user: Vec<u8> = r.get(1);
+        let action: String = r.get(2);
+        let note: Option<Vec<u8>> = r.get(3);
+        // Only accounts this host knows; others are not here to act on.
+        let name = std::str::from_utf8(&user)
+            .ok()
+            .filter(|n| commands::resolve(accounts, n).is_ok());
+        if let Some(name) = name {
+            let done = match action.as_str() {
+                "activate" => commands::activate(cfg, accounts, name, now).map(|_| ()),
+                "lock" => {
+                    let note = note.map(|b| String::from_utf8_lossy(&b).into_owned());
+                    commands::lock(cfg, accounts, name, note.as_deref(), now).map(|_| ())
+                }
+                // Hook for `block --fleet` / `unblock --fleet`: their `user`
+                // column holds the remote host, not an account, so match on
+                // the action before the account check above. Until then
+                // they are skipped.
+                _ => Ok(()),
+            };
+            if let Err(e) = done {
+                // An exempt account, a damaged file: said, and not retried.
+                sys::syslog(
+                    sys::Priority::Warning,
+                    &format!("useraudit-admin: fleet {action} {}: {e}", escape(&user)),
+                );
+            }
+            n += 1;
+        }
+        mark.action = id;
+    }
+    Ok(n)
+}
+
+/// Write the fleet lockout into the local state files.
+fn apply_locks(
+    c: &mut Client,
+    cfg: &Config,
+    accounts: &Accounts,
+    mark: &mut Mark,
+    now: i64,
+) -> Result<Vec<Vec<u8>>> {
+    let mut locked = Vec::new();
+    let server_now: i64 = c
+        .query_one("SELECT (extract(epoch FROM now()) * 1000000)::bigint", &[])
+        .map_err(pg_err("cannot read the server's clock"))?
+        .get(0);
+    for (user, n, last) in fleet_locks(c, cfg, now, mark.checked)? {
+        let info = match sys::lookup_user(&user) {
+            Lookup::Found(u) => u,
+            _ => continue,
+        };
+        if commands::is_exempt(cfg, &user, Some(&info)) {
+            continue;
+        }
+        let newly = accounts.update(&info.name, false, |cur| {
+            let mut a = cur.unwrap_or_else(|| Account::new(&info.name, now));
+            // Already refused for another reason, or activated here after
+            // the last failure: nothing to write.
+            if a.state == State::Disabled || a.activated_at.is_some_and(|t| t >= last) {
+                return Ok((None, false));
+            }
+            policy::disable(&mut a, Reason::FleetFailureLimit, now);
+            a.failures = u32::try_from(n).unwrap_or(u32::MAX);
+            Ok((Some(a), true))
+        })?;
+        if newly {
+            sys::syslog(
+                sys::Priority::Notice,
+                &format!(
+                    "useraudit-admin: {} locked by the fleet lockout ({n} failures across hosts)",
+                    escape(&user)
+                ),
+            );
+            locked.push(info.name.clone());
+        }
+    }
+    // Written with the rest of the mark when the whole round succeeded.
+    mark.checked = Some(server_now);
+    Ok(locked)
+}
+
+/// One sync round: push the waiting entries, apply the fleet's admin
+/// actions, write the fleet lockout into the local state files.
+pub fn sync(cfg: &Config, store: &Store, accounts: &Accounts, now: i64) -> Result<Synced> {
+    let f = fleet_of(cfg)?;
+    let host = host_name(f);
+    let mut c = connect(f)?;
+    let mut mark = read_mark(&cfg.database);
+    let pushed = push(&mut c, store, &host, &mut mark, &cfg.database)?;
+    let actions = apply_actions(&mut c, cfg, accounts, &mut mark, now)?;
+    let locked = apply_locks(&mut c, cfg, accounts, &mut mark, now)?;
+    mark.last_sync = Some(now);
+    write_mark(&cfg.database, &mark)?;
+    Ok(Synced {
+        pushed,
+        actions,
+        locked,
+    })
+}
+
+/// `fleet status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetStatus {
+    pub host: String,
+    pub last_sync: Option<i64>,
+    pub waiting: i64,
+    /// None: reachable; else why not.
+    pub unreachable: Option<String>,
+}
+
+pub fn status(cfg: &Config, store: &Store) -> Result<FleetStatus> {
+    let f = fleet_of(cfg)?;
+    let mark = read_mark(&cfg.database);
+    let last = store.last_id()?;
+    let unreachable = match connect(f) {
+        Ok(mut c) => c.simple_query("SELECT 1").err().map(|e| pg_err("")(e).to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    let waiting = match mark.pushed {
+        Some(p) if mark.generation == Some(store.identity()?) => store.count_after(p)?,
+        _ => last.min(store.count()?),
+    };
+    Ok(FleetStatus {
+        host: host_name(f),
+        last_sync: mark.last_sync,
+        waiting,
+        unreachable,
+    })
+}
+
+/// An entry of the fleet log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetEntry {
+    pub host: String,
+    pub entry: Entry,
+}
+
+/// `log --fleet`: the fleet log, newest first, with the same filters.
+pub fn log(cfg: &Config, q: &LogQuery) -> Result<Vec<FleetEntry>> {
+    let mut c = connect(fleet_of(cfg)?)?;
+    let mut sql = String::from(
+        "SELECT host, local_id, time, success, \"user\", service, rhost, ruser, tty, auth_method, reason FROM fleet_log WHERE true",
+    );
+    let mut args: Vec<Box<dyn postgres::types::ToSql + Sync>> = Vec::new();
+    let mut arg = |sql: &mut String, cond: &str, v: Box<dyn postgres::types::ToSql + Sync>| {
+        args.push(v);
+        sql.push_str(&format!(" AND {cond} ${}", args.len()));
+    };
+    if let Some(s) = q.success {
+        arg(&mut sql, "success =", Box::new(s));
+    }
+    for (col, v) in [
+        ("\"user\"", &q.user),
+        ("rhost", &q.rhost),
+        ("service", &q.service),
+    ] {
+        if let Some(v) = v {
+            arg(&mut sql, &format!("{col} ="), Box::new(v.clone()));
+        }
+    }
+    if let Some(t) = q.since {
+        arg(&mut sql, "time >=", Box::new(t));
+    }
+    if let Some(t) = q.until {
+        arg(&mut sql, "time <", Box::new(t));
+    }
+    sql.push_str(" ORDER BY time DESC, host DESC, local_id DESC");
+    if let Some(n) = q.limit {
+        args.push(Box::new(i64::try_from(n).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(" LIMIT ${}", args.len()));
+    }
+    let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+        args.iter().map(|b| b.as_ref()).collect();
+    let rows = c
+        .query(&sql, &params)
+        .map_err(pg_err("cannot read the fleet log"))?;
+    Ok(rows
+        .iter()
+        .map(|r| FleetEntry {
+            host: r.get(0),
+            entry: Entry {
+                id: r.get(1),
+                time: r.get(2),
+                success: r.get(3),
+                user: r.get(4),
+                service: r.get(5),
+                rhost: r.get(6),
+                ruser: r.get(7),
+                tty: r.get(8),
+                auth_method: r.get(9),
+                reason: r.get(10),
+            },
+        })
+        .collect())
+}
+
+/// One name as `status --fleet` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetStatusRow {
+    pub user: Vec<u8>,
+    /// "active", "locked" (the fleet lockout) or "disabled" (`lock --fleet`).
+    pub state: &'static str,
+    pub reason: Option<&'static str>,
+    /// Counted failures across hosts (since the last reset).
+    pub failures: i64,
+    /// The host of the name's latest entry, and that entry's time.
+    pub host: String,
+    pub last_seen: i64,
+}
+
+/// `status --fleet [USER...]`: every name in the fleet log (or those named).
+pub fn fleet_status(cfg: &Config, users: &[String], now: i64) -> Result<Vec<FleetStatusRow>> {
+    let mut c = connect(fleet_of(cfg)?)?;
+    let locks = fleet_locks(&mut c, cfg, now, None)?;
+    let rows = c
+        .query(
+            "SELECT DISTINCT ON (\"user\") \"user\", host, time FROM fleet_log
+             WHERE cardinality($1::bytea[]) = 0 OR \"user\" = ANY($1)
+             ORDER BY \"user\", time DESC, host DESC",
+            &[&users
+                .iter()
+                .map(|u| u.as_bytes().to_vec())
+                .collect::<Vec<_>>()],
+        )
+        .map_err(pg_err("cannot read the fleet log"))?;
+    let actions = c
+        .query("SELECT DISTINCT ON (\"user\") \"user\", action FROM fleet_action ORDER BY \"user\", id DESC", &[])
+        .map_err(pg_err("cannot read the fleet's admin actions"))?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let user: Vec<u8> = r.get(0);
+        let lock = locks.iter().find(|l| l.0 == user);
+        let disabled = actions
+            .iter()
+            .any(|a| a.get::<_, Vec<u8>>(0) == user && a.get::<_, String>(1) == "lock");
+        let (state, reason) = if disabled {
+            ("disabled", Some(Reason::Admin.as_str()))
+        } else if lock.is_some() {
+            ("locked", Some(Reason::FleetFailureLimit.as_str()))
+        } else {
+            ("active", None)
+        };
+        out.push(FleetStatusRow {
+            failures: lock.map_or(0, |l| l.1),
+            user,
+            state,
+            reason,
+            host: r.get(1),
+            last_seen: r.get(2),
+        });
+    }
+    Ok(out)
+}
+
+/// `activate --fleet` / `lock --fleet`: record an admin action (needs the
+/// role `useraudit_fleet_admin`); every host applies it at its next sync.
+pub fn record_action(
+    cfg: &Config,
+    user: &[u8],
+    action: &str,
+    note: Option<&[u8]>,
+    now: i64,
+) -> Result<()> {
+    let f = fleet_of(cfg)?;
+    let mut c = connect(f)?;
+    c.execute(
+        "INSERT INTO fleet_action (time, \"user\", action, note, by_host) VALUES ($1, $2, $3, $4, $5)",
+        &[&now, &user, &action, &note, &host_name(f)],
+    )
+    .map_err(pg_err("cannot record the admin action (it needs the role useraudit_fleet_admin)"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn password_file_first_line_and_root_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pw");
+        std::fs::write(&p, "s3cret\nsecond line\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_password(&p).unwrap(), "s3cret");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = read_password(&p).unwrap_err();
+        assert!(e.to_string().contains("readable by root only"), "{e}");
+    }
+
+    #[test]
+    fn marks_survive_a_round_trip_and_a_missing_file_is_no_mark() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("u.db");
+        assert_eq!(read_mark(&db), Mark::default());
+        let m = Mark { pushed: Some(42), generation: Some(-7), action: 3, last_sync: Some(99), checked: Some(5) };
+        write_mark(&db, &m).unwrap();
+        assert_eq!(read_mark(&db), m);
+    }
+}

@@ -1,0 +1,725 @@
+//! The fleet store against a real PostgreSQL server that the tests start
+//! themselves (Debian's `postgresql` package: a throwaway cluster made by
+//! `initdb` and run by `pg_ctl` as the unprivileged `postgres` user, on a
+//! Unix socket in a temporary directory, no TCP). Several simulated hosts,
+//! each its own sandbox (state directory, `fleet.host`), share the cluster.
+//! Needs root (to run the server as `postgres`); skipped otherwise, unless
+//! CI is set.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::{PASSWORD, Sandbox, admin_path, missing_tools};
+use serde_json::Value;
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+const RHOST: &str = "203.0.113.9";
+
+/// One cluster at a time: each test stops and starts its own.
+static ONE: Mutex<()> = Mutex::new(());
+
+/// A throwaway PostgreSQL cluster; stopped when dropped.
+struct Pg {
+    dir: tempfile::TempDir,
+}
+
+fn as_postgres(args: &[&str]) -> std::process::Output {
+    Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+impl Pg {
+    /// None (skip) when not root or the server is not installed.
+    fn new() -> Option<Pg> {
+        let root = euid() == 0;
+        let have = Path::new(BIN).join("initdb").exists();
+        if !root || !have || missing_tools() {
+            if std::env::var_os("CI").is_some_and(|v| v == "true") {
+                panic!("the fleet tests need root and Debian's postgresql package (make deps)");
+            }
+            eprintln!("SKIP: the fleet tests need root and Debian's postgresql package");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let st = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let data = dir.path().join("data");
+        let o = as_postgres(&[
+            &format!("{BIN}/initdb"),
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        assert!(
+            o.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let pg = Pg { dir };
+        pg.start();
+        pg.psql("CREATE DATABASE useraudit");
+        Some(pg)
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    fn start(&self) {
+        self.start_with("");
+    }
+
+    fn start_with(&self, extra: &str) {
+        let d = self.dir.path();
+        let o = as_postgres(&[
+            &format!("{BIN}/pg_ctl"),
+            "-D",
+            d.join("data").to_str().unwrap(),
+            "-l",
+            d.join("server.log").to_str().unwrap(),
+            "-o",
+            &format!("-k {} -c listen_addresses='' -c fsync=off {extra}", d.display()),
+            "-w",
+            "start",
+        ]);
+        assert!(
+            o.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    fn stop(&self) {
+        let d = self.dir.path();
+        let _ = as_postgres(&[
+            &format!("{BIN}/pg_ctl"),
+            "-D",
+            d.join("data").to_str().unwrap(),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        ]);
+    }
+
+    /// A connection string for `user`.
+    fn url(&self, user: &str) -> String {
+        format!(
+            "host={} dbname=useraudit user={user} connect_timeout=5",
+            self.sock().display()
+        )
+    }
+
+    fn client(&self, user: &str) -> postgres::Client {
+        postgres::Client::connect(&self.url(user), postgres::NoTls).unwrap()
+    }
+
+    fn psql(&self, sql: &str) {
+        let mut c = postgres::Client::connect(
+            &format!(
+                "host={} dbname=postgres user=postgres",
+                self.sock().display()
+            ),
+            postgres::NoTls,
+        )
+        .unwrap();
+        c.batch_execute(sql).unwrap();
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.client("postgres").query_one(sql, &[]).unwrap().get(0)
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn euid() -> u32 {
+    // The owner of a file this process just made is its effective uid.
+    use std::os::unix::fs::MetadataExt;
+    let f = tempfile::NamedTempFile::new().unwrap();
+    f.as_file().metadata().unwrap().uid()
+}
+
+/// The cluster with the schema made by `fleet init` (as the superuser), a
+/// login role per host in `useraudit_host`, and `fadmin` in
+/// `useraudit_fleet_admin`.
+fn cluster(hosts: &[&str]) -> Option<Pg> {
+    let pg = Pg::new()?;
+    let sb = host_sandbox(&pg, "postgres", "init", "");
+    sb.admin_ok(&["fleet", "init"]);
+    // Idempotent: a second run changes nothing and succeeds.
+    sb.admin_ok(&["fleet", "init"]);
+    let mut c = pg.client("postgres");
+    for h in hosts {
+        c.batch_execute(&format!("CREATE ROLE {h} LOGIN IN ROLE useraudit_host"))
+            .unwrap();
+    }
+    c.batch_execute("CREATE ROLE fadmin LOGIN IN ROLE useraudit_fleet_admin")
+        .unwrap();
+    Some(pg)
+}
+
+/// A host: its own sandbox, connecting as `role`, named `host` in the fleet.
+fn host_sandbox(pg: &Pg, role: &str, host: &str, extra: &str) -> Sandbox {
+    let conf = format!(
+        "login_failure_limit = 10\n{extra}\n[fleet]\nurl = \"{}\"\nhost = \"{host}\"\ninterval = \"1s\"\nfailure_limit = 5\n",
+        pg.url(role)
+    );
+    let sb = Sandbox::with_config("", &conf);
+    sb.create_db_dir();
+    sb
+}
+
+/// Not root: skip, unless CI=true (then fail).
+fn skip() -> bool {
+    if euid() == 0 {
+        return false;
+    }
+    if std::env::var_os("CI").is_some_and(|v| v == "true") {
+        panic!("the fleet tests need root (to run PostgreSQL as the postgres user)");
+    }
+    eprintln!("SKIP: the fleet tests need root (to run PostgreSQL as the postgres user)");
+    true
+}
+
+fn fleet_log(sb: &Sandbox, extra: &[&str]) -> Vec<Value> {
+    let mut a = vec!["log", "--fleet", "--format", "json"];
+    a.extend_from_slice(extra);
+    let v: Value = serde_json::from_str(&sb.admin_ok(&a)).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+fn local_count(sb: &Sandbox) -> usize {
+    sb.log(&[]).len()
+}
+
+#[test]
+fn every_entry_arrives_once_also_across_an_outage_and_repeats() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let hosts = ["h1", "h2", "h3"];
+    let Some(pg) = cluster(&hosts) else { return };
+    let sbs: Vec<Sandbox> = hosts.iter().map(|h| host_sandbox(&pg, h, h, "")).collect();
+    for (i, sb) in sbs.iter().enumerate() {
+        for _ in 0..=i {
+            assert!(sb.login("bob", PASSWORD, RHOST).ok);
+        }
+        assert!(!sb.login("carol", "wrong", RHOST).ok);
+    }
+    for sb in &sbs {
+        sb.admin_ok(&["fleet", "sync"]);
+        // A repeated sync sends nothing again.
+        sb.admin_ok(&["fleet", "sync"]);
+    }
+    for (sb, h) in sbs.iter().zip(hosts) {
+        let n = pg.count(&format!(
+            "SELECT count(*) FROM fleet_log WHERE host = '{h}'"
+        ));
+        assert_eq!(n as usize, local_count(sb), "{h}");
+    }
+    // The fleet view: every host's rows, each with its host; filters work.
+    let all = fleet_log(&sbs[0], &[]);
+    assert_eq!(all.len(), sbs.iter().map(local_count).sum::<usize>());
+    for h in hosts {
+        assert!(
+            all.iter().any(|e| e["host"] == h),
+            "{h} missing from {all:?}"
+        );
+    }
+    let carol = fleet_log(&sbs[1], &["--user", "carol", "--failed"]);
+    assert_eq!(carol.len(), 3);
+    assert!(
+        carol
+            .iter()
+            .all(|e| e["user"] == "carol" && e["outcome"] == "failure")
+    );
+    let table = sbs[0].admin_ok(&["log", "--fleet"]);
+    assert!(table.starts_with("HOST"), "{table}");
+    let st: Value =
+        serde_json::from_str(&sbs[0].admin_ok(&["status", "--fleet", "--format", "json"])).unwrap();
+    assert!(
+        st.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["user"] == "carol" && r["host"].is_string()),
+        "{st}"
+    );
+
+    // PostgreSQL goes away: logins go on locally, entries wait.
+    pg.stop();
+    for sb in &sbs {
+        assert!(sb.login("bob", PASSWORD, RHOST).ok);
+        assert!(!sb.login("bob", "wrong", RHOST).ok);
+        let o = sb.admin(&["fleet", "sync"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("cannot connect"),
+            "{o:?}"
+        );
+        let o = sb.admin(&["fleet", "status", "--format", "json"]);
+        assert_eq!(o.status.code(), Some(1));
+        let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(s["reachable"], false);
+        assert_eq!(s["waiting"], 2);
+    }
+    // The host's own limit (10) keeps working meanwhile.
+    for _ in 0..10 {
+        assert!(!sbs[0].login("erin", "wrong", RHOST).ok);
+    }
+    assert_eq!(sbs[0].status("erin")["reason"], "login_failure_limit");
+    assert!(!sbs[0].login("erin", PASSWORD, RHOST).ok);
+    pg.start();
+    for sb in &sbs {
+        sb.admin_ok(&["fleet", "sync"]);
+        sb.admin_ok(&["fleet", "sync"]);
+        let s: Value =
+            serde_json::from_str(&sb.admin_ok(&["fleet", "status", "--format", "json"])).unwrap();
+        assert_eq!(s["reachable"], true);
+        assert_eq!(s["waiting"], 0);
+    }
+    for (sb, h) in sbs.iter().zip(hosts) {
+        let n = pg.count(&format!(
+            "SELECT count(*) FROM fleet_log WHERE host = '{h}'"
+        ));
+        let distinct = pg.count(&format!(
+            "SELECT count(DISTINCT local_id) FROM fleet_log WHERE host = '{h}'"
+        ));
+        assert_eq!(n as usize, local_count(sb), "{h}");
+        assert_eq!(n, distinct);
+    }
+}
+
+#[test]
+fn sigkill_in_the_middle_of_a_push_loses_and_duplicates_nothing() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = cluster(&["h1"]) else { return };
+    let sb = host_sandbox(&pg, "h1", "h1", "");
+    // Make the database, then fill it with many entries (several batches).
+    assert!(sb.login("bob", PASSWORD, RHOST).ok);
+    sb.admin_ok(&["status"]);
+    const N: usize = 60_000;
+    {
+        use useraudit_admin::store::{NewEntry, OpenOptions, Store};
+        let mut s = Store::open(
+            &sb.db,
+            OpenOptions {
+                create: false,
+                require_root_owned: false,
+            },
+        )
+        .unwrap();
+        let entries = (0..N).map(|i| NewEntry {
+            time: 1_000_000 + i as i64,
+            user: b"bulk",
+            success: i % 3 == 0,
+            ..Default::default()
+        });
+        s.bulk_insert(entries).unwrap();
+    }
+    let total = local_count_all(&sb);
+    assert_eq!(total, N + 1);
+    // Kill 10 pushes at different moments.
+    for round in 0..10u64 {
+        let mut child = Command::new(admin_path())
+            .arg("--conf")
+            .arg(&sb.conf)
+            .arg("--db")
+            .arg(&sb.db)
+            .args(["fleet", "sync"])
+            .env("LD_PRELOAD", "libnss_wrapper.so")
+            .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
+            .env("NSS_WRAPPER_GROUP", sb.path().join("group"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(40 + 30 * round));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    sb.admin_ok(&["fleet", "sync"]);
+    sb.admin_ok(&["fleet", "sync"]);
+    let n = pg.count("SELECT count(*) FROM fleet_log WHERE host = 'h1'");
+    let distinct = pg.count("SELECT count(DISTINCT local_id) FROM fleet_log WHERE host = 'h1'");
+    let max = pg.count("SELECT max(local_id) FROM fleet_log WHERE host = 'h1'");
+    assert_eq!(n as usize, total);
+    assert_eq!(n, distinct);
+    assert_eq!(max as usize, total);
+    // A kill after a commit and before the mark is written, made certain:
+    // the mark goes back to the start; the next round sends every row
+    // again and PostgreSQL keeps one of each.
+    let mark_path = {
+        let mut p = sb.db.clone().into_os_string();
+        p.push(".fleet");
+        PathBuf::from(p)
+    };
+    let mark = std::fs::read_to_string(&mark_path).unwrap();
+    assert!(mark.contains(&format!("pushed={total}")), "{mark}");
+    std::fs::write(&mark_path, mark.replace(&format!("pushed={total}"), "pushed=0")).unwrap();
+    let out = sb.admin_ok(&["fleet", "sync"]);
+    assert!(out.contains("pushed 0 entries"), "{out}");
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_log WHERE host = 'h1'") as usize, total);
+    assert!(std::fs::read_to_string(&mark_path).unwrap().contains(&format!("pushed={total}")));
+}
+
+fn local_count_all(sb: &Sandbox) -> usize {
+    use useraudit_admin::store::{OpenOptions, Store};
+    let s = Store::open(
+        &sb.db,
+        OpenOptions {
+            create: false,
+            require_root_owned: false,
+        },
+    )
+    .unwrap();
+    s.count().unwrap() as usize
+}
+
+#[test]
+fn failures_on_several_hosts_lock_the_name_everywhere_until_activate_fleet() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = cluster(&["h1", "h2", "h3"]) else {
+        return;
+    };
+    let a = host_sandbox(&pg, "h1", "h1", "");
+    let b = host_sandbox(&pg, "h2", "h2", "");
+    let c = host_sandbox(&pg, "h3", "h3", "");
+    // 3 failures on each of two hosts: below each host's own limit (10),
+    // above the fleet's (5).
+    for sb in [&a, &b] {
+        for _ in 0..3 {
+            assert!(!sb.login("alice", "wrong", RHOST).ok);
+        }
+        assert!(sb.login("bob", PASSWORD, RHOST).ok);
+    }
+    // Two rounds: the first carries every host's entries, the second
+    // brings the decision back to the hosts that pushed first.
+    for _ in 0..2 {
+        for sb in [&a, &b, &c] {
+            sb.admin_ok(&["fleet", "sync"]);
+        }
+    }
+    for sb in [&a, &b, &c] {
+        let s = sb.status("alice");
+        assert_eq!(s["reason"], "fleet_failure_limit", "{s}");
+        // The module refuses the right password now.
+        assert!(!sb.login("alice", PASSWORD, RHOST).ok);
+        // bob is not touched.
+        assert_eq!(sb.status("bob")["state"], "active");
+    }
+    let o = a.admin(&["status", "--fleet", "alice", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st[0]["state"], "locked", "{st}");
+    assert_eq!(st[0]["failures"], 6, "{st}");
+
+    // A host's role cannot act for the fleet.
+    let o = a.admin(&["activate", "--fleet", "alice"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("permission denied"),
+        "{o:?}"
+    );
+    assert!(!b.login("alice", PASSWORD, RHOST).ok);
+
+    // The fleet administrator's role can: every host applies it at its sync.
+    let admin = host_sandbox(&pg, "fadmin", "h1", "");
+    let o = admin.admin(&["activate", "--fleet", "alice"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("recorded for the fleet"),
+        "{o:?}"
+    );
+    for sb in [&a, &b, &c] {
+        sb.admin_ok(&["fleet", "sync"]);
+        assert_eq!(sb.status("alice")["state"], "active");
+        assert!(sb.login("alice", PASSWORD, RHOST).ok);
+    }
+    // And it stays lifted: the failures before it no longer count.
+    for sb in [&a, &b, &c] {
+        sb.admin_ok(&["fleet", "sync"]);
+        assert_eq!(sb.status("alice")["state"], "active");
+    }
+}
+
+#[test]
+fn lock_fleet_disables_the_name_on_every_host() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = cluster(&["h1", "h2"]) else {
+        return;
+    };
+    let a = host_sandbox(&pg, "h1", "h1", "");
+    let b = host_sandbox(&pg, "h2", "h2", "");
+    for sb in [&a, &b] {
+        assert!(sb.login("dave", PASSWORD, RHOST).ok);
+        sb.admin_ok(&["fleet", "sync"]);
+    }
+    let admin = host_sandbox(&pg, "fadmin", "console", "");
+    assert!(admin.login("dave", PASSWORD, RHOST).ok);
+    // A name that is no account on the administrator's own host is still
+    // recorded for the fleet.
+    let out = admin.admin_ok(&["lock", "--fleet", "zed"]);
+    assert!(out.contains("zed: lock recorded for the fleet") && out.contains("not an account on this host"), "{out}");
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_action WHERE \"user\" = 'zed'"), 1);
+    admin.admin_ok(&["lock", "--fleet", "dave", "--reason", "left"]);
+    for sb in [&a, &b] {
+        sb.admin_ok(&["fleet", "sync"]);
+        assert_eq!(sb.status("dave")["state"], "disabled");
+        assert!(!sb.login("dave", PASSWORD, RHOST).ok);
+    }
+}
+
+#[test]
+fn a_host_role_cannot_change_history_or_record_admin_actions() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = cluster(&["h1"]) else { return };
+    let sb = host_sandbox(&pg, "h1", "h1", "");
+    assert!(!sb.login("erin", "wrong", RHOST).ok);
+    sb.admin_ok(&["fleet", "sync"]);
+    let mut c = pg.client("h1");
+    for sql in [
+        "DELETE FROM fleet_log",
+        "UPDATE fleet_log SET success = true",
+        "TRUNCATE fleet_log",
+        "INSERT INTO fleet_action (time, \"user\", action) VALUES (1, 'erin', 'activate')",
+        "DELETE FROM fleet_action",
+        // Rows name the role that added them; a host cannot say otherwise.
+        "INSERT INTO fleet_log (host, local_id, time, success, \"user\", added_by) VALUES ('h9', 1, 1, false, 'x', 'h9')",
+    ] {
+        let e = c.batch_execute(sql).unwrap_err();
+        let msg = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("permission denied"), "{sql}: {e}");
+    }
+    // `check` shows the table, with the limit it falls back to.
+    let check = sb.admin_ok(&["check"]);
+    assert!(check.contains("fleet.host = \"h1\"") && check.contains("fleet.failure_limit = 5"), "{check}");
+    // It may add entries and read.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM fleet_log", &[])
+        .unwrap()
+        .get(0);
+    assert!(n >= 1);
+    assert_eq!(
+        pg.count("SELECT count(*) FROM fleet_log WHERE \"user\" = 'erin'"),
+        1
+    );
+}
+
+/// A running `useraudit-admin daemon` of one host; killed when dropped.
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn start(sb: &Sandbox) -> Daemon {
+        let child = Command::new(admin_path())
+            .arg("--conf")
+            .arg(&sb.conf)
+            .arg("--db")
+            .arg(&sb.db)
+            .arg("daemon")
+            .env("LD_PRELOAD", "libnss_wrapper.so")
+            .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
+            .env("NSS_WRAPPER_GROUP", sb.path().join("group"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait (at most 30 s) until `f` holds.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(std::time::Instant::now() < until, "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn daemons_spread_a_spray_lock_to_every_host_and_activate_fleet_lifts_it() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = cluster(&["h1", "h2", "h3"]) else {
+        return;
+    };
+    let hosts: Vec<Sandbox> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|h| host_sandbox(&pg, h, h, ""))
+        .collect();
+    for sb in &hosts {
+        // The database exists before its daemon starts.
+        assert!(sb.login("bob", PASSWORD, RHOST).ok);
+    }
+    let _daemons: Vec<Daemon> = hosts.iter().map(Daemon::start).collect();
+    // 2 failures of alice on each of 3 hosts: the fleet limit is 5.
+    for sb in &hosts {
+        for _ in 0..2 {
+            assert!(!sb.login("alice", "wrong", RHOST).ok);
+        }
+    }
+    for sb in &hosts {
+        eventually("alice is locked on every host", || {
+            sb.status("alice")["reason"] == "fleet_failure_limit"
+        });
+        assert!(!sb.login("alice", PASSWORD, RHOST).ok);
+        // Also for a login that checks only the account (a public key).
+        let r = sb.pamtester("sshd", "alice", "", &[("rhost", RHOST)], &["acct_mgmt"]);
+        assert!(!r.ok, "{r:?}");
+    }
+    let admin = host_sandbox(&pg, "fadmin", "console", "");
+    admin.admin_ok(&["activate", "--fleet", "alice"]);
+    for sb in &hosts {
+        eventually("alice is active again", || {
+            sb.status("alice")["state"] == "active"
+        });
+        assert!(sb.login("alice", PASSWORD, RHOST).ok);
+    }
+    // Every entry arrives once.
+    for (sb, h) in hosts.iter().zip(["h1", "h2", "h3"]) {
+        let local = local_count(sb);
+        eventually("every entry is in the fleet log", || {
+            pg.count(&format!(
+                "SELECT count(*) FROM fleet_log WHERE host = '{h}'"
+            )) as usize
+                == local
+        });
+    }
+}
+
+#[test]
+fn tls_with_a_self_signed_certificate_connects_with_sslmode_require() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = cluster(&["h1"]) else { return };
+    pg.stop();
+    let d = pg.dir.path();
+    let (crt, key) = (d.join("server.crt"), d.join("server.key"));
+    let o = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "openssl: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(Command::new("chown").arg("postgres:postgres").arg(&crt).arg(&key).status().unwrap().success());
+    // TCP only with TLS: a connection without it is refused.
+    std::fs::write(
+        d.join("data/pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    pg.start_with(&format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        crt.display(),
+        key.display()
+    ));
+    let url = |mode: &str| format!("host=127.0.0.1 port={port} dbname=useraudit user=h1 sslmode={mode} connect_timeout=5");
+    let host = |mode: &str| {
+        let conf = format!("[fleet]\nurl = \"{}\"\nhost = \"h1\"\n", url(mode));
+        let sb = Sandbox::with_config("", &conf);
+        sb.create_db_dir();
+        assert!(sb.login("bob", PASSWORD, RHOST).ok);
+        sb
+    };
+    let sb = host("require");
+    let out = sb.admin_ok(&["fleet", "sync"]);
+    assert!(out.contains("pushed 1 entry"), "{out}");
+    // Without TLS the server refuses; verify-full refuses a certificate no
+    // authority signed.
+    let o = host("disable").admin(&["fleet", "sync"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no encryption"), "{o:?}");
+    let o = host("verify-full").admin(&["fleet", "sync"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("certificate verify failed"), "{o:?}");
+    let mut c = postgres::Client::connect(
+        &format!("host={} port={port} dbname=useraudit user=postgres", pg.sock().display()),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let n: i64 = c.query_one("SELECT count(*) FROM fleet_log", &[]).unwrap().get(0);
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn a_database_moved_aside_and_replaced_still_pushes_every_entry() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = cluster(&["h1"]) else { return };
+    let sb = host_sandbox(&pg, "h1", "h1", "");
+    for _ in 0..3 {
+        assert!(sb.login("bob", PASSWORD, RHOST).ok);
+    }
+    sb.admin_ok(&["fleet", "sync"]);
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_log"), 3);
+    // A damaged database is moved aside: the new one's ids start again at 1.
+    let aside = sb.path().join("old.db");
+    std::fs::rename(&sb.db, &aside).unwrap();
+    for ext in ["-wal", "-shm"] {
+        let mut p = sb.db.clone().into_os_string();
+        p.push(ext);
+        let _ = std::fs::remove_file(p);
+    }
+    assert!(sb.login("carol", PASSWORD, RHOST).ok);
+    assert!(sb.login("carol", PASSWORD, RHOST).ok);
+    sb.admin_ok(&["fleet", "sync"]);
+    sb.admin_ok(&["fleet", "sync"]);
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_log"), 5);
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_log WHERE \"user\" = 'carol'"), 2);
+}
