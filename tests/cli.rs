@@ -308,13 +308,24 @@ fn database_path_must_be_absolute_and_its_directory_must_exist() {
 
     // a directory that does not exist: named, never created
     let typo = tmp.join("typo/dir/x.db");
-    for cmd in [&["log"][..], &["status"], &["status", "alice"], &["lock", "alice"], &["activate", "alice"], &["sweep"], &["check"]] {
+    for cmd in [
+        &["log"][..],
+        &["status"],
+        &["status", "alice"],
+        &["lock", "alice"],
+        &["activate", "alice"],
+        &["sweep"],
+        &["check"],
+    ] {
         let mut args = vec!["--db", typo.to_str().unwrap()];
         args.extend_from_slice(cmd);
         let o = admin_plain(&sb, tmp, &args);
         assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stderr(&o));
         let err = stderr(&o);
-        assert!(err.contains(&format!("{}", tmp.join("typo/dir").display())) && err.contains("does not exist"), "{err}");
+        assert!(
+            err.contains(&format!("{}", tmp.join("typo/dir").display())) && err.contains("does not exist"),
+            "{err}"
+        );
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(!tmp.join("typo").exists(), "{cmd:?} created a directory");
     }

@@ -404,7 +404,10 @@ fn activate_reenables_and_restarts_the_inactivity_clock() {
     let out = sb.admin_ok(&["activate", "alice", "bob"]);
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        ["alice: activated (was disabled, account_expired, 0 failures)", "bob: already active (inactivity clock restarted)"],
+        [
+            "alice: activated (was disabled, account_expired, 0 failures)",
+            "bob: already active (inactivity clock restarted)"
+        ],
         "{out}"
     );
     let st = sb.status("alice");
@@ -431,7 +434,8 @@ fn activate_reenables_and_restarts_the_inactivity_clock() {
 
 // ---------------------------------------------------------------- password expiry (useraudit)
 
-const PW_USERAUDIT: &str = "password_expiry_days = 10\npassword_expiry_warning_days = 3\npassword_change_source = \"useraudit\"\n";
+const PW_USERAUDIT: &str =
+    "password_expiry_days = 10\npassword_expiry_warning_days = 3\npassword_change_source = \"useraudit\"\n";
 
 fn warning(days: i64) -> String {
     if days == 1 {
@@ -669,7 +673,9 @@ fn bwrap_usable() -> bool {
     if ok.as_ref().is_ok_and(|s| *s) {
         return true;
     }
-    eprintln!("SKIP: bwrap cannot run here ({ok:?}); install bubblewrap and run as root to test password_change_source = \"shadow\"");
+    eprintln!(
+        "SKIP: bwrap cannot run here ({ok:?}); install bubblewrap and run as root to test password_change_source = \"shadow\""
+    );
     false
 }
 
@@ -716,7 +722,10 @@ impl Jail<'_> {
     fn pamtester_once(&self, user: &str, input: &str, ops: &[&str]) -> Pam {
         let mut args = vec!["-I".to_string(), format!("rhost={RHOST}"), "login".into(), user.into()];
         args.extend(ops.iter().map(|s| s.to_string()));
-        let env = [("PAM_WRAPPER", "1".to_string()), ("PAM_WRAPPER_SERVICE_DIR", self.sb.path().join("pam.d").display().to_string())];
+        let env = [
+            ("PAM_WRAPPER", "1".to_string()),
+            ("PAM_WRAPPER_SERVICE_DIR", self.sb.path().join("pam.d").display().to_string()),
+        ];
         let mut child = self
             .command("libpam_wrapper.so libnss_wrapper.so", &env, "pamtester", &args)
             .stdin(Stdio::piped())
@@ -738,7 +747,8 @@ impl Jail<'_> {
     }
 
     fn admin(&self, db: &Path, args: &[&str]) -> Output {
-        let mut a = vec!["--conf".to_string(), self.sb.conf.display().to_string(), "--db".into(), db.display().to_string()];
+        let mut a =
+            vec!["--conf".to_string(), self.sb.conf.display().to_string(), "--db".into(), db.display().to_string()];
         a.extend(args.iter().map(|s| s.to_string()));
         self.command("libnss_wrapper.so", &[], &self.sb.admin_copy().display().to_string(), &a).output().unwrap()
     }
@@ -764,7 +774,9 @@ fn shadow_source_expiry_warning_and_actions() {
         return;
     }
     let conf = |action: &str| {
-        format!("password_expiry_days = 10\npassword_expiry_warning_days = 3\npassword_change_source = \"shadow\"\npassword_expired_action = \"{action}\"\n")
+        format!(
+            "password_expiry_days = 10\npassword_expiry_warning_days = 3\npassword_change_source = \"shadow\"\npassword_expired_action = \"{action}\"\n"
+        )
     };
     let (sb, c) = sandbox(&conf("disable"));
     let shadow = sb.path().join("shadow");
@@ -879,5 +891,9 @@ fn unreadable_shadow_is_treated_as_not_expired() {
     assert_eq!(log[0]["outcome"], "success");
     let o = nobody.admin(&db, &["check"]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("cannot read the shadow database"), "check must say so: {out} {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("cannot read the shadow database"),
+        "check must say so: {out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -29,12 +29,7 @@ struct Pg {
 }
 
 fn as_postgres(args: &[&str]) -> std::process::Output {
-    Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    Command::new("runuser").args(["-u", "postgres", "--"]).args(args).stdin(Stdio::null()).output().unwrap()
 }
 
 impl Pg {
@@ -51,11 +46,7 @@ impl Pg {
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let st = Command::new("chown")
-            .arg("postgres:postgres")
-            .arg(dir.path())
-            .status()
-            .unwrap();
+        let st = Command::new("chown").arg("postgres:postgres").arg(dir.path()).status().unwrap();
         assert!(st.success());
         let data = dir.path().join("data");
         let o = as_postgres(&[
@@ -68,11 +59,7 @@ impl Pg {
             "postgres",
             "--no-sync",
         ]);
-        assert!(
-            o.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "initdb: {}", String::from_utf8_lossy(&o.stderr));
         let pg = Pg { dir };
         pg.start();
         pg.psql("CREATE DATABASE useraudit");
@@ -100,11 +87,7 @@ impl Pg {
             "-w",
             "start",
         ]);
-        assert!(
-            o.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&o.stderr));
     }
 
     fn stop(&self) {
@@ -122,10 +105,7 @@ impl Pg {
 
     /// A connection string for `user`.
     fn url(&self, user: &str) -> String {
-        format!(
-            "host={} dbname=useraudit user={user} connect_timeout=5",
-            self.sock().display()
-        )
+        format!("host={} dbname=useraudit user={user} connect_timeout=5", self.sock().display())
     }
 
     fn client(&self, user: &str) -> postgres::Client {
@@ -134,10 +114,7 @@ impl Pg {
 
     fn psql(&self, sql: &str) {
         let mut c = postgres::Client::connect(
-            &format!(
-                "host={} dbname=postgres user=postgres",
-                self.sock().display()
-            ),
+            &format!("host={} dbname=postgres user=postgres", self.sock().display()),
             postgres::NoTls,
         )
         .unwrap();
@@ -173,11 +150,9 @@ fn cluster(hosts: &[&str]) -> Option<Pg> {
     sb.admin_ok(&["fleet", "init"]);
     let mut c = pg.client("postgres");
     for h in hosts {
-        c.batch_execute(&format!("CREATE ROLE {h} LOGIN IN ROLE useraudit_host"))
-            .unwrap();
+        c.batch_execute(&format!("CREATE ROLE {h} LOGIN IN ROLE useraudit_host")).unwrap();
     }
-    c.batch_execute("CREATE ROLE fadmin LOGIN IN ROLE useraudit_fleet_admin")
-        .unwrap();
+    c.batch_execute("CREATE ROLE fadmin LOGIN IN ROLE useraudit_fleet_admin").unwrap();
     Some(pg)
 }
 
@@ -236,38 +211,22 @@ fn every_entry_arrives_once_also_across_an_outage_and_repeats() {
         sb.admin_ok(&["fleet", "sync"]);
     }
     for (sb, h) in sbs.iter().zip(hosts) {
-        let n = pg.count(&format!(
-            "SELECT count(*) FROM fleet_log WHERE host = '{h}'"
-        ));
+        let n = pg.count(&format!("SELECT count(*) FROM fleet_log WHERE host = '{h}'"));
         assert_eq!(n as usize, local_count(sb), "{h}");
     }
     // The fleet view: every host's rows, each with its host; filters work.
     let all = fleet_log(&sbs[0], &[]);
     assert_eq!(all.len(), sbs.iter().map(local_count).sum::<usize>());
     for h in hosts {
-        assert!(
-            all.iter().any(|e| e["host"] == h),
-            "{h} missing from {all:?}"
-        );
+        assert!(all.iter().any(|e| e["host"] == h), "{h} missing from {all:?}");
     }
     let carol = fleet_log(&sbs[1], &["--user", "carol", "--failed"]);
     assert_eq!(carol.len(), 3);
-    assert!(
-        carol
-            .iter()
-            .all(|e| e["user"] == "carol" && e["outcome"] == "failure")
-    );
+    assert!(carol.iter().all(|e| e["user"] == "carol" && e["outcome"] == "failure"));
     let table = sbs[0].admin_ok(&["log", "--fleet"]);
     assert!(table.starts_with("HOST"), "{table}");
-    let st: Value =
-        serde_json::from_str(&sbs[0].admin_ok(&["status", "--fleet", "--format", "json"])).unwrap();
-    assert!(
-        st.as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["user"] == "carol" && r["host"].is_string()),
-        "{st}"
-    );
+    let st: Value = serde_json::from_str(&sbs[0].admin_ok(&["status", "--fleet", "--format", "json"])).unwrap();
+    assert!(st.as_array().unwrap().iter().any(|r| r["user"] == "carol" && r["host"].is_string()), "{st}");
 
     // PostgreSQL goes away: logins go on locally, entries wait.
     pg.stop();
@@ -276,10 +235,7 @@ fn every_entry_arrives_once_also_across_an_outage_and_repeats() {
         assert!(!sb.login("bob", "wrong", RHOST).ok);
         let o = sb.admin(&["fleet", "sync"]);
         assert_eq!(o.status.code(), Some(1));
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains("cannot connect"),
-            "{o:?}"
-        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains("cannot connect"), "{o:?}");
         let o = sb.admin(&["fleet", "status", "--format", "json"]);
         assert_eq!(o.status.code(), Some(1));
         let s: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -296,18 +252,13 @@ fn every_entry_arrives_once_also_across_an_outage_and_repeats() {
     for sb in &sbs {
         sb.admin_ok(&["fleet", "sync"]);
         sb.admin_ok(&["fleet", "sync"]);
-        let s: Value =
-            serde_json::from_str(&sb.admin_ok(&["fleet", "status", "--format", "json"])).unwrap();
+        let s: Value = serde_json::from_str(&sb.admin_ok(&["fleet", "status", "--format", "json"])).unwrap();
         assert_eq!(s["reachable"], true);
         assert_eq!(s["waiting"], 0);
     }
     for (sb, h) in sbs.iter().zip(hosts) {
-        let n = pg.count(&format!(
-            "SELECT count(*) FROM fleet_log WHERE host = '{h}'"
-        ));
-        let distinct = pg.count(&format!(
-            "SELECT count(DISTINCT local_id) FROM fleet_log WHERE host = '{h}'"
-        ));
+        let n = pg.count(&format!("SELECT count(*) FROM fleet_log WHERE host = '{h}'"));
+        let distinct = pg.count(&format!("SELECT count(DISTINCT local_id) FROM fleet_log WHERE host = '{h}'"));
         assert_eq!(n as usize, local_count(sb), "{h}");
         assert_eq!(n, distinct);
     }
@@ -327,14 +278,7 @@ fn sigkill_in_the_middle_of_a_push_loses_and_duplicates_nothing() {
     const N: usize = 60_000;
     {
         use useraudit_admin::store::{NewEntry, OpenOptions, Store};
-        let mut s = Store::open(
-            &sb.db,
-            OpenOptions {
-                create: false,
-                require_root_owned: false,
-            },
-        )
-        .unwrap();
+        let mut s = Store::open(&sb.db, OpenOptions { create: false, require_root_owned: false }).unwrap();
         let entries = (0..N).map(|i| NewEntry {
             time: 1_000_000 + i as i64,
             user: b"bulk",
@@ -391,14 +335,7 @@ fn sigkill_in_the_middle_of_a_push_loses_and_duplicates_nothing() {
 
 fn local_count_all(sb: &Sandbox) -> usize {
     use useraudit_admin::store::{OpenOptions, Store};
-    let s = Store::open(
-        &sb.db,
-        OpenOptions {
-            create: false,
-            require_root_owned: false,
-        },
-    )
-    .unwrap();
+    let s = Store::open(&sb.db, OpenOptions { create: false, require_root_owned: false }).unwrap();
     s.count().unwrap() as usize
 }
 
@@ -446,19 +383,13 @@ fn failures_on_several_hosts_lock_the_name_everywhere_until_activate_fleet() {
     // A host's role cannot act for the fleet.
     let o = a.admin(&["activate", "--fleet", "alice"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("permission denied"),
-        "{o:?}"
-    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("permission denied"), "{o:?}");
     assert!(!b.login("alice", PASSWORD, RHOST).ok);
 
     // The fleet administrator's role can: every host applies it at its sync.
     let admin = host_sandbox(&pg, "fadmin", "h1", "");
     let o = admin.admin(&["activate", "--fleet", "alice"]);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("recorded for the fleet"),
-        "{o:?}"
-    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("recorded for the fleet"), "{o:?}");
     for sb in [&a, &b, &c] {
         sb.admin_ok(&["fleet", "sync"]);
         assert_eq!(sb.status("alice")["state"], "active");
@@ -522,25 +453,16 @@ fn a_host_role_cannot_change_history_or_record_admin_actions() {
         "INSERT INTO fleet_log (host, local_id, time, success, \"user\", added_by) VALUES ('h9', 1, 1, false, 'x', 'h9')",
     ] {
         let e = c.batch_execute(sql).unwrap_err();
-        let msg = e
-            .as_db_error()
-            .map(|d| d.message().to_string())
-            .unwrap_or_default();
+        let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
         assert!(msg.contains("permission denied"), "{sql}: {e}");
     }
     // `check` shows the table, with the limit it falls back to.
     let check = sb.admin_ok(&["check"]);
     assert!(check.contains("fleet.host = \"h1\"") && check.contains("fleet.failure_limit = 5"), "{check}");
     // It may add entries and read.
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM fleet_log", &[])
-        .unwrap()
-        .get(0);
+    let n: i64 = c.query_one("SELECT count(*) FROM fleet_log", &[]).unwrap().get(0);
     assert!(n >= 1);
-    assert_eq!(
-        pg.count("SELECT count(*) FROM fleet_log WHERE \"user\" = 'erin'"),
-        1
-    );
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_log WHERE \"user\" = 'erin'"), 1);
 }
 
 /// A running `useraudit-admin daemon` of one host; killed when dropped.
@@ -591,10 +513,7 @@ fn daemons_spread_a_spray_lock_to_every_host_and_activate_fleet_lifts_it() {
     let Some(pg) = cluster(&["h1", "h2", "h3"]) else {
         return;
     };
-    let hosts: Vec<Sandbox> = ["h1", "h2", "h3"]
-        .iter()
-        .map(|h| host_sandbox(&pg, h, h, ""))
-        .collect();
+    let hosts: Vec<Sandbox> = ["h1", "h2", "h3"].iter().map(|h| host_sandbox(&pg, h, h, "")).collect();
     for sb in &hosts {
         // The database exists before its daemon starts.
         assert!(sb.login("bob", PASSWORD, RHOST).ok);
@@ -607,9 +526,7 @@ fn daemons_spread_a_spray_lock_to_every_host_and_activate_fleet_lifts_it() {
         }
     }
     for sb in &hosts {
-        eventually("alice is locked on every host", || {
-            sb.status("alice")["reason"] == "fleet_failure_limit"
-        });
+        eventually("alice is locked on every host", || sb.status("alice")["reason"] == "fleet_failure_limit");
         assert!(!sb.login("alice", PASSWORD, RHOST).ok);
         // Also for a login that checks only the account (a public key).
         let r = sb.pamtester("sshd", "alice", "", &[("rhost", RHOST)], &["acct_mgmt"]);
@@ -618,19 +535,14 @@ fn daemons_spread_a_spray_lock_to_every_host_and_activate_fleet_lifts_it() {
     let admin = host_sandbox(&pg, "fadmin", "console", "");
     admin.admin_ok(&["activate", "--fleet", "alice"]);
     for sb in &hosts {
-        eventually("alice is active again", || {
-            sb.status("alice")["state"] == "active"
-        });
+        eventually("alice is active again", || sb.status("alice")["state"] == "active");
         assert!(sb.login("alice", PASSWORD, RHOST).ok);
     }
     // Every entry arrives once.
     for (sb, h) in hosts.iter().zip(["h1", "h2", "h3"]) {
         let local = local_count(sb);
         eventually("every entry is in the fleet log", || {
-            pg.count(&format!(
-                "SELECT count(*) FROM fleet_log WHERE host = '{h}'"
-            )) as usize
-                == local
+            pg.count(&format!("SELECT count(*) FROM fleet_log WHERE host = '{h}'")) as usize == local
         });
     }
 }
@@ -667,7 +579,8 @@ fn tls_with_a_self_signed_certificate_connects_with_sslmode_require() {
         crt.display(),
         key.display()
     ));
-    let url = |mode: &str| format!("host=127.0.0.1 port={port} dbname=useraudit user=h1 sslmode={mode} connect_timeout=5");
+    let url =
+        |mode: &str| format!("host=127.0.0.1 port={port} dbname=useraudit user=h1 sslmode={mode} connect_timeout=5");
     let host = |mode: &str| {
         let conf = format!("[fleet]\nurl = \"{}\"\nhost = \"h1\"\n", url(mode));
         let sb = Sandbox::with_config("", &conf);

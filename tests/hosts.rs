@@ -92,7 +92,10 @@ fn a_guessing_host_is_blocked_at_exactly_n_and_refused_before_the_prompt() {
     let r = key_login(&sb, "alice", a);
     assert!(!r.ok, "{r:?}");
     assert!(r.shown().contains("Permission denied") || r.shown().contains("PERM"), "{r:?}");
-    assert_eq!(sb.log(&["--rhost", a, "--limit", "2"]).iter().map(|e| e["reason"].clone()).collect::<Vec<_>>(), ["host_blocked", "host_blocked"]);
+    assert_eq!(
+        sb.log(&["--rhost", a, "--limit", "2"]).iter().map(|e| e["reason"].clone()).collect::<Vec<_>>(),
+        ["host_blocked", "host_blocked"]
+    );
     assert_eq!(hosts(&sb, &[])[0]["blocked_at"], blocked_at.as_str());
     // A second host is unaffected, and the accounts were not locked.
     assert!(attempt(&sb, "alice", PASSWORD, b).ok);
@@ -135,7 +138,8 @@ fn a_trusted_network_is_never_blocked() {
     if missing_tools() {
         return;
     }
-    let sb = Sandbox::with_config("", "host_failure_limit = 2\ntrusted_hosts = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n");
+    let sb =
+        Sandbox::with_config("", "host_failure_limit = 2\ntrusted_hosts = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n");
     for _ in 0..6 {
         assert!(!attempt(&sb, "nosuchuser", BAD, "192.0.2.50").ok);
         assert!(!attempt(&sb, "nosuchuser", BAD, "2001:db8:5::9").ok);
@@ -241,7 +245,10 @@ fn a_block_notifies_once_and_lifts_itself_after_host_block_time() {
     std::thread::sleep(Duration::from_millis(300));
     let got = notices(&out);
     assert_eq!(got.len(), 1, "one notification per block: {got:?}");
-    assert!(got[0].contains("USERAUDIT_EVENT=host_blocked\n") && got[0].contains(&format!("USERAUDIT_RHOST={a}\n")), "{got:?}");
+    assert!(
+        got[0].contains("USERAUDIT_EVENT=host_blocked\n") && got[0].contains(&format!("USERAUDIT_RHOST={a}\n")),
+        "{got:?}"
+    );
     // Two hours later the block has lapsed.
     if !Path::new(FAKETIME_LIB).exists() {
         eprintln!("SKIP: faketime is missing");

@@ -346,4 +346,3 @@ fn non_root_caller_cannot_read_or_change_state() {
     }
     assert_eq!(sb.status("alice")["state"], "locked");
 }
-

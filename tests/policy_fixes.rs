@@ -159,7 +159,10 @@ fn a_lock_taken_while_the_clock_was_ahead_lasts_unlock_after_from_now() {
     let st = sb.status("alice");
     assert_eq!(st["state"], "locked", "{st}");
     let locked_at = chrono::DateTime::parse_from_rfc3339(st["locked_at"].as_str().unwrap()).unwrap();
-    assert!(locked_at.timestamp() <= SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64, "the lock time is now, not ahead: {st}");
+    assert!(
+        locked_at.timestamp() <= SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64,
+        "the lock time is now, not ahead: {st}"
+    );
     // and the lock lapses 15 minutes from now
     sb.faketime = Some("+16m".into());
     let r = login(&sb, "alice", PASSWORD);
@@ -285,7 +288,11 @@ fn a_login_that_must_change_its_password_is_not_a_success_until_it_does() {
     assert_eq!(count(&sb, "alice"), before + 1, "only the demand is logged");
     assert_eq!(last(&sb, "alice")["outcome"], "failure");
     let st = sb.status("alice");
-    assert_eq!((st["failures"].as_u64(), &st["last_login"], &st["password_changed"]), (Some(1), &first, &Value::Null), "{st}");
+    assert_eq!(
+        (st["failures"].as_u64(), &st["last_login"], &st["password_changed"]),
+        (Some(1), &first, &Value::Null),
+        "{st}"
+    );
 
     // the change done in the same login: the password hook logs the
     // completed login as a success, and only now the count and the last
@@ -302,9 +309,19 @@ fn a_login_that_must_change_its_password_is_not_a_success_until_it_does() {
     assert!(r.ok && r.stdout.contains("authentication token altered successfully"), "{r:?}");
     let l = sb.log(&["--user", "alice", "--limit", "2"]);
     assert_eq!(count(&sb, "alice"), before + 2, "the demand, then the completed login: {l:?}");
-    assert_eq!((l[1]["outcome"].as_str(), l[1]["reason"].as_str()), (Some("failure"), Some("password_expired")), "{l:?}");
     assert_eq!(
-        (l[0]["outcome"].as_str(), &l[0]["reason"], l[0]["service"].as_str(), l[0]["rhost"].as_str(), l[0]["ruser"].as_str()),
+        (l[1]["outcome"].as_str(), l[1]["reason"].as_str()),
+        (Some("failure"), Some("password_expired")),
+        "{l:?}"
+    );
+    assert_eq!(
+        (
+            l[0]["outcome"].as_str(),
+            &l[0]["reason"],
+            l[0]["service"].as_str(),
+            l[0]["rhost"].as_str(),
+            l[0]["ruser"].as_str()
+        ),
         (Some("success"), &Value::Null, Some("login"), Some(RHOST), Some("someone")),
         "{l:?}"
     );

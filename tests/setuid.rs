@@ -109,9 +109,7 @@ impl Login {
 /// started by nobody.
 fn setuid_login(sb: &Sandbox, pre: &str, service: &str, user: &str, password: &str) -> Login {
     let p = sb.path();
-    let script = format!(
-        "{pre}\nexec setpriv --regid=65534 --groups=65534 --ruid=65534 --euid=0 \"$@\"\n"
-    );
+    let script = format!("{pre}\nexec setpriv --regid=65534 --groups=65534 --ruid=65534 --euid=0 \"$@\"\n");
     let out = Command::new("bwrap")
         .args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind"])
         .arg(p.join("passwd"))
@@ -167,7 +165,12 @@ fn log_lines(sb: &Sandbox) -> Vec<String> {
         .iter()
         .rev()
         .map(|e| {
-            format!("{} {} {}", e["user"].as_str().unwrap(), e["outcome"].as_str().unwrap(), e["reason"].as_str().unwrap_or("-"))
+            format!(
+                "{} {} {}",
+                e["user"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+                e["reason"].as_str().unwrap_or("-")
+            )
         })
         .collect()
 }
@@ -326,7 +329,8 @@ fn notifier_started_by_a_setuid_caller_runs_as_root_with_a_fresh_state() {
     let l = setuid_login(&sb, &pre, "su", "alice", "wrong");
     assert!(!l.ok());
     assert_eq!(sb.status("alice")["state"], "locked");
-    let got = wait_for(&out, Duration::from_secs(20)).unwrap_or_else(|| panic!("the notify command wrote nothing: {l:?}"));
+    let got =
+        wait_for(&out, Duration::from_secs(20)).unwrap_or_else(|| panic!("the notify command wrote nothing: {l:?}"));
     let lines: Vec<&str> = got.lines().collect();
     assert_eq!(lines[0], "uid=0(root) gid=0(root) groups=0(root)", "{got}");
     for want in [
@@ -398,7 +402,9 @@ fn refusal_after_the_password_module_is_the_same_for_right_and_wrong() {
     let (preauth, rest) = stack.split_once('\n').unwrap();
     assert!(preauth.contains(" preauth "), "{preauth}");
     sb.write_service("login", rest);
-    for (user, text) in [("alice", "The account is locked due to 2 failed logins."), ("bob", "disabled by an administrator")] {
+    for (user, text) in
+        [("alice", "The account is locked due to 2 failed logins."), ("bob", "disabled by an administrator")]
+    {
         let right = sb.login(user, PASSWORD, "192.0.2.1");
         let wrong = sb.login(user, "wrong", "192.0.2.1");
         assert!(!right.ok && !wrong.ok);

@@ -24,8 +24,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
-use useraudit_core::spool;
 use serde_json::Value;
+use useraudit_core::spool;
 
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.

@@ -5,13 +5,13 @@
 
 use std::path::Path;
 
+use crate::store::{Merged, OpenOptions, Store, StoreError};
 use useraudit_core::audit::{announce, exempt, password_change};
 use useraudit_core::config::{Config, ConfigError, DEFAULT_CONF, PasswordSource};
 use useraudit_core::files::FileError;
 use useraudit_core::notify::{Event, Notice};
 use useraudit_core::policy::{self, Account, PasswordChange, Reason, Standing};
 use useraudit_core::state::Accounts;
-use crate::store::{Merged, OpenOptions, Store, StoreError};
 use useraudit_core::sys::{self, Lookup, Priority, UserInfo};
 use useraudit_core::text::{DAY_MICROS, escape, format_duration, plural};
 
@@ -81,10 +81,9 @@ impl std::error::Error for AdminError {
             AdminError::File(e) | AdminError::AccountState(e) => Some(e),
             AdminError::NeedsRoot(e) => e.source(),
             AdminError::Io { source, .. } => Some(source),
-            AdminError::NotFound { .. }
-            | AdminError::Refused(_)
-            | AdminError::Problem(_)
-            | AdminError::Usage(_) => None,
+            AdminError::NotFound { .. } | AdminError::Refused(_) | AdminError::Problem(_) | AdminError::Usage(_) => {
+                None
+            }
         }
     }
 }
@@ -540,11 +539,7 @@ pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<Sweep
     if cfg.retention_days > 0 && db.problem().is_none() {
         let before = now - i64::from(cfg.retention_days) * DAY_MICROS;
         report.retention_before = Some(before);
-        report.deleted = if dry_run {
-            db.log()?.count_before(before)?
-        } else {
-            db.log_mut()?.delete_before(before)?
-        };
+        report.deleted = if dry_run { db.log()?.count_before(before)? } else { db.log_mut()?.delete_before(before)? };
     }
     Ok(report)
 }
@@ -617,7 +612,9 @@ mod tests {
         let e = AdminError::NeedsRoot(Box::new(AdminError::AccountState(file)));
         assert_eq!(
             e.to_string(),
-            format!("account state /db.accounts: cannot open: {io} (the database is readable by root only; run as root)")
+            format!(
+                "account state /db.accounts: cannot open: {io} (the database is readable by root only; run as root)"
+            )
         );
         let file = e.source().and_then(|s| s.downcast_ref::<FileError>()).expect("the FileError");
         assert!(file.denied());

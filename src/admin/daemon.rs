@@ -415,7 +415,8 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
     let mut watch = Watch::new(&cfg.database)?;
     let mut live = Live { store: None };
     let mut problems = Problems::default();
-    let started = format!("merging the log spool into {} as entries arrive (pid {})", cfg.database.display(), std::process::id());
+    let started =
+        format!("merging the log spool into {} as entries arrive (pid {})", cfg.database.display(), std::process::id());
     tell(Priority::Info, &started, say);
     // Merge at once: what came while no daemon ran.
     let mut pending = true;
@@ -463,7 +464,8 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
             match live.merge(&cfg) {
                 Ok(m) => {
                     note_merged(&cfg, &m);
-                    problems.clear(&format!("database {}: merging again; nothing was lost", cfg.database.display()), say);
+                    problems
+                        .clear(&format!("database {}: merging again; nothing was lost", cfg.database.display()), say);
                     pending = false;
                     backoff = BACKOFF_MIN;
                     merged_ok = true;
@@ -512,7 +514,11 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                                     live.store = None;
                                 }
                                 Err(e) => {
-                                    tell(Priority::Err, &format!("configuration not applied, the database stays: {e}"), say);
+                                    tell(
+                                        Priority::Err,
+                                        &format!("configuration not applied, the database stays: {e}"),
+                                        say,
+                                    );
                                     continue;
                                 }
                             }
@@ -525,7 +531,9 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                         );
                     }
                     // Each SIGHUP is asked for: each one is answered.
-                    Err(e) => tell(Priority::Err, &format!("configuration not re-read, the previous one stays: {e}"), say),
+                    Err(e) => {
+                        tell(Priority::Err, &format!("configuration not re-read, the previous one stays: {e}"), say)
+                    }
                 }
                 pending = true;
                 retry_at = Instant::now();

@@ -100,9 +100,9 @@ pub fn host_name(f: &config::Fleet) -> String {
 }
 
 fn fleet_of(cfg: &Config) -> Result<&config::Fleet> {
-    cfg.fleet.as_ref().ok_or_else(|| {
-        AdminError::Problem("no [fleet] table in the configuration: the fleet is not set up".into())
-    })
+    cfg.fleet
+        .as_ref()
+        .ok_or_else(|| AdminError::Problem("no [fleet] table in the configuration: the fleet is not set up".into()))
 }
 
 fn pg_err(what: &str) -> impl Fn(postgres::Error) -> AdminError + '_ {
@@ -130,8 +130,8 @@ fn pg_err(what: &str) -> impl Fn(postgres::Error) -> AdminError + '_ {
 /// The first line of the root-only password file.
 fn read_password(p: &Path) -> Result<String> {
     use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(p)
-        .map_err(|e| AdminError::Problem(format!("fleet.password_file {}: {e}", p.display())))?;
+    let md =
+        std::fs::metadata(p).map_err(|e| AdminError::Problem(format!("fleet.password_file {}: {e}", p.display())))?;
     if md.mode() & 0o077 != 0 || (sys::euid() == 0 && md.uid() != 0) {
         return Err(AdminError::Problem(format!(
             "fleet.password_file {}: must be owned by root and readable by root only (mode 0600 or 0400)",
@@ -175,17 +175,14 @@ pub fn connect(f: &config::Fleet) -> Result<Client> {
         let mut b = native_tls::TlsConnector::builder();
         match verify {
             None => {
-                b.danger_accept_invalid_certs(true)
-                    .danger_accept_invalid_hostnames(true);
+                b.danger_accept_invalid_certs(true).danger_accept_invalid_hostnames(true);
             }
             Some(false) => {
                 b.danger_accept_invalid_hostnames(true);
             }
             Some(true) => {}
         }
-        let tls = b
-            .build()
-            .map_err(|e| AdminError::Problem(format!("fleet: TLS: {e}")))?;
+        let tls = b.build().map_err(|e| AdminError::Problem(format!("fleet: TLS: {e}")))?;
         pc.connect(postgres_native_tls::MakeTlsConnector::new(tls))
     };
     client.map_err(pg_err("cannot connect to PostgreSQL"))
@@ -195,8 +192,7 @@ pub fn connect(f: &config::Fleet) -> Result<Client> {
 pub fn init(cfg: &Config) -> Result<()> {
     let mut c = connect(fleet_of(cfg)?)?;
     let mut t = c.transaction().map_err(pg_err("init"))?;
-    t.batch_execute(SCHEMA)
-        .map_err(pg_err("cannot create the schema"))?;
+    t.batch_execute(SCHEMA).map_err(pg_err("cannot create the schema"))?;
     t.commit().map_err(pg_err("cannot create the schema"))
 }
 
@@ -367,48 +363,27 @@ HAVING count(*) >= $2
 /// With `added_since` (the server's clock, microseconds), only names with
 /// entries added since then (less 5 minutes, for transactions that were
 /// still open) are looked at: a decision changes only with new facts.
-fn fleet_locks(
-    c: &mut Client,
-    cfg: &Config,
-    now: i64,
-    added_since: Option<i64>,
-) -> Result<Vec<(Vec<u8>, i64, i64)>> {
+fn fleet_locks(c: &mut Client, cfg: &Config, now: i64, added_since: Option<i64>) -> Result<Vec<(Vec<u8>, i64, i64)>> {
     let f = fleet_of(cfg)?;
     let limit = f.limit(cfg);
     if limit == 0 {
         return Ok(Vec::new());
     }
     let since = if cfg.failure_window > 0 {
-        now.saturating_sub(
-            i64::try_from(cfg.failure_window)
-                .unwrap_or(i64::MAX / 1_000_000)
-                .saturating_mul(1_000_000),
-        )
+        now.saturating_sub(i64::try_from(cfg.failure_window).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000))
     } else {
         i64::MIN
     };
     let rows = c
         .query(FLEET_LOCKS, &[&since, &i64::from(limit), &added_since])
         .map_err(pg_err("cannot read the fleet lockout"))?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
 
 /// Apply the admin actions recorded since the last round, in order.
-fn apply_actions(
-    c: &mut Client,
-    cfg: &Config,
-    accounts: &Accounts,
-    mark: &mut Mark,
-    now: i64,
-) -> Result<u64> {
+fn apply_actions(c: &mut Client, cfg: &Config, accounts: &Accounts, mark: &mut Mark, now: i64) -> Result<u64> {
     let rows = c
-        .query(
-            "SELECT id, \"user\", action, note FROM fleet_action WHERE id > $1 ORDER BY id",
-            &[&mark.action],
-        )
+        .query("SELECT id, \"user\", action, note FROM fleet_action WHERE id > $1 ORDER BY id", &[&mark.action])
         .map_err(pg_err("cannot read the fleet's admin actions"))?;
     let mut n = 0;
     for r in &rows {
@@ -417,9 +392,7 @@ fn apply_actions(
         let action: String = r.get(2);
         let note: Option<Vec<u8>> = r.get(3);
         // Only accounts this host knows; others are not here to act on.
-        let name = std::str::from_utf8(&user)
-            .ok()
-            .filter(|n| commands::resolve(accounts, n).is_ok());
+        let name = std::str::from_utf8(&user).ok().filter(|n| commands::resolve(accounts, n).is_ok());
         if let Some(name) = name {
             let done = match action.as_str() {
                 "activate" => commands::activate(cfg, accounts, name, now).map(|_| ()),
@@ -435,10 +408,7 @@ fn apply_actions(
             };
             if let Err(e) = done {
                 // An exempt account, a damaged file: said, and not retried.
-                sys::syslog(
-                    sys::Priority::Warning,
-                    &format!("useraudit-admin: fleet {action} {}: {e}", escape(&user)),
-                );
+                sys::syslog(sys::Priority::Warning, &format!("useraudit-admin: fleet {action} {}: {e}", escape(&user)));
             }
             n += 1;
         }
@@ -448,13 +418,7 @@ fn apply_actions(
 }
 
 /// Write the fleet lockout into the local state files.
-fn apply_locks(
-    c: &mut Client,
-    cfg: &Config,
-    accounts: &Accounts,
-    mark: &mut Mark,
-    now: i64,
-) -> Result<Vec<Vec<u8>>> {
+fn apply_locks(c: &mut Client, cfg: &Config, accounts: &Accounts, mark: &mut Mark, now: i64) -> Result<Vec<Vec<u8>>> {
     let mut locked = Vec::new();
     let server_now: i64 = c
         .query_one("SELECT (extract(epoch FROM now()) * 1000000)::bigint", &[])
@@ -482,10 +446,7 @@ fn apply_locks(
         if newly {
             sys::syslog(
                 sys::Priority::Notice,
-                &format!(
-                    "useraudit-admin: {} locked by the fleet lockout ({n} failures across hosts)",
-                    escape(&user)
-                ),
+                &format!("useraudit-admin: {} locked by the fleet lockout ({n} failures across hosts)", escape(&user)),
             );
             locked.push(info.name.clone());
         }
@@ -507,11 +468,7 @@ pub fn sync(cfg: &Config, store: &Store, accounts: &Accounts, now: i64) -> Resul
     let locked = apply_locks(&mut c, cfg, accounts, &mut mark, now)?;
     mark.last_sync = Some(now);
     write_mark(&cfg.database, &mark)?;
-    Ok(Synced {
-        pushed,
-        actions,
-        locked,
-    })
+    Ok(Synced { pushed, actions, locked })
 }
 
 /// `fleet status`.
@@ -536,12 +493,7 @@ pub fn status(cfg: &Config, store: &Store) -> Result<FleetStatus> {
         Some(p) if mark.generation == Some(store.identity()?) => store.count_after(p)?,
         _ => last.min(store.count()?),
     };
-    Ok(FleetStatus {
-        host: host_name(f),
-        last_sync: mark.last_sync,
-        waiting,
-        unreachable,
-    })
+    Ok(FleetStatus { host: host_name(f), last_sync: mark.last_sync, waiting, unreachable })
 }
 
 /// An entry of the fleet log.
@@ -565,11 +517,7 @@ pub fn log(cfg: &Config, q: &LogQuery) -> Result<Vec<FleetEntry>> {
     if let Some(s) = q.success {
         arg(&mut sql, "success =", Box::new(s));
     }
-    for (col, v) in [
-        ("\"user\"", &q.user),
-        ("rhost", &q.rhost),
-        ("service", &q.service),
-    ] {
+    for (col, v) in [("\"user\"", &q.user), ("rhost", &q.rhost), ("service", &q.service)] {
         if let Some(v) = v {
             arg(&mut sql, &format!("{col} ="), Box::new(v.clone()));
         }
@@ -585,11 +533,8 @@ pub fn log(cfg: &Config, q: &LogQuery) -> Result<Vec<FleetEntry>> {
         args.push(Box::new(i64::try_from(n).unwrap_or(i64::MAX)));
         sql.push_str(&format!(" LIMIT ${}", args.len()));
     }
-    let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
-        args.iter().map(|b| b.as_ref()).collect();
-    let rows = c
-        .query(&sql, &params)
-        .map_err(pg_err("cannot read the fleet log"))?;
+    let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args.iter().map(|b| b.as_ref()).collect();
+    let rows = c.query(&sql, &params).map_err(pg_err("cannot read the fleet log"))?;
     Ok(rows
         .iter()
         .map(|r| FleetEntry {
@@ -633,10 +578,7 @@ pub fn fleet_status(cfg: &Config, users: &[String], now: i64) -> Result<Vec<Flee
             "SELECT DISTINCT ON (\"user\") \"user\", host, time FROM fleet_log
              WHERE cardinality($1::bytea[]) = 0 OR \"user\" = ANY($1)
              ORDER BY \"user\", time DESC, host DESC",
-            &[&users
-                .iter()
-                .map(|u| u.as_bytes().to_vec())
-                .collect::<Vec<_>>()],
+            &[&users.iter().map(|u| u.as_bytes().to_vec()).collect::<Vec<_>>()],
         )
         .map_err(pg_err("cannot read the fleet log"))?;
     let actions = c
@@ -646,9 +588,7 @@ pub fn fleet_status(cfg: &Config, users: &[String], now: i64) -> Result<Vec<Flee
     for r in &rows {
         let user: Vec<u8> = r.get(0);
         let lock = locks.iter().find(|l| l.0 == user);
-        let disabled = actions
-            .iter()
-            .any(|a| a.get::<_, Vec<u8>>(0) == user && a.get::<_, String>(1) == "lock");
+        let disabled = actions.iter().any(|a| a.get::<_, Vec<u8>>(0) == user && a.get::<_, String>(1) == "lock");
         let (state, reason) = if disabled {
             ("disabled", Some(Reason::Admin.as_str()))
         } else if lock.is_some() {
@@ -670,13 +610,7 @@ pub fn fleet_status(cfg: &Config, users: &[String], now: i64) -> Result<Vec<Flee
 
 /// `activate --fleet` / `lock --fleet`: record an admin action (needs the
 /// role `useraudit_fleet_admin`); every host applies it at its next sync.
-pub fn record_action(
-    cfg: &Config,
-    user: &[u8],
-    action: &str,
-    note: Option<&[u8]>,
-    now: i64,
-) -> Result<()> {
+pub fn record_action(cfg: &Config, user: &[u8], action: &str, note: Option<&[u8]>, now: i64) -> Result<()> {
     let f = fleet_of(cfg)?;
     let mut c = connect(f)?;
     c.execute(

@@ -88,7 +88,12 @@ pub fn block(cfg: &Config, host: &[u8], reason: Option<&str>, now: i64) -> Resul
     let newly = hs.update(&key, true, |cur| {
         let mut h = cur.unwrap_or_else(|| HostState::new(&key));
         let was = hosts::block_at(&h, now).is_none();
-        h.block = Some(Block { reason: BlockReason::Admin, at: now, until: None, note: reason.map(|r| r.as_bytes().to_vec()) });
+        h.block = Some(Block {
+            reason: BlockReason::Admin,
+            at: now,
+            until: None,
+            note: reason.map(|r| r.as_bytes().to_vec()),
+        });
         Ok((Some(h), was))
     })?;
     Ok((key, newly))
@@ -137,6 +142,8 @@ impl Marks {
     /// Hosts blocked now.
     pub fn blocked(&self) -> u64 {
         let Some(hs) = &self.hosts else { return 0 };
-        hs.list().map(|(all, _)| all.iter().filter(|h| hosts::block_at(h, self.now).is_some()).count() as u64).unwrap_or(0)
+        hs.list()
+            .map(|(all, _)| all.iter().filter(|h| hosts::block_at(h, self.now).is_some()).count() as u64)
+            .unwrap_or(0)
     }
 }

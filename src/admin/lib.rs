@@ -10,9 +10,9 @@
 #![forbid(unsafe_code)]
 
 pub mod commands;
+pub mod daemon;
+pub mod fleet;
 pub mod hosts;
 pub mod metrics;
 pub mod report;
-pub mod daemon;
-pub mod fleet;
 pub mod store;

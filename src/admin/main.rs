@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use useraudit_admin::commands::{self, Activated, AdminError, StatusRow};
 use useraudit_admin::hosts::HostRow;
 use useraudit_admin::report;
-use useraudit_core::config::Config;
 use useraudit_admin::store::{Entry, LogQuery};
+use useraudit_core::config::Config;
 use useraudit_core::text::{
     DAY_MICROS, date, escape, escape_visible, is_invisible, now_micros, parse_time, plural, rfc3339, unescape, width,
 };
@@ -343,8 +343,7 @@ fn run(cli: Cli) -> Result<Exit, AdminError> {
         }
         Command::Lock { user, reason, fleet } => {
             if fleet
-                && fleet_action(&cfg, &mut out, std::slice::from_ref(&user), "lock", reason.as_deref(), now)?
-                    .is_empty()
+                && fleet_action(&cfg, &mut out, std::slice::from_ref(&user), "lock", reason.as_deref(), now)?.is_empty()
             {
                 Exit::Success
             } else {
@@ -354,7 +353,9 @@ fn run(cli: Cli) -> Result<Exit, AdminError> {
         Command::Fleet { command } => fleet(&cfg, &mut out, command, now)?,
         Command::Sweep { dry_run } => sweep(&cfg, &mut out, dry_run, now)?,
         Command::Check => check(&cfg, &mut out)?,
-        Command::Report { since, until, format, ascii } => report_cmd(&cfg, &mut out, since, until, format, ascii, now)?,
+        Command::Report { since, until, format, ascii } => {
+            report_cmd(&cfg, &mut out, since, until, format, ascii, now)?
+        }
         Command::Metrics { output } => metrics(&cfg, &mut out, output, now)?,
         Command::Hosts { blocked, format } => hosts_cmd(&cfg, &mut out, blocked, format, now)?,
         Command::Block { host, reason } => block(&cfg, &mut out, &host.0, reason.as_deref(), now)?,
@@ -396,7 +397,11 @@ fn log(cfg: &Config, out: &mut Out, a: LogArgs, now: i64) -> Result<Exit, AdminE
                 header.extend(LOG_HEADER);
                 let rows = rows
                     .iter()
-                    .map(|r| std::iter::once(escape_visible(r.host.as_bytes())).chain(log_fields(&r.entry, escape_visible, "-")).collect())
+                    .map(|r| {
+                        std::iter::once(escape_visible(r.host.as_bytes()))
+                            .chain(log_fields(&r.entry, escape_visible, "-"))
+                            .collect()
+                    })
                     .collect();
                 table(out, &header, rows)?
             }
@@ -655,7 +660,13 @@ fn fleet(cfg: &Config, out: &mut Out, command: FleetCommand, now: i64) -> Result
     Ok(Exit::Success)
 }
 
-fn fleet_status(cfg: &Config, out: &mut Out, users: &[String], format: StatusFormat, now: i64) -> Result<Exit, AdminError> {
+fn fleet_status(
+    cfg: &Config,
+    out: &mut Out,
+    users: &[String],
+    format: StatusFormat,
+    now: i64,
+) -> Result<Exit, AdminError> {
     let rows = useraudit_admin::fleet::fleet_status(cfg, users, now)?;
     match format {
         StatusFormat::Table => table(
@@ -689,7 +700,11 @@ fn fleet_status(cfg: &Config, out: &mut Out, users: &[String], format: StatusFor
                 .collect(),
         )))?,
     }
-    Ok(if users.len() == 1 && rows.first().is_some_and(|r| r.state != "active") { Exit::NotAllowed } else { Exit::Success })
+    Ok(if users.len() == 1 && rows.first().is_some_and(|r| r.state != "active") {
+        Exit::NotAllowed
+    } else {
+        Exit::Success
+    })
 }
 
 /// Run by a timer: accounts are swept even when the log spool cannot be
@@ -750,7 +765,11 @@ fn report_cmd(
     let until = time("--until", until)?.unwrap_or(now + 1);
     let since = time("--since", since)?.unwrap_or(until - 7 * DAY_MICROS);
     if since >= until {
-        return Err(AdminError::Refused(format!("--since ({}) must be before --until ({})", rfc3339(since), rfc3339(until))));
+        return Err(AdminError::Refused(format!(
+            "--since ({}) must be before --until ({})",
+            rfc3339(since),
+            rfc3339(until)
+        )));
     }
     let db = commands::open_store(cfg)?;
     warn_damaged(&db);
@@ -859,11 +878,16 @@ fn print_report(out: &mut Out, r: &report::Report, width: usize, unicode: bool) 
             &["FIRST", "USER", "RHOST", "LOGINS"],
             r.new_hosts
                 .iter()
-                .map(|n| vec![rfc3339(n.first), escape_visible(&n.user), escape_visible(&n.rhost), n.logins.to_string()])
+                .map(|n| {
+                    vec![rfc3339(n.first), escape_visible(&n.user), escape_visible(&n.rhost), n.logins.to_string()]
+                })
                 .collect(),
         )?;
         if r.new_hosts_total > r.new_hosts.len() as u64 {
-            out.line(&format!("(and {} more; see --format json for the count)", r.new_hosts_total - r.new_hosts.len() as u64))?;
+            out.line(&format!(
+                "(and {} more; see --format json for the count)",
+                r.new_hosts_total - r.new_hosts.len() as u64
+            ))?;
         }
     }
     Ok(())
@@ -952,7 +976,15 @@ fn hosts_cmd(cfg: &Config, out: &mut Out, blocked: bool, format: LogFormat, now:
             (Some(x), _) => x.into(),
             (None, _) => absent.into(),
         };
-        vec![text(&r.host), r.state.into(), reason, r.failures.to_string(), t(r.last_failure), t(r.blocked_at), t(r.unblocks_at)]
+        vec![
+            text(&r.host),
+            r.state.into(),
+            reason,
+            r.failures.to_string(),
+            t(r.last_failure),
+            t(r.blocked_at),
+            t(r.unblocks_at),
+        ]
     };
     match format {
         LogFormat::Table => table(
@@ -996,7 +1028,9 @@ fn block(cfg: &Config, out: &mut Out, host: &[u8], reason: Option<&str>, now: i6
     let key = escape_visible(&key);
     out.line(&if newly { format!("{key}: blocked") } else { format!("{key}: already blocked; now blocked by hand") })?;
     if cfg.host_failure_limit == 0 {
-        eprintln!("useraudit-admin: warning: host_failure_limit is 0: the module does not look at hosts, so the block has no effect until it is set");
+        eprintln!(
+            "useraudit-admin: warning: host_failure_limit is 0: the module does not look at hosts, so the block has no effect until it is set"
+        );
     }
     Ok(Exit::Success)
 }
@@ -1007,7 +1041,11 @@ fn unblock(cfg: &Config, out: &mut Out, hosts: &[Text], now: i64) -> Result<Exit
     for h in hosts {
         let (key, was) = useraudit_admin::hosts::unblock(cfg, &h.0, now)?;
         let key = escape_visible(&key);
-        out.line(&if was { format!("{key}: unblocked") } else { format!("{key}: not blocked (its failures were forgotten)") })?;
+        out.line(&if was {
+            format!("{key}: unblocked")
+        } else {
+            format!("{key}: not blocked (its failures were forgotten)")
+        })?;
     }
     Ok(Exit::Success)
 }

@@ -880,7 +880,8 @@ fn count_attempt(c: &Connection, e: &NewEntry<'_>) -> rusqlite::Result<()> {
 }
 
 fn set_stat(c: &Connection, name: &str, value: i64) -> rusqlite::Result<()> {
-    c.prepare_cached("INSERT OR REPLACE INTO merge_stat (name, value) VALUES (?1, ?2)")?.execute(params![name, value])?;
+    c.prepare_cached("INSERT OR REPLACE INTO merge_stat (name, value) VALUES (?1, ?2)")?
+        .execute(params![name, value])?;
     Ok(())
 }
 
@@ -1172,8 +1173,12 @@ mod tests {
         spool::append_bounded(&p, &NewEntry { time: i, user: b"nosuch", ..Default::default() }, unknown).unwrap();
         let m = s.merge_spool_batched(500, &mut usize::MAX.clone()).unwrap();
         assert_eq!(m.dropped, 2);
-        let dropped: Vec<Entry> =
-            s.query(&LogQuery::default()).unwrap().into_iter().filter(|e| e.reason.as_deref() == Some("dropped")).collect();
+        let dropped: Vec<Entry> = s
+            .query(&LogQuery::default())
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("dropped"))
+            .collect();
         assert_eq!(dropped.len(), 1);
         assert_eq!(dropped[0].user, b"[2 entries dropped at the spool bound]");
         assert_eq!(s.merge_spool().unwrap().dropped, 0);
@@ -1314,7 +1319,9 @@ mod tests {
             let c = Connection::open(&p).unwrap();
             c.execute_batch(SCHEMA).unwrap();
             c.execute_batch("PRAGMA user_version=2").unwrap();
-            for (ok, svc, reason) in [(1, "sshd", None), (0, "sshd", Some("auth")), (0, "sshd", Some("auth")), (0, "su", Some("dropped"))] {
+            for (ok, svc, reason) in
+                [(1, "sshd", None), (0, "sshd", Some("auth")), (0, "sshd", Some("auth")), (0, "su", Some("dropped"))]
+            {
                 c.execute(
                     "INSERT INTO log (time, success, user, service, reason) VALUES (1, ?1, x'75', ?2, ?3)",
                     params![ok, svc.as_bytes(), reason],

@@ -359,7 +359,10 @@ pub fn handle(
             session.accounts = None;
             session.hosts = None;
             if !root && e.denied() {
-                log.always(Priority::Debug, &format!("not root and cannot use the state files or spool; allowing: {e}"));
+                log.always(
+                    Priority::Debug,
+                    &format!("not root and cannot use the state files or spool; allowing: {e}"),
+                );
                 return on_error(hook, OnError::Allow);
             }
             if attempt.caller_limited {
@@ -950,17 +953,23 @@ fn answer_login(
     let now = ctx.now;
     let root_caller = ctx.root_caller();
     let trusted = ctx.trusted();
-match check {
+    match check {
         LoginCheck::Allow { warn_days } => {
             if root_caller && !is_exempt && acc.state == policy::State::Locked {
                 ctx.log.at(
                     Priority::Notice,
-                    &format!("{} is locked; let in for root on this machine (real uid 0, PAM_RUSER root, no PAM_RHOST)", escape(name)),
+                    &format!(
+                        "{} is locked; let in for root on this machine (real uid 0, PAM_RUSER root, no PAM_RHOST)",
+                        escape(name)
+                    ),
                 );
             } else if trusted && !is_exempt && acc.state == policy::State::Locked {
                 ctx.log.at(
                     Priority::Notice,
-                    &format!("{} is locked by failures from untrusted hosts; let in from a trusted host, the lock stays", escape(name)),
+                    &format!(
+                        "{} is locked by failures from untrusted hosts; let in from a trusted host, the lock stays",
+                        escape(name)
+                    ),
                 );
             }
             let messages = match (ctx.hook, warn_days) {
@@ -1073,11 +1082,12 @@ mod tests {
         let db = d.path().join("state/ua.db");
         let attempt = Attempt { user: Some(b"alice".to_vec()), service: Some(b"login".to_vec()), ..Default::default() };
         let run = |hook: Hook, mode: &str, on_error: &str| {
-            let args: Vec<String> = [mode, &format!("conf={}", conf.display()), &format!("db={}", db.display()), on_error]
-                .iter()
-                .filter(|a| !a.is_empty())
-                .map(|a| a.to_string())
-                .collect();
+            let args: Vec<String> =
+                [mode, &format!("conf={}", conf.display()), &format!("db={}", db.display()), on_error]
+                    .iter()
+                    .filter(|a| !a.is_empty())
+                    .map(|a| a.to_string())
+                    .collect();
             let mut s = Session { lookup: |_| Lookup::Error(libc::EIO), ..Session::default() };
             handle(&mut s, &args, hook, &attempt, false, 1_800_000_000_000_000).verdict
         };

@@ -332,20 +332,15 @@ fn get_choice<T: Copy>(raw: &Raw<'_>, choices: &[(&str, T)]) -> Result<T, String
     let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
     let allowed = format!("one of {}", names.join(", "));
     let s = get_str(raw, &allowed)?;
-    choices
-        .iter()
-        .find(|(n, _)| *n == s)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| bad(raw, &allowed))
+    choices.iter().find(|(n, _)| *n == s).map(|(_, v)| *v).ok_or_else(|| bad(raw, &allowed))
 }
 
 fn get_list(raw: &Raw<'_>) -> Result<Vec<String>, String> {
     let allowed = "a list of names such as [\"root\", \"admin\"] (as a module argument: root,admin)";
     let items: Vec<String> = match raw {
-        Raw::Toml(toml::Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(String::from).ok_or_else(|| bad(raw, allowed)))
-            .collect::<Result<_, _>>()?,
+        Raw::Toml(toml::Value::Array(a)) => {
+            a.iter().map(|v| v.as_str().map(String::from).ok_or_else(|| bad(raw, allowed))).collect::<Result<_, _>>()?
+        }
         Raw::Arg(s) => s.split(',').filter(|p| !p.is_empty()).map(String::from).collect(),
         _ => return Err(bad(raw, allowed)),
     };
@@ -361,10 +356,9 @@ fn get_list(raw: &Raw<'_>) -> Result<Vec<String>, String> {
 fn get_nets(raw: &Raw<'_>) -> Result<Vec<Net>, String> {
     let allowed = "a list of addresses and networks such as [\"10.0.0.0/8\", \"2001:db8::/32\", \"::1\"] (as a module argument: 10.0.0.0/8,::1)";
     let items: Vec<String> = match raw {
-        Raw::Toml(toml::Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(String::from).ok_or_else(|| bad(raw, allowed)))
-            .collect::<Result<_, _>>()?,
+        Raw::Toml(toml::Value::Array(a)) => {
+            a.iter().map(|v| v.as_str().map(String::from).ok_or_else(|| bad(raw, allowed))).collect::<Result<_, _>>()?
+        }
         Raw::Arg(s) => s.split(',').filter(|p| !p.is_empty()).map(String::from).collect(),
         _ => return Err(bad(raw, allowed)),
     };
@@ -391,14 +385,10 @@ impl Config {
             "unlock_after" => self.unlock_after = get_duration(raw)?,
             "account_expiry_days" => self.account_expiry_days = get_uint(raw, DAYS_MAX)? as u32,
             "password_expiry_days" => self.password_expiry_days = get_uint(raw, DAYS_MAX)? as u32,
-            "password_expiry_warning_days" => {
-                self.password_expiry_warning_days = get_uint(raw, DAYS_MAX)? as u32
-            }
+            "password_expiry_warning_days" => self.password_expiry_warning_days = get_uint(raw, DAYS_MAX)? as u32,
             "password_change_source" => {
-                self.password_change_source = get_choice(
-                    raw,
-                    &[("shadow", PasswordSource::Shadow), ("useraudit", PasswordSource::Useraudit)],
-                )?
+                self.password_change_source =
+                    get_choice(raw, &[("shadow", PasswordSource::Shadow), ("useraudit", PasswordSource::Useraudit)])?
             }
             "password_expired_action" => {
                 self.password_expired_action =
@@ -415,9 +405,7 @@ impl Config {
                 }
             }
             "retention_days" => self.retention_days = get_uint(raw, DAYS_MAX)? as u32,
-            "on_error" => {
-                self.on_error = get_choice(raw, &[("allow", OnError::Allow), ("deny", OnError::Deny)])?
-            }
+            "on_error" => self.on_error = get_choice(raw, &[("allow", OnError::Allow), ("deny", OnError::Deny)])?,
             "spool_max_bytes" => self.spool_max_bytes = get_size(raw, SPOOL_MAX_MIN, SPOOL_MAX_MAX)?,
             "metrics_file" => {
                 self.metrics_file = match raw {
@@ -472,7 +460,10 @@ impl Config {
             if let toml::Value::Table(t) = value {
                 if key == "fleet" {
                     cfg.fleet = Some(Fleet::parse(t).map_err(|(k, m)| ConfigError {
-                        origin: Origin::File { path: path.into(), line: line_of_key(text, k.trim_start_matches("fleet.")) },
+                        origin: Origin::File {
+                            path: path.into(),
+                            line: line_of_key(text, k.trim_start_matches("fleet.")),
+                        },
                         key: Some(k),
                         message: m,
                         source: None,
@@ -546,9 +537,7 @@ impl Config {
         let mut text = String::new();
         use std::io::Read;
         const MAX: u64 = 1 << 20;
-        file.take(MAX + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| err(format!("cannot read it as UTF-8 text: {e}")))?;
+        file.take(MAX + 1).read_to_string(&mut text).map_err(|e| err(format!("cannot read it as UTF-8 text: {e}")))?;
         if text.len() as u64 > MAX {
             return Err(err("larger than 1 MiB; this is not a useraudit configuration".into()));
         }
@@ -618,13 +607,18 @@ impl Config {
             ("host_failure_limit", self.host_failure_limit.to_string()),
             ("host_failure_window", dur(self.host_failure_window)),
             ("host_block_time", dur(self.host_block_time)),
-            ("trusted_hosts", format!("[{}]", self.trusted_hosts.iter().map(|n| quote(&n.render())).collect::<Vec<_>>().join(", "))),
+            (
+                "trusted_hosts",
+                format!("[{}]", self.trusted_hosts.iter().map(|n| quote(&n.render())).collect::<Vec<_>>().join(", ")),
+            ),
             ("host_ipv6_prefix", self.host_ipv6_prefix.to_string()),
         ];
         if let Some(f) = &self.fleet {
             // The URL may carry a password: show where it goes, not what it holds.
             let url = match f.url.find('@') {
-                Some(at) if f.url.contains("://") => format!("{}…{}", &f.url[..f.url.find("://").unwrap_or(0) + 3], &f.url[at..]),
+                Some(at) if f.url.contains("://") => {
+                    format!("{}…{}", &f.url[..f.url.find("://").unwrap_or(0) + 3], &f.url[at..])
+                }
                 _ => f.url.clone(),
             };
             v.push(("fleet.url", quote(&url)));
@@ -646,15 +640,16 @@ fn line_of_offset(text: &str, offset: usize) -> usize {
 /// The line where `key` is assigned (the file is flat, so the first
 /// assignment is the only one).
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let l = l.trim_start();
-        let rest = l
-            .strip_prefix(key)
-            .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
-            .or_else(|| l.strip_prefix(&format!("'{key}'")));
-        rest.is_some_and(|r| r.trim_start().starts_with('='))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let rest = l
+                .strip_prefix(key)
+                .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
+                .or_else(|| l.strip_prefix(&format!("'{key}'")));
+            rest.is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// The mode word of a module line.
@@ -806,7 +801,8 @@ on_error = "deny"
         let mut c = Config::default();
         c.apply_arg("spool_max_bytes", "64m").unwrap();
         assert_eq!(c.spool_max_bytes, 64 << 20);
-        let bad = ["spool_max_bytes = 1000", "spool_max_bytes = -1", "spool_max_bytes = \"1T\"", "spool_max_bytes = \"M\""];
+        let bad =
+            ["spool_max_bytes = 1000", "spool_max_bytes = -1", "spool_max_bytes = \"1T\"", "spool_max_bytes = \"M\""];
         for bad in bad {
             let e = parse(bad).unwrap_err();
             assert!(e.to_string().contains("a size in bytes"), "{bad}: {e}");
@@ -816,12 +812,18 @@ on_error = "deny"
     #[test]
     fn host_keys_parse_and_bad_networks_name_file_line_and_key() {
         let c = parse("host_failure_limit = 5\nhost_block_time = 0\ntrusted_hosts = [\"10.0.0.0/8\", \"::1\"]\nhost_ipv6_prefix = 56\n").unwrap();
-        assert_eq!((c.host_failure_limit, c.host_block_time, c.host_failure_window, c.host_ipv6_prefix), (5, 0, 3600, 56));
+        assert_eq!(
+            (c.host_failure_limit, c.host_block_time, c.host_failure_window, c.host_ipv6_prefix),
+            (5, 0, 3600, 56)
+        );
         assert_eq!(c.trusted_hosts.iter().map(|n| n.render()).collect::<Vec<_>>(), ["10.0.0.0/8", "::1"]);
         let e = parse("# x\n\ntrusted_hosts = [\"10.0.0.1/8\"]\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("trusted_hosts"));
         let s = e.to_string();
-        assert!(s.contains("/etc/security/useraudit.toml, line 3, key trusted_hosts") && s.contains("10.0.0.0/8"), "{s}");
+        assert!(
+            s.contains("/etc/security/useraudit.toml, line 3, key trusted_hosts") && s.contains("10.0.0.0/8"),
+            "{s}"
+        );
         let e = parse("trusted_hosts = [\"office.example\"]").unwrap_err();
         assert!(e.to_string().contains("not an IP address or network"), "{e}");
         assert!(parse("host_ipv6_prefix = 129").is_err());
@@ -902,9 +904,16 @@ on_error = "deny"
 
     #[test]
     fn module_args() {
-        let m = ModuleArgs::parse(
-            ["authfail", "conf=/x.toml", "db=/y.db", "debug", "silent", "login_failure_limit=3", "bogus", "foo=bar"],
-        );
+        let m = ModuleArgs::parse([
+            "authfail",
+            "conf=/x.toml",
+            "db=/y.db",
+            "debug",
+            "silent",
+            "login_failure_limit=3",
+            "bogus",
+            "foo=bar",
+        ]);
         assert_eq!(m.mode, Some(Mode::Authfail));
         assert_eq!(m.conf, Some(PathBuf::from("/x.toml")));
         assert_eq!(m.db, Some(PathBuf::from("/y.db")));
@@ -918,7 +927,10 @@ on_error = "deny"
         c.apply_arg("unlock_after", "15m").unwrap();
         assert_eq!(c.unlock_after, 900);
         let e = c.apply_arg("login_failure_limit", "x").unwrap_err();
-        assert_eq!(e.to_string(), "module argument, key login_failure_limit: expected a whole number from 0 to 1000000, found \"x\"");
+        assert_eq!(
+            e.to_string(),
+            "module argument, key login_failure_limit: expected a whole number from 0 to 1000000, found \"x\""
+        );
     }
 
     #[test]

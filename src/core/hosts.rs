@@ -69,7 +69,9 @@ impl Net {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = a.parse().map_err(|_| format!("{s:?} is not an IP address or network (such as \"192.0.2.0/24\" or \"2001:db8::/32\")"))?;
+        let addr: IpAddr = a.parse().map_err(|_| {
+            format!("{s:?} is not an IP address or network (such as \"192.0.2.0/24\" or \"2001:db8::/32\")")
+        })?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => max,
@@ -79,7 +81,10 @@ impl Net {
             },
         };
         if mask(addr, prefix) != addr {
-            return Err(format!("{s:?} has address bits set past the prefix; write the network, {}/{prefix}", mask(addr, prefix)));
+            return Err(format!(
+                "{s:?} has address bits set past the prefix; write the network, {}/{prefix}",
+                mask(addr, prefix)
+            ));
         }
         let v4 = v4_of(addr);
         if v4 != addr && prefix >= 96 {

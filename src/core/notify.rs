@@ -58,11 +58,7 @@ pub fn check_command(cmd: &Path) -> Result<(), String> {
     }
     let me = sys::euid();
     if md.uid() != 0 && md.uid() != me {
-        return Err(format!(
-            "refusing notify_command {}: owned by uid {}, not root",
-            cmd.display(),
-            md.uid()
-        ));
+        return Err(format!("refusing notify_command {}: owned by uid {}, not root", cmd.display(), md.uid()));
     }
     if md.mode() & 0o022 != 0 {
         return Err(format!(
@@ -202,9 +198,19 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("out");
         let p = d.path().join("n.sh");
-        std::fs::write(&p, format!("#!/bin/sh\nenv | grep ^USERAUDIT_ | sort > {}.tmp\nmv {0}.tmp {0}\n", out.display())).unwrap();
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\nenv | grep ^USERAUDIT_ | sort > {}.tmp\nmv {0}.tmp {0}\n", out.display()),
+        )
+        .unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let n = Notice { event: Event::Locked, user: b"alice", rhost: Some(b"203.0.113.9"), service: Some(b"sshd"), failures: 3 };
+        let n = Notice {
+            event: Event::Locked,
+            user: b"alice",
+            rhost: Some(b"203.0.113.9"),
+            service: Some(b"sshd"),
+            failures: 3,
+        };
         run(&p, &n).unwrap();
         let mut text = String::new();
         for _ in 0..200 {

@@ -58,8 +58,8 @@ impl Reason {
             Reason::Admin,
             Reason::FleetFailureLimit,
         ]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        .into_iter()
+        .find(|x| x.as_str() == s)
     }
     /// The log reason of an attempt refused because of this.
     pub fn refusal(self) -> LogReason {
@@ -210,7 +210,10 @@ pub fn lock_spares(a: &Account, trusted: bool) -> bool {
 pub enum Standing {
     Active,
     /// Locked by the failure limit; `until` when `unlock_after` is set.
-    Locked { since: i64, until: Option<i64> },
+    Locked {
+        since: i64,
+        until: Option<i64>,
+    },
     Disabled(Reason),
 }
 
@@ -476,9 +479,7 @@ pub fn check_login(
     match password_standing(change, cfg, now) {
         // shadow's last change 0 (`chage -d 0`, `passwd -e`) demands a
         // change, as pam_unix does, whatever the expired action says.
-        PasswordStanding::Expired if change == PasswordChange::MustChange || a.pw_grace => {
-            LoginCheck::ChangePassword
-        }
+        PasswordStanding::Expired if change == PasswordChange::MustChange || a.pw_grace => LoginCheck::ChangePassword,
         PasswordStanding::Expired => match cfg.password_expired_action {
             ExpiredAction::Disable => LoginCheck::Disable(Reason::PasswordExpired),
             ExpiredAction::Change => LoginCheck::ChangePassword,
@@ -576,7 +577,10 @@ pub fn refusal_text(a: &Account, s: Standing, now: i64) -> Vec<String> {
             vec!["Your account has been disabled because it was not used for too long; ask an administrator to re-activate it.".into()]
         }
         Standing::Disabled(Reason::PasswordExpired) => {
-            vec!["Your password has expired and your account has been disabled; ask an administrator to re-activate it.".into()]
+            vec![
+                "Your password has expired and your account has been disabled; ask an administrator to re-activate it."
+                    .into(),
+            ]
         }
         Standing::Disabled(_) => vec!["Your account has been disabled by an administrator.".into()],
     }
@@ -664,7 +668,10 @@ mod tests {
         }
         let until = T0 + 2 + 600 * MICROS;
         assert_eq!(standing(&a, &c, until - 1), Standing::Locked { since: T0 + 2, until: Some(until) });
-        assert_eq!(refusal_text(&a, standing(&a, &c, until - 60 * MICROS), until - 60 * MICROS)[1], "(1 minutes left to unlock)");
+        assert_eq!(
+            refusal_text(&a, standing(&a, &c, until - 60 * MICROS), until - 60 * MICROS)[1],
+            "(1 minutes left to unlock)"
+        );
         assert_eq!(standing(&a, &c, until), Standing::Active);
         // a failure after the lapse starts a new count
         let o = record_failure(&mut a, &c, until + 1, false, false);
@@ -680,10 +687,19 @@ mod tests {
         for i in 0..3 {
             record_failure(&mut a, &c, T0 + i, false, false);
         }
-        assert_eq!(check_login(&a, &c, T0 + 5, PasswordChange::Unknown, false, false), LoginCheck::Refuse(LogReason::Locked));
-        assert_eq!(refusal_text(&a, standing(&a, &c, T0 + 5), T0 + 5), vec!["The account is locked due to 3 failed logins."]);
+        assert_eq!(
+            check_login(&a, &c, T0 + 5, PasswordChange::Unknown, false, false),
+            LoginCheck::Refuse(LogReason::Locked)
+        );
+        assert_eq!(
+            refusal_text(&a, standing(&a, &c, T0 + 5), T0 + 5),
+            vec!["The account is locked due to 3 failed logins."]
+        );
         // exempt users are let in even if a lock is on record
-        assert_eq!(check_login(&a, &c, T0 + 5, PasswordChange::Unknown, true, false), LoginCheck::Allow { warn_days: None });
+        assert_eq!(
+            check_login(&a, &c, T0 + 5, PasswordChange::Unknown, true, false),
+            LoginCheck::Allow { warn_days: None }
+        );
         assert!(activate(&mut a, &c, T0 + 6));
         assert_eq!(a.state, State::Active);
         assert_eq!(a.failures, 0);
@@ -709,7 +725,10 @@ mod tests {
         assert!(!inactive(&a, &c, T0 + 41 * DAY_MICROS));
         assert!(inactive(&a, &c, T0 + 71 * DAY_MICROS));
         // exempt never
-        assert_eq!(check_login(&a, &c, T0 + 71 * DAY_MICROS, PasswordChange::Unknown, true, false), LoginCheck::Allow { warn_days: None });
+        assert_eq!(
+            check_login(&a, &c, T0 + 71 * DAY_MICROS, PasswordChange::Unknown, true, false),
+            LoginCheck::Allow { warn_days: None }
+        );
     }
 
     #[test]
@@ -735,7 +754,10 @@ mod tests {
         let mut c = Config { password_expiry_days: 10, ..Config::default() };
         let mut a = Account::new(b"alice", 0);
         let now = 11 * DAY_MICROS;
-        assert_eq!(check_login(&a, &c, now, recorded_change(&a), false, false), LoginCheck::Disable(Reason::PasswordExpired));
+        assert_eq!(
+            check_login(&a, &c, now, recorded_change(&a), false, false),
+            LoginCheck::Disable(Reason::PasswordExpired)
+        );
         apply_login(&mut a, LoginCheck::Disable(Reason::PasswordExpired), &c, now);
         assert!(activate(&mut a, &c, now + 1));
         assert!(a.pw_grace);
@@ -748,7 +770,10 @@ mod tests {
         assert_eq!(check_login(&a, &c, now + 3, recorded_change(&a), false, false), LoginCheck::ChangePassword);
         password_changed(&mut a, now + 3);
         assert!(!a.pw_grace);
-        assert_eq!(check_login(&a, &c, now + 4, recorded_change(&a), false, false), LoginCheck::Allow { warn_days: None });
+        assert_eq!(
+            check_login(&a, &c, now + 4, recorded_change(&a), false, false),
+            LoginCheck::Allow { warn_days: None }
+        );
         c.password_expired_action = ExpiredAction::Change;
         let b = Account::new(b"bob", 0);
         assert_eq!(check_login(&b, &c, now, recorded_change(&b), false, false), LoginCheck::ChangePassword);
@@ -758,7 +783,10 @@ mod tests {
     fn recorded_change_counts_from_first_seen() {
         let c = Config { password_expiry_days: 10, ..Config::default() };
         let a = Account::new(b"alice", 100 * DAY_MICROS);
-        assert_eq!(password_standing(recorded_change(&a), &c, 105 * DAY_MICROS), PasswordStanding::Fine { days_left: 5 });
+        assert_eq!(
+            password_standing(recorded_change(&a), &c, 105 * DAY_MICROS),
+            PasswordStanding::Fine { days_left: 5 }
+        );
     }
 
     #[test]
@@ -781,20 +809,32 @@ mod tests {
             record_failure(&mut a, &c, T0 + i, false, false);
         }
         let now = T0 + 10;
-        assert_eq!(check_login(&a, &c, now, PasswordChange::Unknown, false, false), LoginCheck::Refuse(LogReason::Locked));
+        assert_eq!(
+            check_login(&a, &c, now, PasswordChange::Unknown, false, false),
+            LoginCheck::Refuse(LogReason::Locked)
+        );
         let chk = check_login(&a, &c, now, PasswordChange::Unknown, false, true);
         assert_eq!(chk, LoginCheck::Allow { warn_days: None });
         apply_login(&mut a, chk, &c, now);
         // let in without lifting the lock: guessing stays stopped
         assert_eq!((a.state, a.failures, a.locked_at), (State::Locked, 3, Some(T0 + 2)));
         assert_eq!(a.last_login, Some(now));
-        assert_eq!(check_login(&a, &c, now + 1, PasswordChange::Unknown, false, false), LoginCheck::Refuse(LogReason::Locked));
+        assert_eq!(
+            check_login(&a, &c, now + 1, PasswordChange::Unknown, false, false),
+            LoginCheck::Refuse(LogReason::Locked)
+        );
         // disabled by hand, and expiry, refuse root too
         admin_lock(&mut a, now, None);
-        assert_eq!(check_login(&a, &c, now + 2, PasswordChange::Unknown, false, true), LoginCheck::Refuse(LogReason::Disabled));
+        assert_eq!(
+            check_login(&a, &c, now + 2, PasswordChange::Unknown, false, true),
+            LoginCheck::Refuse(LogReason::Disabled)
+        );
         let mut b = Account::new(b"old", T0);
         disable(&mut b, Reason::AccountExpired, T0);
-        assert_eq!(check_login(&b, &c, now, PasswordChange::Unknown, false, true), LoginCheck::Refuse(LogReason::AccountExpired));
+        assert_eq!(
+            check_login(&b, &c, now, PasswordChange::Unknown, false, true),
+            LoginCheck::Refuse(LogReason::AccountExpired)
+        );
         let ce = Config { account_expiry_days: 30, ..cfg() };
         let mut d = Account::new(b"idle", T0);
         d.last_login = Some(T0);
@@ -878,7 +918,10 @@ mod tests {
         password_changed(&mut a, now + 2);
         complete_change(&mut a, &c, now + 2);
         assert_eq!((a.failures, a.last_login), (0, Some(now + 2)));
-        assert_eq!(check_login(&a, &c, now + 3, recorded_change(&a), false, false), LoginCheck::Allow { warn_days: None });
+        assert_eq!(
+            check_login(&a, &c, now + 3, recorded_change(&a), false, false),
+            LoginCheck::Allow { warn_days: None }
+        );
     }
 
     #[test]

@@ -287,12 +287,7 @@ fn write_record(db: &Path, rec: &[u8], bound: Option<Bound>) -> Result<Appended,
     // happened, so rounds are few; the wait is bounded all the same.
     let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
     while std::time::Instant::now() < deadline {
-        let f = match std::fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
+        let f = match std::fs::OpenOptions::new().read(true).append(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 create(&path)?;
@@ -371,7 +366,8 @@ fn count_drop(f: &File, path: &Path) -> Result<u64, FileError> {
         return Err(FileError::new(path, "the spool's header is cut short"));
     }
     let n = u64::from_le_bytes(c).saturating_add(1);
-    w.write_all_at(&n.to_le_bytes(), DROPPED_AT).map_err(|e| FileError::io(path, "cannot count a dropped entry", &e))?;
+    w.write_all_at(&n.to_le_bytes(), DROPPED_AT)
+        .map_err(|e| FileError::io(path, "cannot count a dropped entry", &e))?;
     Ok(n)
 }
 
@@ -472,10 +468,8 @@ fn named_len(f: &File, path: &Path) -> Result<Option<u64>, FileError> {
 /// `kind`, oldest first.
 fn files_of(db: &Path, kind: &str) -> Result<Vec<PathBuf>, FileError> {
     let dir = crate::files::parent(db);
-    let prefix = format!(
-        "{}{kind}",
-        path_for(db).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-    );
+    let prefix =
+        format!("{}{kind}", path_for(db).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     let rd = std::fs::read_dir(dir).map_err(|e| FileError::io(dir, "cannot list", &e))?;
     let mut out = Vec::new();
     for ent in rd {
@@ -594,7 +588,8 @@ pub fn open_set_aside(path: &Path) -> Result<SpoolFile, FileError> {
         let name =
             path.file_name().map(|n| n.to_string_lossy().replacen(".merging-", ".damaged-", 1)).unwrap_or_default();
         let aside = path.with_file_name(name);
-        std::fs::rename(path, &aside).map_err(|e| FileError::io(path, "damaged header, and cannot set it aside", &e))?;
+        std::fs::rename(path, &aside)
+            .map_err(|e| FileError::io(path, "damaged header, and cannot set it aside", &e))?;
         aside
     };
     let generation = content_id(&file, len, &path)?;

@@ -681,7 +681,8 @@ impl<C: Codec> Records<C> {
                 }
                 continue;
             };
-            let got = sys::try_flock(&file, FileLock::Exclusive).map_err(|e| FileError::io(&path, "cannot lock", &e))?;
+            let got =
+                sys::try_flock(&file, FileLock::Exclusive).map_err(|e| FileError::io(&path, "cannot lock", &e))?;
             if !got {
                 if decide_unlocked {
                     let (a, _) = read_unlocked::<C>(&file, &path)?;
@@ -733,7 +734,9 @@ impl<C: Codec> Records<C> {
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let t = sys::open_at(&self.fd, &tmp, flags, 0o600).map_err(|e| FileError::io(&path, "cannot create", &e))?;
         let locks = C::tag(a) != 0;
-        let written = t.write_all_at(&frame(C::MAGIC, &C::encode(a), 1, 0), 0).and_then(|()| if locks { t.sync_data() } else { Ok(()) });
+        let written = t
+            .write_all_at(&frame(C::MAGIC, &C::encode(a), 1, 0), 0)
+            .and_then(|()| if locks { t.sync_data() } else { Ok(()) });
         drop(t);
         let linked = written.and_then(|()| sys::link_at(&self.fd, &tmp, Path::new(&name)));
         let _ = sys::unlink_at(&self.fd, &tmp);

@@ -99,8 +99,8 @@ impl CallerShield {
         }
         let fsize = getrlimit(libc::RLIMIT_FSIZE);
         let nofile = getrlimit(libc::RLIMIT_NOFILE);
-        let lifted = raise(libc::RLIMIT_FSIZE, fsize, libc::RLIM_INFINITY)
-            & raise(libc::RLIMIT_NOFILE, nofile, MIN_NOFILE);
+        let lifted =
+            raise(libc::RLIMIT_FSIZE, fsize, libc::RLIM_INFINITY) & raise(libc::RLIMIT_NOFILE, nofile, MIN_NOFILE);
         // SAFETY: a zeroed sigaction is a valid value of a plain C struct.
         let mut xfsz: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: as above; sa_handler SIG_IGN with an empty mask.
@@ -533,8 +533,7 @@ fn retry(mut call: impl FnMut() -> i32) -> io::Result<i32> {
 pub fn open_dir(dir: Option<&std::fs::File>, path: &std::path::Path, nofollow: bool) -> io::Result<std::fs::File> {
     use std::os::fd::FromRawFd;
     let c = c_path(path)?;
-    let flags =
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC | if nofollow { libc::O_NOFOLLOW } else { 0 };
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC | if nofollow { libc::O_NOFOLLOW } else { 0 };
     // SAFETY: c is a valid C string for the call; the descriptor is open or AT_FDCWD.
     let fd = retry(|| unsafe { libc::openat(at_fd(dir), c.as_ptr(), flags) })?;
     // SAFETY: openat returned a new descriptor that nothing else owns.

@@ -250,7 +250,17 @@ mod tests {
             }
         }
         assert_eq!(unescape(br"\u{65}\x41"), Ok(b"eA".to_vec()));
-        for bad in [&br"back\slash"[..], br"\x4", br"\xg0", br"\u{110000}", br"\u{d800}", br"\u{}", br"\u{41", br"\u41", br"end\"] {
+        for bad in [
+            &br"back\slash"[..],
+            br"\x4",
+            br"\xg0",
+            br"\u{110000}",
+            br"\u{d800}",
+            br"\u{}",
+            br"\u{41",
+            br"\u41",
+            br"end\",
+        ] {
             let e = unescape(bad).unwrap_err();
             assert!(e.contains("\\\\ for a backslash"), "{e}");
         }

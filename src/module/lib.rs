@@ -107,7 +107,10 @@ fn guarded(args: &[String], service: Option<&[u8]>, hook: Hook, f: impl FnOnce()
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             let what = useraudit_core::text::escape(useraudit_core::text::cap(what.as_bytes()));
-            sys::syslog(Priority::Err, &format!("{prefix}internal error (panic: {what}) caught; answering as on_error says"));
+            sys::syslog(
+                Priority::Err,
+                &format!("{prefix}internal error (panic: {what}) caught; answering as on_error says"),
+            );
             map(audit::on_error(hook, margs.on_error_hint()).verdict)
         }
     }

@@ -20,9 +20,9 @@
 use std::path::Path;
 use std::time::Instant;
 
+use useraudit_admin::store::{NewEntry, OpenOptions, Store};
 use useraudit_core::policy::{Account, LogReason};
 use useraudit_core::state::Accounts;
-use useraudit_admin::store::{NewEntry, OpenOptions, Store};
 use useraudit_core::text::now_micros;
 
 /// Rows per transaction: big enough to amortise the commit (and the WAL

@@ -15,7 +15,8 @@ pub const MATRIX: &str = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so";
 pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 pub const PASSWORD: &str = "secret";
 /// Users in the sandbox: name, uid, groups. `dave` is in `wheel`.
-pub const USERS: &[(&str, u32)] = &[("root", 0), ("alice", 1000), ("bob", 1001), ("carol", 1002), ("dave", 1003), ("erin", 1004)];
+pub const USERS: &[(&str, u32)] =
+    &[("root", 0), ("alice", 1000), ("bob", 1001), ("carol", 1002), ("dave", 1003), ("erin", 1004)];
 pub const SERVICES: &[&str] = &["login", "sshd", "su", "cron", "passwd"];
 
 /// The built module: next to the test's `useraudit-admin` (same profile),
@@ -38,7 +39,11 @@ pub fn module_path() -> PathBuf {
                 cargo.arg("--release");
             }
             let out = cargo.output().expect("cannot run cargo to build the module");
-            assert!(out.status.success(), "cargo build -p pam_useraudit failed: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "cargo build -p pam_useraudit failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let so = dir.join("libpam_useraudit.so");
             assert!(so.exists(), "{} is missing after cargo build -p pam_useraudit", so.display());
             so
@@ -266,10 +271,13 @@ password optional                    {so} {c}
         let mut cmd = Command::new(admin_path());
         cmd.arg("--conf").arg(&self.conf).arg("--db").arg(&self.db).args(args);
         // Same users as the module sees.
-        cmd.env("LD_PRELOAD", match &self.faketime {
-            Some(_) => format!("libnss_wrapper.so {FAKETIME_LIB}"),
-            None => "libnss_wrapper.so".into(),
-        })
+        cmd.env(
+            "LD_PRELOAD",
+            match &self.faketime {
+                Some(_) => format!("libnss_wrapper.so {FAKETIME_LIB}"),
+                None => "libnss_wrapper.so".into(),
+            },
+        )
         .env("NSS_WRAPPER_PASSWD", self.path().join("passwd"))
         .env("NSS_WRAPPER_GROUP", self.path().join("group"));
         if let Some(ft) = &self.faketime {
