@@ -63,6 +63,7 @@ test-unit:
 	$(CARGO) test --locked
 
 lint:
+	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	sh tests/check-docs.sh
 	sh tests/check-deps.sh
