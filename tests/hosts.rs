@@ -366,25 +366,6 @@ fn without_host_counting_the_hosts_directory_is_never_touched() {
 
 // ---------------------------------------------------------- concurrency
 
-/// `target/pam_drive`, built from tests/driver/pam_drive.c when missing or
-/// older than its source.
-fn pam_drive() -> PathBuf {
-    let target = admin_path().parent().unwrap().parent().unwrap().to_path_buf();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/driver/pam_drive.c");
-    let bin = target.join("pam_drive");
-    let fresh = |b: &Path| {
-        let (Ok(bm), Ok(sm)) = (std::fs::metadata(b), std::fs::metadata(&src)) else { return false };
-        bm.modified().unwrap() >= sm.modified().unwrap()
-    };
-    if !fresh(&bin) {
-        let tmp = target.join(format!("pam_drive.tmp.{}.hosts", std::process::id()));
-        let o = Command::new("cc").args(["-O2", "-o"]).arg(&tmp).arg(&src).arg("-lpam").output().unwrap();
-        assert!(o.status.success(), "building pam_drive failed: {}", String::from_utf8_lossy(&o.stderr));
-        std::fs::rename(&tmp, &bin).unwrap();
-    }
-    bin
-}
-
 fn drive(sb: &Sandbox, rhost: &str, args: &[&str]) -> Value {
     let o = Command::new("timeout")
         .arg("50")

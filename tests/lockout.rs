@@ -165,27 +165,6 @@ fn set_notify(sb: &Sandbox, cmd: &Path) {
     std::fs::write(&sb.conf, conf).unwrap();
 }
 
-/// `target/pam_drive`, built from tests/driver/pam_drive.c when missing or
-/// older than its source.
-fn pam_drive() -> PathBuf {
-    let target = admin_path().parent().unwrap().parent().unwrap().to_path_buf();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/driver/pam_drive.c");
-    let bin = target.join("pam_drive");
-    let fresh = |b: &Path| {
-        let (Ok(bm), Ok(sm)) = (std::fs::metadata(b), std::fs::metadata(&src)) else { return false };
-        bm.modified().unwrap() >= sm.modified().unwrap()
-    };
-    if !fresh(&bin) {
-        // Built under a private name and renamed, so parallel tests never
-        // run a half-written file.
-        let tmp = target.join(format!("pam_drive.tmp.{}.{:?}", std::process::id(), std::thread::current().id()));
-        let o = Command::new("cc").args(["-O2", "-o"]).arg(&tmp).arg(&src).arg("-lpam").output().unwrap();
-        assert!(o.status.success(), "building pam_drive failed: {}", text(&o));
-        std::fs::rename(&tmp, &bin).unwrap();
-    }
-    bin
-}
-
 /// Run pam_drive against the sandbox's pam.d (pam_start_confdir; only
 /// nss_wrapper is preloaded). Returns its JSON summary.
 fn drive(sb: &Sandbox, args: &[&str]) -> Value {

@@ -20,33 +20,12 @@ use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::faults::{bwrap_works, euid};
 use common::*;
 use serde_json::Value;
 use useraudit_core::spool;
-
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-fn bwrap_works() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        let ok = Command::new("bwrap")
-            .args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("SKIP (syslog assertions): bwrap cannot run here, so /dev/log cannot be captured");
-        }
-        ok
-    })
-}
 
 /// A datagram socket standing in for `/dev/log`, read by a thread.
 struct Syslog {
