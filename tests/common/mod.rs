@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod pg;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
