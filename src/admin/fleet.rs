@@ -20,10 +20,8 @@
 //! reason `fleet_failure_limit`.
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 use useraudit_core::config::{self, Config};
 use useraudit_core::policy::{self, Account, Reason, State};
 use useraudit_core::state::Accounts;
@@ -33,13 +31,11 @@ use useraudit_core::text::escape;
 use crate::commands::{self, AdminError, Result};
 use crate::store::{Entry, LogQuery, Store};
 
+mod connect;
+pub use connect::connect;
+
 /// Entries sent per transaction.
 pub const BATCH: usize = 5_000;
-/// The bound on any one statement.
-const STATEMENT_TIMEOUT_MS: u32 = 30_000;
-/// Used when the connection string sets none.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The schema and its roles. Idempotent: `fleet init` runs it every time.
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS useraudit_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -84,8 +80,72 @@ GRANT INSERT (host, generation, local_id, time, success, "user", service, rhost,
 GRANT SELECT ON fleet_action TO useraudit_host, useraudit_fleet_admin;
 GRANT INSERT (time, "user", action, note, by_host) ON fleet_action TO useraudit_fleet_admin;
 GRANT USAGE ON SEQUENCE fleet_action_id_seq TO useraudit_fleet_admin;
-INSERT INTO useraudit_meta VALUES ('schema', '1') ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+-- Schema 2: which login role may add entries under which host name.
+-- A host claims its name at its first push (first come); a fleet
+-- administrator may assign names in advance or release them.
+CREATE TABLE IF NOT EXISTS fleet_host (
+    host     text PRIMARY KEY,
+    role     name NOT NULL DEFAULT session_user,
+    added_at timestamptz NOT NULL DEFAULT now()
+);
+DO $$ BEGIN
+    -- Hosts that pushed before names were claimed keep theirs.
+    IF NOT EXISTS (SELECT 1 FROM useraudit_meta WHERE key = 'schema' AND value::int >= 2) THEN
+        INSERT INTO fleet_host (host, role)
+            SELECT DISTINCT ON (host) host, added_by FROM fleet_log ORDER BY host, added_at
+            ON CONFLICT (host) DO NOTHING;
+    END IF;
+END $$;
+-- The login role, which SET ROLE cannot change.
+ALTER TABLE fleet_log ALTER COLUMN added_by SET DEFAULT session_user;
+ALTER TABLE fleet_action ALTER COLUMN added_by SET DEFAULT session_user;
+REVOKE ALL ON fleet_host FROM PUBLIC, useraudit_host, useraudit_fleet_admin;
+GRANT SELECT, INSERT (host) ON fleet_host TO useraudit_host;
+GRANT SELECT, INSERT (host, role), DELETE ON fleet_host TO useraudit_fleet_admin;
+ALTER TABLE fleet_log ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS fleet_log_read ON fleet_log;
+CREATE POLICY fleet_log_read ON fleet_log FOR SELECT USING (true);
+DROP POLICY IF EXISTS fleet_log_own_host ON fleet_log;
+CREATE POLICY fleet_log_own_host ON fleet_log FOR INSERT WITH CHECK (
+    EXISTS (SELECT 1 FROM fleet_host h WHERE h.host = fleet_log.host AND h.role = session_user)
+);
+INSERT INTO useraudit_meta VALUES ('schema', '2') ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 "#;
+
+/// Claim this host's name for the login role, or find it claimed by this
+/// role already (the row-level security on `fleet_log` lets a role add
+/// entries only under the names it holds).
+fn claim(c: &mut Client, host: &str) -> Result<()> {
+    let r = c
+        .query_one(
+            "WITH ins AS (INSERT INTO fleet_host (host) VALUES ($1) ON CONFLICT (host) DO NOTHING RETURNING role)
+             SELECT (SELECT role FROM ins UNION ALL SELECT role FROM fleet_host WHERE host = $1 LIMIT 1)::text,
+                    session_user::text",
+            &[&host],
+        )
+        .map_err(|e| {
+            if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) {
+                AdminError::Problem(
+                    "fleet: the schema is older than this useraudit-admin: run `useraudit-admin fleet init` \
+                     with the role that owns it"
+                        .into(),
+                )
+            } else {
+                pg_err("cannot claim this host's name")(e)
+            }
+        })?;
+    let (owner, me): (Option<String>, String) = (r.get(0), r.get(1));
+    match owner {
+        Some(o) if o == me => Ok(()),
+        o => Err(AdminError::Problem(format!(
+            "fleet: the host name {} belongs to the role {}, and this host connects as {}: give each host its own \
+             fleet.host, or have a fleet administrator release the name (DELETE FROM fleet_host WHERE host = ...)",
+            escape(host.as_bytes()),
+            escape(o.unwrap_or_default().as_bytes()),
+            escape(me.as_bytes())
+        ))),
+    }
+}
 
 /// This machine's name in the fleet.
 pub fn host_name(f: &config::Fleet) -> String {
@@ -125,67 +185,6 @@ fn pg_err(what: &str) -> impl Fn(postgres::Error) -> AdminError + '_ {
         };
         AdminError::Problem(format!("fleet: {what}: {detail}"))
     }
-}
-
-/// The first line of the root-only password file.
-fn read_password(p: &Path) -> Result<String> {
-    use std::os::unix::fs::MetadataExt;
-    let md =
-        std::fs::metadata(p).map_err(|e| AdminError::Problem(format!("fleet.password_file {}: {e}", p.display())))?;
-    if md.mode() & 0o077 != 0 || (sys::euid() == 0 && md.uid() != 0) {
-        return Err(AdminError::Problem(format!(
-            "fleet.password_file {}: must be owned by root and readable by root only (mode 0600 or 0400)",
-            p.display()
-        )));
-    }
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| AdminError::Problem(format!("fleet.password_file {}: {e}", p.display())))?;
-    Ok(text.lines().next().unwrap_or("").to_string())
-}
-
-/// Connect with bounded waits: `connect_timeout` (10 s unless the
-/// connection string sets it), TCP keepalives, and a `statement_timeout`.
-/// `sslmode=require` encrypts without checking the certificate (as libpq);
-/// `verify-ca` and `verify-full` check it against the system's roots
-/// (`verify-full` also the host name).
-pub fn connect(f: &config::Fleet) -> Result<Client> {
-    let mut url = f.url.clone();
-    let mut verify = None;
-    for (mode, full) in [("sslmode=verify-full", true), ("sslmode=verify-ca", false)] {
-        if url.contains(mode) {
-            url = url.replace(mode, "sslmode=require");
-            verify = Some(full);
-        }
-    }
-    let mut pc = postgres::Config::from_str(&url).map_err(pg_err("url"))?;
-    if pc.get_connect_timeout().is_none() {
-        pc.connect_timeout(CONNECT_TIMEOUT);
-    }
-    pc.keepalives(true).keepalives_idle(Duration::from_secs(30));
-    pc.options(&format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
-    if pc.get_application_name().is_none() {
-        pc.application_name("useraudit-admin");
-    }
-    if let Some(p) = &f.password_file {
-        pc.password(read_password(p)?);
-    }
-    let client = if pc.get_ssl_mode() == postgres::config::SslMode::Disable {
-        pc.connect(NoTls)
-    } else {
-        let mut b = native_tls::TlsConnector::builder();
-        match verify {
-            None => {
-                b.danger_accept_invalid_certs(true).danger_accept_invalid_hostnames(true);
-            }
-            Some(false) => {
-                b.danger_accept_invalid_hostnames(true);
-            }
-            Some(true) => {}
-        }
-        let tls = b.build().map_err(|e| AdminError::Problem(format!("fleet: TLS: {e}")))?;
-        pc.connect(postgres_native_tls::MakeTlsConnector::new(tls))
-    };
-    client.map_err(pg_err("cannot connect to PostgreSQL"))
 }
 
 /// `fleet init`: create or migrate the schema, the roles and their GRANTs.
@@ -283,6 +282,7 @@ fn push(c: &mut Client, store: &Store, host: &str, mark: &mut Mark, db: &Path) -
         mark.pushed = None;
         mark.generation = Some(generation);
     }
+    claim(c, host)?;
     let mut after = match mark.pushed {
         Some(p) => p,
         None => {
@@ -624,19 +624,6 @@ pub fn record_action(cfg: &Config, user: &[u8], action: &str, note: Option<&[u8]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn password_file_first_line_and_root_only() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("pw");
-        std::fs::write(&p, "s3cret\nsecond line\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_password(&p).unwrap(), "s3cret");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let e = read_password(&p).unwrap_err();
-        assert!(e.to_string().contains("readable by root only"), "{e}");
-    }
 
     #[test]
     fn marks_survive_a_round_trip_and_a_missing_file_is_no_mark() {
