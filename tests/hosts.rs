@@ -450,3 +450,42 @@ fn the_report_marks_blocked_and_trusted_hosts_and_metrics_count_blocks() {
     let m = sb.admin_ok(&["metrics"]);
     assert!(m.contains("\nuseraudit_blocked_hosts 1\n"), "{m}");
 }
+
+#[test]
+fn sweep_removes_only_host_files_with_no_block_and_no_failure_that_counts() {
+    if missing_tools() || !Path::new(FAKETIME_LIB).exists() {
+        return;
+    }
+    // One hour's window and block time (the defaults).
+    let mut sb = Sandbox::new("host_failure_limit=3");
+    let (spent, lapsed, failing, blocked) = ("203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4");
+    assert!(!attempt(&sb, "alice", BAD, spent).ok);
+    for _ in 0..3 {
+        assert!(!attempt(&sb, "bob", BAD, lapsed).ok);
+    }
+    assert_eq!(host(&hosts(&sb, &[]), lapsed)["state"], "blocked");
+    // Two hours later: the first two hold nothing that counts.
+    sb.faketime = Some(format!("+{}", 2 * 3600));
+    assert!(!attempt(&sb, "carol", BAD, failing).ok);
+    sb.admin_ok(&["block", blocked]);
+    let files = || std::fs::read_dir(sb.path().join("state/useraudit.db.hosts")).unwrap().count();
+    assert_eq!(files(), 4);
+    let out = sb.admin_ok(&["sweep", "--dry-run"]);
+    assert!(out.contains("hosts: would remove 2 file(s)"), "{out}");
+    assert_eq!(files(), 4);
+    let out = sb.admin_ok(&["sweep"]);
+    assert!(out.contains("hosts: removed 2 file(s)"), "{out}");
+    assert_eq!(files(), 2);
+    let left: Vec<Value> = hosts(&sb, &[]);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(host(&left, failing)["failures"], 1);
+    assert_eq!(host(&left, blocked)["state"], "blocked");
+    // Nothing more to remove; the log keeps the history.
+    assert!(!sb.admin_ok(&["sweep"]).contains("hosts:"));
+    assert!(sb.log(&["--rhost", spent]).len() == 1 && sb.log(&["--rhost", lapsed]).len() == 3);
+    // A swept host is counted afresh.
+    for _ in 0..3 {
+        assert!(!attempt(&sb, "alice", BAD, spent).ok);
+    }
+    assert_eq!(host(&hosts(&sb, &[]), spent)["state"], "blocked");
+}

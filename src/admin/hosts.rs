@@ -117,6 +117,36 @@ pub fn unblock(cfg: &Config, host: &[u8], now: i64) -> Result<(Vec<u8>, bool)> {
     Ok((key, was))
 }
 
+/// Whether a host's file holds nothing that counts at `now`: no block in
+/// force and no failure within `host_failure_window` (with a window of 0,
+/// failures count until a block, so only a file without any goes).
+fn spent(cfg: &Config, h: &HostState, now: i64) -> bool {
+    hosts::block_at(h, now).is_none() && hosts::failures_at(h, cfg.host_failure_window, now) == 0
+}
+
+/// `sweep`: remove the files of hosts that hold nothing that counts (the
+/// log keeps their history), each decided again under the file's lock.
+/// How many were (with `dry_run`: would be) removed, and the files that
+/// could not be read or removed.
+pub fn sweep(cfg: &Config, dry_run: bool, now: i64) -> Result<(u64, Vec<AdminError>)> {
+    let Some(hs) = open(cfg, false)? else { return Ok((0, Vec::new())) };
+    let (all, bad) = hs.list()?;
+    let mut problems: Vec<AdminError> = bad.iter().map(|e| AdminError::Problem(format!("host state {e}"))).collect();
+    let mut n = 0;
+    for h in all.iter().filter(|h| spent(cfg, h, now)) {
+        if dry_run {
+            n += 1;
+            continue;
+        }
+        match hs.remove_if(&h.key, |cur| spent(cfg, cur, now)) {
+            Ok(true) => n += 1,
+            Ok(false) => {}
+            Err(e) => problems.push(AdminError::Problem(format!("host state {e}"))),
+        }
+    }
+    Ok((n, problems))
+}
+
 /// The marks of the report's host list: "blocked" (blocked now) or
 /// "trusted" (in `trusted_hosts`).
 pub struct Marks {

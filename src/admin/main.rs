@@ -734,9 +734,20 @@ fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, A
         ))?;
     }
     out.line(&format!("{} account(s) {verb}", r.disabled.len()))?;
+    let (swept, bad) = useraudit_admin::hosts::sweep(cfg, dry_run, now)?;
+    if swept > 0 {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        out.line(&format!("hosts: {verb} {swept} file(s) with no block and no failure that counts"))?;
+    }
+    for e in &bad {
+        report(e);
+    }
     if let Some(p) = db.problem() {
         let skipped = if cfg.retention_days > 0 { " (no log entries were deleted)" } else { "" };
         report(&AdminError::Problem(format!("the log spool was not merged{skipped}: {p}")));
+        return Ok(Exit::Error);
+    }
+    if !bad.is_empty() {
         return Ok(Exit::Error);
     }
     Ok(Exit::Success)

@@ -403,6 +403,12 @@ fn parse<C: Codec>(b: &[u8], path: &Path) -> Result<(C::Item, Record), FileError
 }
 
 /// The error for a file that holds another name's state.
+/// True when the open file no longer has a name (it was removed).
+fn unlinked(f: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    f.metadata().is_ok_and(|m| m.nlink() == 0)
+}
+
 fn not_ours(path: &Path, stored: &[u8]) -> FileError {
     FileError::new(
         path,
@@ -700,9 +706,36 @@ impl<C: Codec> Records<C> {
                     lock(&file, &path, FileLock::Exclusive)?;
                 }
             }
+            // Removed (a host file swept) while this process waited for
+            // its lock: start again from the name.
+            if unlinked(&file) {
+                continue;
+            }
             return self.write_locked(&file, &path, user, repair, f).map(Written::Done);
         }
         Err(FileError::new(&self.dir.join(file_name(user)), "created and removed by other processes again and again"))
+    }
+
+    /// Remove the file of `key` when `dead` holds for its state, decided
+    /// under the file's exclusive lock (waited for at most the busy
+    /// timeout; Ok(false) when it stays held). A process that opened the
+    /// file before finds it unlinked once it holds the lock and starts
+    /// again from the name (see `change`), so no change is lost.
+    pub fn remove_if(&self, key: &[u8], dead: impl FnOnce(&C::Item) -> bool) -> Result<bool, FileError> {
+        let Some((file, path)) = self.open_existing(key, true)? else { return Ok(false) };
+        if !lock_within(&file, &path, FileLock::Exclusive)? || unlinked(&file) {
+            return Ok(false);
+        }
+        let (cur, _) = read_unlocked::<C>(&file, &path)?;
+        if C::key(&cur) != key {
+            return Err(not_ours(&path, C::key(&cur)));
+        }
+        if !dead(&cur) {
+            return Ok(false);
+        }
+        let name = path.file_name().map(Path::new).unwrap_or(&path);
+        sys::unlink_at(&self.fd, name).map_err(|e| FileError::io(&path, "cannot remove", &e))?;
+        Ok(true)
     }
 
     /// Read, decide and write while holding the file's exclusive lock.
@@ -1055,6 +1088,54 @@ mod tests {
         assert_eq!(s.get(b"alice").unwrap().unwrap().first_seen, 2);
         std::fs::write(&p, b"garbage").unwrap();
         assert!(s.get(b"alice").unwrap_err().to_string().contains("not a useraudit account file"));
+    }
+
+    /// A swept file: removed only when the predicate holds; and a writer
+    /// that opened it before and waited for its lock starts again from the
+    /// name, so its change lands in a file that exists.
+    #[test]
+    fn a_removed_file_is_never_written_through_an_old_descriptor() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Arc::new(open(&d));
+        put(&s, &sample());
+        assert!(!s.remove_if(b"alice", |a| a.failures == 0).unwrap());
+        assert!(!s.remove_if(b"nobody", |_| true).unwrap());
+        assert_eq!(s.get(b"alice").unwrap(), Some(sample()));
+        // A sweeper holds the lock; a writer opens the file and waits.
+        let p = s.dir().join("alice");
+        let holder = File::open(&p).unwrap();
+        assert!(sys::try_flock(&holder, FileLock::Exclusive).unwrap());
+        let writer = {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                s.update(b"alice", false, |cur| {
+                    let mut a = cur.unwrap_or_else(|| Account::new(b"alice", 7));
+                    a.failures += 1;
+                    Ok((Some(a), ()))
+                })
+            })
+        };
+        // Until the writer waits on the lock of the file it opened.
+        let fd_of_file = |pid: &str| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+                .filter(|l| l == &p)
+                .count()
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fd_of_file("self") < 2 {
+            assert!(std::time::Instant::now() < until, "the writer never opened the file");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::fs::remove_file(&p).unwrap();
+        drop(holder);
+        writer.join().unwrap().unwrap();
+        // The change is in a new file, from no state: not lost in the old inode.
+        let a = s.get(b"alice").unwrap().unwrap();
+        assert_eq!((a.failures, a.first_seen), (1, 7));
+        assert!(s.remove_if(b"alice", |a| a.failures == 1).unwrap());
+        assert_eq!(s.get(b"alice").unwrap(), None);
     }
 
     /// While another process holds the file's lock: reads go on; a decision
