@@ -483,17 +483,23 @@ pub struct FleetStatus {
 
 pub fn status(cfg: &Config, store: &Store) -> Result<FleetStatus> {
     let f = fleet_of(cfg)?;
-    let mark = read_mark(&cfg.database);
-    let last = store.last_id()?;
     let unreachable = match connect(f) {
         Ok(mut c) => c.simple_query("SELECT 1").err().map(|e| pg_err("")(e).to_string()),
         Err(e) => Some(e.to_string()),
     };
+    let (last_sync, waiting) = progress(cfg, store)?;
+    Ok(FleetStatus { host: host_name(f), last_sync, waiting, unreachable })
+}
+
+/// This host's side of the sync, from local files only (no connection):
+/// when a sync last completed, and the local log entries not yet sent.
+pub fn progress(cfg: &Config, store: &Store) -> Result<(Option<i64>, i64)> {
+    let mark = read_mark(&cfg.database);
     let waiting = match mark.pushed {
         Some(p) if mark.generation == Some(store.identity()?) => store.count_after(p)?,
-        _ => last.min(store.count()?),
+        _ => store.last_id()?.min(store.count()?),
     };
-    Ok(FleetStatus { host: host_name(f), last_sync: mark.last_sync, waiting, unreachable })
+    Ok((mark.last_sync, waiting))
 }
 
 /// An entry of the fleet log.

@@ -39,6 +39,9 @@ pub struct Snapshot {
     pub backlog: Option<(u64, u64)>,
     /// Remote hosts blocked now; None when hosts are not counted.
     pub blocked_hosts: Option<u64>,
+    /// With a `[fleet]` table and a readable log: when a fleet sync last
+    /// completed, and the entries not yet in the fleet log.
+    pub fleet: Option<(Option<i64>, i64)>,
 }
 
 /// Gather the metrics of an opened database (its spool already merged,
@@ -54,6 +57,10 @@ pub fn snapshot_of(cfg: &Config, store: Option<&Store>, accts: &Accounts, merged
         Some(store) => (Some(store.attempt_counts()?), Some(store.merge_stats()?)),
         None => (None, None),
     };
+    let fleet = match (store, &cfg.fleet) {
+        (Some(store), Some(_)) => Some(crate::fleet::progress(cfg, store)?),
+        _ => None,
+    };
     let (all, _damaged) = accts.list().map_err(AdminError::AccountState)?;
     let mut accounts = [0u64; 3];
     for a in &all {
@@ -66,7 +73,7 @@ pub fn snapshot_of(cfg: &Config, store: Option<&Store>, accts: &Accounts, merged
     }
     let backlog = useraudit_core::spool::backlog(&cfg.database).ok();
     let blocked_hosts = (cfg.host_failure_limit > 0).then(|| crate::hosts::Marks::new(cfg, now).blocked());
-    Ok(Snapshot { attempts, merge, merged, accounts, backlog, blocked_hosts })
+    Ok(Snapshot { attempts, merge, merged, accounts, backlog, blocked_hosts, fleet })
 }
 
 /// A label value in the exposition format: the stored bytes escaped as
@@ -165,6 +172,24 @@ pub fn render(s: &Snapshot) -> String {
         );
         out.push_str(&format!("useraudit_spool_backlog_entries {entries}\n"));
     }
+    if let Some((last_sync, waiting)) = s.fleet {
+        family(
+            &mut out,
+            "useraudit_fleet_waiting_entries",
+            "gauge",
+            "Log entries of this host not yet sent to the fleet log in PostgreSQL.",
+        );
+        out.push_str(&format!("useraudit_fleet_waiting_entries {waiting}\n"));
+        if let Some(t) = last_sync {
+            family(
+                &mut out,
+                "useraudit_fleet_last_sync_timestamp_seconds",
+                "gauge",
+                "When a fleet sync (push, admin actions, fleet lockout) last completed.",
+            );
+            out.push_str(&format!("useraudit_fleet_last_sync_timestamp_seconds {}\n", seconds(t)));
+        }
+    }
     out
 }
 
@@ -244,6 +269,7 @@ mod tests {
             accounts: [1, 2, 3],
             backlog: Some((0, 0)),
             blocked_hosts: Some(2),
+            fleet: Some((Some(2_000_000), 7)),
         };
         let t = render(&s);
         assert!(
@@ -254,6 +280,8 @@ mod tests {
         assert!(t.contains("\nuseraudit_blocked_hosts 2\n"), "{t}");
         assert!(t.contains("useraudit_last_merge_timestamp_seconds 1.500000\n"), "{t}");
         assert!(t.contains("useraudit_accounts{state=\"disabled\"} 3\n"), "{t}");
+        assert!(t.contains("\nuseraudit_fleet_waiting_entries 7\n"), "{t}");
+        assert!(t.contains("\nuseraudit_fleet_last_sync_timestamp_seconds 2.000000\n"), "{t}");
     }
 
     #[test]
