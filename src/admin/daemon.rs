@@ -396,6 +396,11 @@ fn note_merged(cfg: &Config, m: &Merged) {
 
 /// The longest wait between fleet syncs while PostgreSQL cannot be reached.
 const FLEET_RETRY_MAX: Duration = Duration::from_secs(60);
+/// A failed fleet sync that took this long or longer held the merge up (a
+/// server that does not answer, a connect timeout): the next one waits
+/// longer. One that failed sooner (refused: PostgreSQL stopped or
+/// restarting) cost no more than a sync, and the next comes at the interval.
+const FLEET_SLOW_FAILURE: Duration = Duration::from_secs(1);
 
 /// `useraudit-admin daemon`: run until SIGTERM or SIGINT. `conf` and `db`
 /// are the global options, read again on SIGHUP; `say` prints one line on
@@ -431,9 +436,11 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
     // are reported once, as the merge's are (the entries wait locally).
     let mut next_sync = Instant::now();
     let mut fleet_problems = Problems::default();
-    // While PostgreSQL cannot be reached, each try may wait up to its
+    // While PostgreSQL does not answer, each try may wait up to its
     // connect_timeout, during which nothing is merged: retry less often
-    // (doubling up to a minute), so that the live log stays live.
+    // (doubling up to a minute), so that the live log stays live. A try
+    // refused at once is retried at the interval: the entries that waited go
+    // out as soon as PostgreSQL is back, not up to a minute later.
     let mut fleet_backoff = 1u32;
     loop {
         let sync_due = cfg.fleet.as_ref().filter(|_| !pending && Instant::now() >= next_sync);
@@ -441,6 +448,7 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
             let interval = Duration::from_secs(f.interval);
             next_sync = Instant::now() + interval;
             if let Some((store, ..)) = &live.store {
+                let began = Instant::now();
                 let r = Accounts::open(&cfg.database, true, sys::euid() == 0)
                     .map_err(AdminError::from)
                     .and_then(|a| crate::fleet::sync(&cfg, store, &a, useraudit_core::text::now_micros()));
@@ -454,8 +462,12 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                     }
                     Err(e) => {
                         fleet_problems.report(&e.to_string(), say);
-                        fleet_backoff = (fleet_backoff * 2).min(64);
-                        next_sync = Instant::now() + (interval * fleet_backoff).min(FLEET_RETRY_MAX.max(interval));
+                        if began.elapsed() >= FLEET_SLOW_FAILURE {
+                            fleet_backoff = (fleet_backoff * 2).min(64);
+                            next_sync = Instant::now() + (interval * fleet_backoff).min(FLEET_RETRY_MAX.max(interval));
+                        } else {
+                            fleet_backoff = 1;
+                        }
                     }
                 }
             }

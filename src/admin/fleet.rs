@@ -240,12 +240,14 @@ pub fn read_mark(db: &Path) -> Mark {
     m
 }
 
-/// Written to a new file and renamed over the old one, synced.
+/// Written to a new file and renamed over the old one, synced. The new
+/// file is this process's own: a `fleet sync` run while the daemon syncs
+/// must not truncate the file the other is about to rename.
 fn write_mark(db: &Path, m: &Mark) -> Result<()> {
     let path = mark_path(db);
     let tmp = {
         let mut s = path.as_os_str().to_owned();
-        s.push(".tmp");
+        s.push(format!(".tmp.{}", std::process::id()));
         PathBuf::from(s)
     };
     let mut text = format!("action={}\n", m.action);
@@ -258,11 +260,13 @@ fn write_mark(db: &Path, m: &Mark) -> Result<()> {
     if let Some(t) = m.checked {
         text.push_str(&format!("checked={t}\n"));
     }
-    let err = |e: std::io::Error| AdminError::Problem(format!("{}: {e}", path.display()));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        AdminError::Problem(format!("{}: {e}", path.display()))
+    })
 }
 
 /// What one sync round did.
