@@ -536,3 +536,34 @@ fn a_database_moved_aside_and_replaced_still_pushes_every_entry() {
     assert_eq!(pg.count("SELECT count(*) FROM fleet_log"), 5);
     assert_eq!(pg.count("SELECT count(*) FROM fleet_log WHERE \"user\" = 'carol'"), 2);
 }
+
+#[test]
+fn entries_after_retention_emptied_the_log_still_arrive_and_metrics_show_the_sync() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = cluster(&["h1"]) else { return };
+    let mut sb = host_sandbox(&pg, "h1", "h1", "retention_days = 1");
+    let metric = |sb: &Sandbox, name: &str| -> Option<String> {
+        let text = sb.admin_ok(&["metrics"]);
+        text.lines().find(|l| l.starts_with(&format!("{name} "))).map(|l| l[name.len() + 1..].to_string())
+    };
+    for _ in 0..2 {
+        assert!(sb.login("bob", PASSWORD, RHOST).ok);
+    }
+    assert_eq!(metric(&sb, "useraudit_fleet_waiting_entries").as_deref(), Some("2"));
+    assert_eq!(metric(&sb, "useraudit_fleet_last_sync_timestamp_seconds"), None);
+    assert!(sb.admin_ok(&["fleet", "sync"]).contains("pushed 2 entries"));
+    assert_eq!(metric(&sb, "useraudit_fleet_waiting_entries").as_deref(), Some("0"));
+    assert!(metric(&sb, "useraudit_fleet_last_sync_timestamp_seconds").is_some());
+    // Three days later retention has deleted every entry, the newest too;
+    // the next entries must not take their ids again.
+    sb.faketime = Some(format!("+{}", 3 * 86_400));
+    assert!(sb.admin_ok(&["sweep"]).contains("deleted 2 entries"));
+    assert!(sb.login("carol", PASSWORD, RHOST).ok);
+    let out = sb.admin_ok(&["fleet", "sync"]);
+    assert!(out.contains("pushed 1 entry"), "{out}");
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_log WHERE \"user\" = 'carol'"), 1);
+    assert_eq!(pg.count("SELECT count(DISTINCT local_id) FROM fleet_log"), 3);
+}

@@ -296,6 +296,8 @@ pub struct Store {
 pub struct Txn<'a> {
     tx: rusqlite::Transaction<'a>,
     path: &'a Path,
+    /// The id this transaction holds (see [`hold_id_floor`]).
+    held: Option<i64>,
 }
 
 fn check_owner(path: &Path, md: &std::fs::Metadata, what: &str) -> Result<()> {
@@ -576,8 +578,12 @@ impl Store {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|source| {
                 StoreError::Sql { path: path.clone(), context: "cannot start a write (busy?)", source }
             })?;
-            let txn = Txn { tx, path: &path };
+            let mut txn = Txn { tx, path: &path, held: None };
+            txn.held = hold_id_floor(&txn.tx).map_err(txn.err("cannot read the log's highest id"))?;
             let out = f(&txn)?;
+            if let Some(id) = txn.held {
+                txn.tx.execute("DELETE FROM log WHERE id = ?1", [id]).map_err(txn.err("cannot write the log"))?;
+            }
             txn.tx.commit().map_err(|source| StoreError::Sql {
                 path: path.clone(),
                 context: "cannot commit",
@@ -794,9 +800,18 @@ impl Store {
         let mut total = 0u64;
         loop {
             let n = self.write(|t| {
+                // Ids are never given again (see `hold_id_floor`).
                 t.tx.execute(
-                    "DELETE FROM log WHERE id IN (SELECT id FROM log WHERE time < ?1 ORDER BY time LIMIT ?2)",
-                    params![before, DELETE_BATCH],
+                    "INSERT INTO merge_stat (name, value)
+                     SELECT 'id_floor', m FROM (SELECT max(id) AS m FROM log) WHERE m IS NOT NULL
+                     ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                    [],
+                )
+                .map_err(t.err("cannot write the log's highest id"))?;
+                t.tx.execute(
+                    "DELETE FROM log WHERE id IN
+                     (SELECT id FROM log WHERE time < ?1 AND id IS NOT ?3 ORDER BY time LIMIT ?2)",
+                    params![before, DELETE_BATCH, t.held],
                 )
                 .map_err(t.err("cannot delete old entries"))
             })?;
@@ -888,6 +903,29 @@ fn set_stat(c: &Connection, name: &str, value: i64) -> rusqlite::Result<()> {
 /// The log entry that counts entries dropped at the spool's bound: reason
 /// `dropped`, the count in the user field (no attempt has that reason, so
 /// it cannot be mistaken for a name), at the time of the merge.
+/// Log ids are never given twice: the fleet push and `log --follow` go on
+/// from the highest id they saw. SQLite gives a new row the highest id in
+/// the table plus one, so once retention has deleted the newest entries
+/// (a host quiet for longer than `retention_days`) it would give their
+/// ids again. Retention records the highest id it saw (`id_floor`); while
+/// the log's highest id is below it, a write transaction first holds that
+/// id with a row of its own, so that its entries get the ids after it,
+/// and removes the row before it commits (nobody else ever sees it).
+/// Returns the held id.
+fn hold_id_floor(c: &Connection) -> rusqlite::Result<Option<i64>> {
+    use rusqlite::OptionalExtension;
+    let floor: Option<i64> = c
+        .prepare_cached(
+            "SELECT value FROM merge_stat WHERE name = 'id_floor' AND value > (SELECT coalesce(max(id), 0) FROM log)",
+        )?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = floor {
+        c.execute("INSERT INTO log (id, time, success, user) VALUES (?1, 0, 0, x'')", [id])?;
+    }
+    Ok(floor)
+}
+
 fn insert_dropped(c: &Connection, time: i64, n: u64) -> rusqlite::Result<()> {
     let text = format!("[{n} entries dropped at the spool bound]");
     c.prepare_cached("INSERT INTO log (time, success, user, service, reason) VALUES (?1, 0, ?2, ?3, 'dropped')")?
@@ -1049,6 +1087,14 @@ mod tests {
         assert_eq!(s.delete_before(old as i64 + DELETE_BATCH as i64).unwrap(), 500);
         assert_eq!(s.count().unwrap(), 0);
         assert_eq!(s.delete_before(i64::MAX).unwrap(), 0);
+        // Emptied, the log still never gives an id twice.
+        let last = (old + 500) as i64;
+        let n = s.write(|t| t.insert(&NewEntry { time: 1, user: b"v", ..Default::default() })).unwrap();
+        assert_eq!(n, last + 1);
+        assert_eq!(s.last_id().unwrap(), last + 1);
+        assert_eq!(s.count().unwrap(), 1, "the held id is not left behind");
+        s.write(|t| t.insert(&NewEntry { time: 2, user: b"v", ..Default::default() })).unwrap();
+        assert_eq!(s.entries_after(last, 10).unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), [last + 1, last + 2]);
     }
 
     #[test]
