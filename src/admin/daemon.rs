@@ -290,17 +290,23 @@ impl Watch {
 
 /// Problems already reported (to syslog and stderr), so that each distinct
 /// one is reported once until the merge works again.
-#[derive(Default)]
 pub struct Problems {
     seen: BTreeSet<String>,
+    /// What happens meanwhile, said after each problem.
+    meanwhile: &'static str,
 }
 
 impl Problems {
+    pub fn new(meanwhile: &'static str) -> Problems {
+        Problems { seen: BTreeSet::new(), meanwhile }
+    }
+
     /// Report `p` unless it was already.
     pub fn report(&mut self, p: &str, say: &mut dyn FnMut(&str)) {
         if self.seen.insert(p.to_string()) {
-            sys::syslog(Priority::Err, &format!("useraudit-admin daemon: {p}; the log spool is kept, retrying"));
-            say(&format!("{p}; the log spool is kept, retrying"));
+            let m = self.meanwhile;
+            sys::syslog(Priority::Err, &format!("useraudit-admin daemon: {p}; {m}"));
+            say(&format!("{p}; {m}"));
         }
     }
 
@@ -419,7 +425,7 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
     let mut lock = DaemonLock::take(&cfg.database)?;
     let mut watch = Watch::new(&cfg.database)?;
     let mut live = Live { store: None };
-    let mut problems = Problems::default();
+    let mut problems = Problems::new("the log spool is kept, retrying");
     let started =
         format!("merging the log spool into {} as entries arrive (pid {})", cfg.database.display(), std::process::id());
     tell(Priority::Info, &started, say);
@@ -435,7 +441,7 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
     // The fleet sync, every fleet.interval when [fleet] is set; its faults
     // are reported once, as the merge's are (the entries wait locally).
     let mut next_sync = Instant::now();
-    let mut fleet_problems = Problems::default();
+    let mut fleet_problems = Problems::new("the entries wait in the local log, retrying");
     // While PostgreSQL does not answer, each try may wait up to its
     // connect_timeout, during which nothing is merged: retry less often
     // (doubling up to a minute), so that the live log stays live. A try
