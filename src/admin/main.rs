@@ -616,9 +616,8 @@ fn fleet(cfg: &Config, out: &mut Out, command: FleetCommand, now: i64) -> Result
             let accounts = db.accounts.clone();
             let s = fleet::sync(cfg, db.log_mut()?, &accounts, now)?;
             out.line(&format!(
-                "pushed {} {}, applied {}, locked by the fleet: {}",
-                s.pushed,
-                if s.pushed == 1 { "entry" } else { "entries" },
+                "pushed {}, applied {}, locked by the fleet: {}",
+                plural(i64::try_from(s.pushed).unwrap_or(i64::MAX), "entry"),
                 plural(s.actions as i64, "admin action"),
                 if s.locked.is_empty() {
                     "none".to_string()
@@ -727,9 +726,9 @@ fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, A
     }
     if let Some(before) = r.retention_before {
         out.line(&format!(
-            "log: {} {} entries older than {}",
+            "log: {} {} older than {}",
             if dry_run { "would delete" } else { "deleted" },
-            r.deleted,
+            plural(i64::try_from(r.deleted).unwrap_or(i64::MAX), "entry"),
             rfc3339(before)
         ))?;
     }
