@@ -733,12 +733,24 @@ fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, A
         ))?;
     }
     out.line(&format!("{} account(s) {verb}", r.disabled.len()))?;
+    if r.temporaries > 0 {
+        out.line(&format!(
+            "{} {} (left by interrupted writes, older than an hour)",
+            if dry_run { "would remove" } else { "removed" },
+            plural(i64::try_from(r.temporaries).unwrap_or(i64::MAX), "stale temporary state file")
+        ))?;
+    }
+    let mut failed = false;
     if let Some(p) = db.problem() {
         let skipped = if cfg.retention_days > 0 { " (no log entries were deleted)" } else { "" };
         report(&AdminError::Problem(format!("the log spool was not merged{skipped}: {p}")));
-        return Ok(Exit::Error);
+        failed = true;
     }
-    Ok(Exit::Success)
+    for p in &r.temporary_problems {
+        report(&AdminError::Problem(format!("stale temporary files were not removed: {p}")));
+        failed = true;
+    }
+    Ok(if failed { Exit::Error } else { Exit::Success })
 }
 
 fn check(cfg: &Config, out: &mut Out) -> Result<Exit, AdminError> {
