@@ -11,46 +11,12 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use common::policy::*;
 use common::*;
 use serde_json::Value;
-
-const DAY: i64 = 86_400;
-const RHOST: &str = "203.0.113.9";
-const NEW_AUTHTOK_REQD: &str = "Authentication token is no longer valid; new one required";
-
-/// A fake clock for libfaketime: `at(n)` is noon UTC, n days from today.
-struct Clock {
-    shift: i64,
-    today: i64,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-        let today = now.div_euclid(DAY);
-        Clock { shift: today * DAY + 12 * 3600 - now, today }
-    }
-    /// FAKETIME value for noon, `days` from today.
-    fn at(&self, days: i64) -> String {
-        format!("{:+}", self.shift + days * DAY)
-    }
-    /// The day number (days since the epoch) `days` from today.
-    fn day(&self, days: i64) -> i64 {
-        self.today + days
-    }
-    /// `YYYY-MM-DD` of `days` from today.
-    fn date(&self, days: i64) -> String {
-        chrono::DateTime::from_timestamp(self.day(days) * DAY, 0).unwrap().format("%Y-%m-%d").to_string()
-    }
-    /// Midnight UTC of `days` from today, as status shows a day.
-    fn midnight(&self, days: i64) -> String {
-        format!("{}T00:00:00Z", self.date(days))
-    }
-}
 
 /// A sandbox whose configuration file (read by the module and by
 /// useraudit-admin alike) holds `toml`; `@DIR@` in it becomes the sandbox
@@ -67,47 +33,9 @@ fn at(sb: &mut Sandbox, c: &Clock, days: i64) {
     sb.faketime = Some(c.at(days));
 }
 
-/// pam_wrapper picks its per-process directory `/tmp/pam.X` with lstat
-/// then mkdir: two processes starting at once can pick the same one; the
-/// loser then fails in pam_start ("Initialization failure"), or copies its
-/// service files into the winner's directory, or removes it on exit. So
-/// this file runs one pam_wrapper process at a time, and runs again one
-/// that failed in exactly the first way (pam_start failed: no module was
-/// called, nothing happened). Other processes using pam_wrapper at the
-/// same time (another test binary run by hand) can still collide.
-static PAM_WRAPPER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time(run: impl Fn() -> Pam) -> Pam {
-    let _g = PAM_WRAPPER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut r = run();
-    for _ in 0..3 {
-        // pam_start failed, or pamtester never got that far
-        let never_ran = r.stderr.contains("pamtester: Initialization failure") || !r.shown().contains("pamtester: ");
-        let raced = !r.ok
-            && never_ran
-            && (r.stderr.contains("Failed to create pam_wrapper config dir")
-                || r.stderr.contains("error reading PAM configuration file"));
-        if !raced {
-            return r;
-        }
-        r = run();
-    }
-    r
-}
-
+/// pamtester from `RHOST`, run again when pam_wrapper raced.
 fn pamtester(sb: &Sandbox, service: &str, user: &str, input: &str, ops: &[&str]) -> Pam {
-    one_at_a_time(|| sb.pamtester(service, user, input, &[("rhost", RHOST)], ops))
-}
-
-fn login(sb: &Sandbox, user: &str, pw: &str) -> Pam {
-    pamtester(sb, "login", user, &format!("{pw}\n"), &["authenticate", "acct_mgmt"])
-}
-
-/// The newest log entry for `user`.
-fn last(sb: &Sandbox, user: &str) -> Value {
-    let l = sb.log(&["--user", user, "--limit", "1"]);
-    assert_eq!(l.len(), 1, "no log entry for {user}");
-    l[0].clone()
+    pt(sb, service, user, input, &[("rhost", RHOST)], ops)
 }
 
 fn status_code(sb: &Sandbox, user: &str) -> Option<i32> {
@@ -657,120 +585,9 @@ fn status_shows_last_login_password_dates_and_why_disabled() {
 
 // ---------------------------------------------------------------- password expiry (shadow)
 
-/// Whether `bwrap` can bind a file over /etc/shadow here (root, and
-/// bubblewrap works); prints why not.
-fn bwrap_usable() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: the shadow tests bind a test file over /etc/shadow with bwrap, which needs root");
-        return false;
-    }
-    let ok = Command::new("bwrap")
-        .args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind", "/dev/null", "/etc/shadow", "true"])
-        .stdin(Stdio::null())
-        .output()
-        .map(|o| o.status.success());
-    if ok.as_ref().is_ok_and(|s| *s) {
-        return true;
-    }
-    eprintln!(
-        "SKIP: bwrap cannot run here ({ok:?}); install bubblewrap and run as root to test password_change_source = \"shadow\""
-    );
-    false
-}
-
-/// Runs commands inside bwrap with `shadow` as /etc/shadow, with the
-/// sandbox's environment (pam_wrapper, nss_wrapper, libfaketime).
-struct Jail<'a> {
-    sb: &'a Sandbox,
-    shadow: PathBuf,
-    /// Extra bwrap arguments (e.g. dropped capabilities).
-    bwrap: Vec<String>,
-    /// A command that runs the program as another user (e.g. setpriv).
-    runas: Vec<String>,
-}
-
-impl Jail<'_> {
-    fn command(&self, preload: &str, env: &[(&str, String)], prog: &str, args: &[String]) -> Command {
-        let mut cmd = Command::new("bwrap");
-        cmd.args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind"])
-            .arg(&self.shadow)
-            .arg("/etc/shadow")
-            .args(&self.bwrap)
-            .arg("--")
-            .args(&self.runas)
-            .args(["/usr/bin/env", "-u", "PAM_WRAPPER_DEBUGLEVEL"]);
-        let mut preload = preload.to_string();
-        if let Some(ft) = &self.sb.faketime {
-            preload = format!("{preload} {FAKETIME_LIB}");
-            cmd.arg(format!("FAKETIME={ft}")).arg("FAKETIME_DONT_RESET=1").arg("FAKETIME_NO_CACHE=1");
-        }
-        cmd.arg(format!("LD_PRELOAD={preload}"))
-            .arg(format!("NSS_WRAPPER_PASSWD={}", self.sb.path().join("passwd").display()))
-            .arg(format!("NSS_WRAPPER_GROUP={}", self.sb.path().join("group").display()));
-        for (k, v) in env {
-            cmd.arg(format!("{k}={v}"));
-        }
-        cmd.arg(prog).args(args);
-        cmd
-    }
-
-    fn pamtester(&self, user: &str, input: &str, ops: &[&str]) -> Pam {
-        one_at_a_time(|| self.pamtester_once(user, input, ops))
-    }
-
-    fn pamtester_once(&self, user: &str, input: &str, ops: &[&str]) -> Pam {
-        let mut args = vec!["-I".to_string(), format!("rhost={RHOST}"), "login".into(), user.into()];
-        args.extend(ops.iter().map(|s| s.to_string()));
-        let env = [
-            ("PAM_WRAPPER", "1".to_string()),
-            ("PAM_WRAPPER_SERVICE_DIR", self.sb.path().join("pam.d").display().to_string()),
-        ];
-        let mut child = self
-            .command("libpam_wrapper.so libnss_wrapper.so", &env, "pamtester", &args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        Pam {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        }
-    }
-
-    fn login(&self, user: &str) -> Pam {
-        self.pamtester(user, &format!("{PASSWORD}\n"), &["authenticate", "acct_mgmt"])
-    }
-
-    fn admin(&self, db: &Path, args: &[&str]) -> Output {
-        let mut a =
-            vec!["--conf".to_string(), self.sb.conf.display().to_string(), "--db".into(), db.display().to_string()];
-        a.extend(args.iter().map(|s| s.to_string()));
-        self.command("libnss_wrapper.so", &[], &self.sb.admin_copy().display().to_string(), &a).output().unwrap()
-    }
-
-    /// `status USER --format json` as seen inside the jail (it reads shadow too).
-    fn status(&self, user: &str) -> Value {
-        let o = self.admin(&self.sb.db, &["status", user, "--format", "json"]);
-        assert!(matches!(o.status.code(), Some(0 | 3)), "status failed: {}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice::<Value>(&o.stdout).unwrap()[0].clone()
-    }
-}
-
-/// A shadow file: `(user, last change field)`; an empty field is "no aging".
-fn write_shadow(path: &Path, entries: &[(&str, String)]) {
-    let text: String = entries.iter().map(|(u, d)| format!("{u}:!:{d}:0:99999:7:::\n")).collect();
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
 #[test]
 fn shadow_source_expiry_warning_and_actions() {
-    if missing_tools() || !bwrap_usable() {
+    if missing_tools() || !shadow_jail_works() {
         return;
     }
     let conf = |action: &str| {
@@ -791,7 +608,7 @@ fn shadow_source_expiry_warning_and_actions() {
             ("erin", String::new()),
         ],
     );
-    let jail = Jail { sb: &sb, shadow: shadow.clone(), bwrap: vec![], runas: vec![] };
+    let jail = Jail::new(&sb, &shadow);
 
     // 20 days old with a limit of 10: expired, disabled
     let r = jail.login("alice");
@@ -840,7 +657,7 @@ fn shadow_source_expiry_warning_and_actions() {
 
 #[test]
 fn unreadable_shadow_is_treated_as_not_expired() {
-    if missing_tools() || !bwrap_usable() {
+    if missing_tools() || !shadow_jail_works() {
         return;
     }
     let (sb, c) = sandbox("password_expiry_days = 10\npassword_change_source = \"shadow\"\n");
@@ -862,7 +679,7 @@ fn unreadable_shadow_is_treated_as_not_expired() {
 
     // readable: the same entry is expired
     std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let jail = Jail { sb: &sb, shadow: shadow.clone(), bwrap: vec![], runas: vec![] };
+    let jail = Jail::new(&sb, &shadow);
     let r = jail.login("alice");
     assert!(!r.ok, "{r:?}");
     assert_eq!(jail.status("alice")["reason"], "password_expired");

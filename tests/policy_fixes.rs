@@ -9,73 +9,14 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::policy::*;
 use common::*;
 use serde_json::Value;
 
-const DAY: i64 = 86_400;
-const RHOST: &str = "203.0.113.9";
-const NEW_AUTHTOK_REQD: &str = "Authentication token is no longer valid; new one required";
-
-/// FAKETIME offsets: `at(n)` is noon UTC, n days from today.
-struct Clock {
-    shift: i64,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-        Clock { shift: now.div_euclid(DAY) * DAY + 12 * 3600 - now }
-    }
-    fn at(&self, days: i64) -> String {
-        format!("{:+}", self.shift + days * DAY)
-    }
-}
-
-/// pamtester, run again when pam_wrapper's per-process directory raced
-/// with another process's (pam_start failed: nothing ran).
-fn retry(run: impl Fn() -> Pam) -> Pam {
-    let mut r = run();
-    for _ in 0..3 {
-        let never_ran = r.stderr.contains("pamtester: Initialization failure") || !r.shown().contains("pamtester: ");
-        let raced = !r.ok
-            && never_ran
-            && (r.stderr.contains("Failed to create pam_wrapper config dir")
-                || r.stderr.contains("error reading PAM configuration file"));
-        if !raced {
-            return r;
-        }
-        r = run();
-    }
-    r
-}
-
-fn pt(sb: &Sandbox, service: &str, user: &str, input: &str, items: &[(&str, &str)], ops: &[&str]) -> Pam {
-    retry(|| sb.pamtester(service, user, input, items, ops))
-}
-
-fn login(sb: &Sandbox, user: &str, pw: &str) -> Pam {
-    pt(sb, "login", user, &format!("{pw}\n"), &[("rhost", RHOST)], &["authenticate", "acct_mgmt"])
-}
-
-/// The newest log entry for `user`.
-fn last(sb: &Sandbox, user: &str) -> Value {
-    let l = sb.log(&["--user", user, "--limit", "1"]);
-    assert_eq!(l.len(), 1, "no log entry for {user}");
-    l[0].clone()
-}
-
 fn count(sb: &Sandbox, user: &str) -> usize {
     sb.log(&["--user", user]).len()
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 // ---------------------------------------------------------------- root's su
@@ -85,7 +26,7 @@ fn root_on_this_machine_is_let_past_a_lock_and_it_is_logged() {
     if missing_tools() {
         return;
     }
-    if !is_root() {
+    if faults::euid() != 0 {
         eprintln!("SKIP: root on this machine means real uid 0: run the tests as root");
         return;
     }
@@ -342,59 +283,9 @@ fn a_login_that_must_change_its_password_is_not_a_success_until_it_does() {
 
 // ---------------------------------------------------------------- chage -d 0
 
-/// Whether `bwrap` can bind a test file over /etc/shadow (root, and
-/// bubblewrap works); prints why not.
-fn bwrap_usable() -> bool {
-    if !is_root() {
-        eprintln!("SKIP: the shadow test binds a file over /etc/shadow with bwrap, which needs root");
-        return false;
-    }
-    let ok = Command::new("bwrap")
-        .args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind", "/dev/null", "/etc/shadow", "true"])
-        .stdin(Stdio::null())
-        .output()
-        .map(|o| o.status.success());
-    if ok.as_ref().is_ok_and(|s| *s) {
-        return true;
-    }
-    eprintln!("SKIP: bwrap cannot run here ({ok:?}); install bubblewrap and run as root");
-    false
-}
-
-/// pamtester inside bwrap with `shadow` as /etc/shadow.
-fn jailed_login(sb: &Sandbox, shadow: &Path, user: &str) -> Pam {
-    retry(|| {
-        let _one = pam_wrapper_lock();
-        let mut cmd = Command::new("bwrap");
-        cmd.args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind"])
-            .arg(shadow)
-            .arg("/etc/shadow")
-            .args(["--", "/usr/bin/env", "-u", "PAM_WRAPPER_DEBUGLEVEL", "PAM_WRAPPER=1"])
-            .arg(format!("PAM_WRAPPER_SERVICE_DIR={}", sb.path().join("pam.d").display()))
-            .arg("LD_PRELOAD=libpam_wrapper.so libnss_wrapper.so")
-            .arg(format!("NSS_WRAPPER_PASSWD={}", sb.path().join("passwd").display()))
-            .arg(format!("NSS_WRAPPER_GROUP={}", sb.path().join("group").display()))
-            .args(["pamtester", "-I", &format!("rhost={RHOST}"), "login", user, "authenticate", "acct_mgmt"]);
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{PASSWORD}\n").as_bytes());
-        let out = child.wait_with_output().unwrap();
-        Pam {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        }
-    })
-}
-
-fn write_shadow(path: &PathBuf, entries: &[(&str, &str)]) {
-    let text: String = entries.iter().map(|(u, d)| format!("{u}:!:{d}:0:99999:7:::\n")).collect();
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
 #[test]
 fn shadow_last_change_0_demands_a_change_and_never_disables() {
-    if missing_tools() || !bwrap_usable() {
+    if missing_tools() || !shadow_jail_works() {
         return;
     }
     // the default action ("disable")
@@ -402,11 +293,12 @@ fn shadow_last_change_0_demands_a_change_and_never_disables() {
     let shadow = sb.path().join("shadow");
     let today = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64 / DAY;
     let old = (today - 20).to_string();
-    write_shadow(&shadow, &[("alice", "0"), ("bob", &old)]);
+    write_shadow(&shadow, &[("alice", "0"), ("bob", old.as_str())]);
+    let jail = Jail::new(&sb, &shadow);
 
     // `chage -d 0` / `passwd -e`: change it at the next login
     for _ in 0..2 {
-        let r = jailed_login(&sb, &shadow, "alice");
+        let r = jail.login("alice");
         assert!(!r.ok, "{r:?}");
         assert!(r.shown().contains(NEW_AUTHTOK_REQD), "PAM_NEW_AUTHTOK_REQD, as pam_unix: {r:?}");
         assert!(!r.shown().contains("has been disabled"), "{r:?}");
@@ -416,10 +308,10 @@ fn shadow_last_change_0_demands_a_change_and_never_disables() {
         assert_eq!((e["outcome"].as_str(), e["reason"].as_str()), (Some("failure"), Some("password_expired")), "{e}");
     }
     // a password past password_expiry_days still follows the action
-    let r = jailed_login(&sb, &shadow, "bob");
+    let r = jail.login("bob");
     assert!(!r.ok && r.shown().contains("has been disabled"), "{r:?}");
     assert_eq!(sb.status("bob")["reason"], "password_expired");
     // changed (shadow stamped today): fine
-    write_shadow(&shadow, &[("alice", &today.to_string())]);
-    assert!(jailed_login(&sb, &shadow, "alice").ok);
+    write_shadow(&shadow, &[("alice", today.to_string())]);
+    assert!(jail.login("alice").ok);
 }

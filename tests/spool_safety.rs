@@ -8,76 +8,22 @@
 //! - the spool is bounded: entries for names that are not accounts are
 //!   dropped first, counted, and the count shows in the log.
 //!
-//! Syslog is captured by running the programs inside bubblewrap with our
-//! own datagram socket bound over `/dev/log`; where bwrap cannot run, the
-//! syslog assertions are skipped. The full-disk test needs root (a tmpfs in
-//! a mount namespace) and skips without it.
+//! Syslog is captured by running the programs inside bubblewrap with the
+//! shared `Syslog` socket of tests/common/faults.rs bound over `/dev/log`;
+//! where bwrap cannot run, the syslog assertions are skipped. The full-disk
+//! test needs root (a tmpfs in a mount namespace) and skips without it.
 
 mod common;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-use common::faults::{bwrap_works, euid};
+use common::faults::{Syslog, bwrap_works, entry_text, euid, names_in};
 use common::*;
 use serde_json::Value;
 use useraudit_core::spool;
-
-/// A datagram socket standing in for `/dev/log`, read by a thread.
-struct Syslog {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    seq: std::cell::Cell<u64>,
-}
-
-impl Syslog {
-    fn new() -> Syslog {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 1 << 17];
-            while let Ok(n) = sock.recv(&mut buf) {
-                if &buf[..n] == b"\0QUIT" || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        Syslog { _dir: dir, path, rx, seq: std::cell::Cell::new(0) }
-    }
-
-    fn send(&self, msg: &[u8]) {
-        UnixDatagram::unbound().unwrap().send_to(msg, &self.path).unwrap();
-    }
-
-    /// Every line received since the last call.
-    fn drain(&self) -> Vec<String> {
-        let n = self.seq.get() + 1;
-        self.seq.set(n);
-        let mark = format!("\0SYNC{n}").into_bytes();
-        self.send(&mark);
-        let mut out = Vec::new();
-        loop {
-            match self.rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(d) if d == mark => return out,
-                Ok(d) => out.push(String::from_utf8_lossy(&d).into_owned()),
-                Err(e) => panic!("syslog reader: {e}"),
-            }
-        }
-    }
-}
-
-impl Drop for Syslog {
-    fn drop(&mut self) {
-        self.send(b"\0QUIT");
-    }
-}
 
 /// Runs pamtester and useraudit-admin for a sandbox, inside bwrap when it
 /// works so that syslog is captured.
@@ -147,7 +93,7 @@ impl<'a> Runner<'a> {
             assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
         }
         let out = child.wait_with_output().unwrap();
-        Ran { out, syslog: self.log.as_ref().map(Syslog::drain) }
+        Ran { out, syslog: self.log.as_ref().map(Syslog::drain_text) }
     }
 
     /// pamtester `ops` for `user` on `login`, from 203.0.113.9.
@@ -196,19 +142,6 @@ impl<'a> Runner<'a> {
         let v: Value = serde_json::from_slice(&r.out.stdout).unwrap();
         (v.as_array().unwrap().clone(), r)
     }
-}
-
-/// A log entry as `user outcome reason`.
-fn entry_text(e: &Value) -> String {
-    let (user, outcome) = (e["user"].as_str().unwrap(), e["outcome"].as_str().unwrap());
-    format!("{user} {outcome} {}", e["reason"].as_str().unwrap_or("-"))
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
 }
 
 /// The spool files set aside as damaged.
@@ -354,7 +287,7 @@ fn a_full_disk_never_turns_a_refusal_into_a_success() {
     assert_ne!(rc("alice-key"), "0", "full disk: locked alice's key login is refused");
     assert_ne!(rc("bob-full"), "0", "full disk: bob's failures were counted and locked him");
     let mut steps: Vec<(String, Vec<String>)> = Vec::new();
-    for l in log.drain() {
+    for l in log.drain_text() {
         if let Some(i) = l.find("STEP-") {
             steps.push((l[i + 5..].trim().to_string(), vec![]));
         } else if let Some(last) = steps.last_mut() {

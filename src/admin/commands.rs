@@ -475,12 +475,26 @@ pub struct SweepReport {
     pub deleted: u64,
     /// The cut-off for deletion, when `retention_days` is set.
     pub retention_before: Option<i64>,
+    /// Stale temporary files removed from the account and host state
+    /// directories (see [`STALE_TEMPORARY_AGE`]).
+    pub temporaries: u64,
+    /// Why a state directory could not be cleared of them, one line each;
+    /// the caller reports these and fails.
+    pub temporary_problems: Vec<String>,
 }
+
+/// How old a state directory's temporary file (`.new-` and 16 hex digits)
+/// must be for `sweep` to remove it, in µs: one hour. Writing one and
+/// linking it into place takes milliseconds, so an older one was left by a
+/// process killed in between, and removing it never races a live writer.
+pub const STALE_TEMPORARY_AGE: i64 = 3600 * 1_000_000;
 
 /// `sweep [--dry-run]`: disable accounts inactive longer than
 /// `account_expiry_days`, apply `retention_days` (only to a complete log:
 /// when the spool was not merged, see [`Db::problem`], which the caller
-/// must report as a failure).
+/// must report as a failure), and remove stale temporary files from the
+/// account and host state directories (a problem there is reported in
+/// [`SweepReport::temporary_problems`], after the rest is done).
 pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     if cfg.account_expiry_days > 0 {
@@ -541,7 +555,32 @@ pub fn sweep(cfg: &Config, db: &mut Db, dry_run: bool, now: i64) -> Result<Sweep
         report.retention_before = Some(before);
         report.deleted = if dry_run { db.log()?.count_before(before)? } else { db.log_mut()?.delete_before(before)? };
     }
+    remove_stale_temporaries(cfg, db, dry_run, now, &mut report);
     Ok(report)
+}
+
+/// The sweep's last step: temporary files left by processes killed while
+/// creating a state file, in `DATABASE.accounts/` and `DATABASE.hosts/`.
+fn remove_stale_temporaries(cfg: &Config, db: &Db, dry_run: bool, now: i64, report: &mut SweepReport) {
+    let before = now.saturating_sub(STALE_TEMPORARY_AGE);
+    match db.accounts.remove_stale_temporaries(before, dry_run) {
+        Ok(n) => report.temporaries += n,
+        Err(e) => report.temporary_problems.push(AdminError::AccountState(e).to_string()),
+    }
+    match crate::hosts::open(cfg, false) {
+        Ok(None) => {}
+        Ok(Some(hosts)) => match hosts.remove_stale_temporaries(before, dry_run) {
+            Ok(n) => report.temporaries += n,
+            Err(e) => report.temporary_problems.push(format!("host state {e}")),
+        },
+        Err(e) => report.temporary_problems.push(e.to_string()),
+    }
+    if !dry_run && report.temporaries > 0 {
+        syslog_admin(&format!(
+            "sweep: removed {} left by interrupted writes",
+            plural(i64::try_from(report.temporaries).unwrap_or(i64::MAX), "stale temporary state file")
+        ));
+    }
 }
 
 /// `check`: the effective settings and the database's health, as lines.

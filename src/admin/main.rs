@@ -616,9 +616,8 @@ fn fleet(cfg: &Config, out: &mut Out, command: FleetCommand, now: i64) -> Result
             let accounts = db.accounts.clone();
             let s = fleet::sync(cfg, db.log_mut()?, &accounts, now)?;
             out.line(&format!(
-                "pushed {} {}, applied {}, locked by the fleet: {}",
-                s.pushed,
-                if s.pushed == 1 { "entry" } else { "entries" },
+                "pushed {}, applied {}, locked by the fleet: {}",
+                plural(i64::try_from(s.pushed).unwrap_or(i64::MAX), "entry"),
                 plural(s.actions as i64, "admin action"),
                 if s.locked.is_empty() {
                     "none".to_string()
@@ -727,9 +726,9 @@ fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, A
     }
     if let Some(before) = r.retention_before {
         out.line(&format!(
-            "log: {} {} entries older than {}",
+            "log: {} {} older than {}",
             if dry_run { "would delete" } else { "deleted" },
-            r.deleted,
+            plural(i64::try_from(r.deleted).unwrap_or(i64::MAX), "entry"),
             rfc3339(before)
         ))?;
     }
@@ -737,20 +736,30 @@ fn sweep(cfg: &Config, out: &mut Out, dry_run: bool, now: i64) -> Result<Exit, A
     let (swept, bad) = useraudit_admin::hosts::sweep(cfg, dry_run, now)?;
     if swept > 0 {
         let verb = if dry_run { "would remove" } else { "removed" };
-        out.line(&format!("hosts: {verb} {swept} file(s) with no block and no failure that counts"))?;
+        let files = plural(i64::try_from(swept).unwrap_or(i64::MAX), "host file");
+        out.line(&format!("{verb} {files} with no block and no failure that counts"))?;
     }
+    if r.temporaries > 0 {
+        out.line(&format!(
+            "{} {} (left by interrupted writes, older than an hour)",
+            if dry_run { "would remove" } else { "removed" },
+            plural(i64::try_from(r.temporaries).unwrap_or(i64::MAX), "stale temporary state file")
+        ))?;
+    }
+    let mut failed = !bad.is_empty();
     for e in &bad {
         report(e);
     }
     if let Some(p) = db.problem() {
         let skipped = if cfg.retention_days > 0 { " (no log entries were deleted)" } else { "" };
         report(&AdminError::Problem(format!("the log spool was not merged{skipped}: {p}")));
-        return Ok(Exit::Error);
+        failed = true;
     }
-    if !bad.is_empty() {
-        return Ok(Exit::Error);
+    for p in &r.temporary_problems {
+        report(&AdminError::Problem(format!("stale temporary files were not removed: {p}")));
+        failed = true;
     }
-    Ok(Exit::Success)
+    Ok(if failed { Exit::Error } else { Exit::Success })
 }
 
 fn check(cfg: &Config, out: &mut Out) -> Result<Exit, AdminError> {

@@ -449,6 +449,21 @@ impl Ctx<'_> {
     }
 }
 
+/// An attempt by a user NSS knows, as the hooks that decide and record
+/// it (`preauth`, `authfail`, a login) see it. Borrowed from `run`, so
+/// passing it allocates nothing.
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    /// The name as typed (PAM_USER), which the log keeps.
+    typed: &'a [u8],
+    /// The account's name as NSS gives it, which keys its state file.
+    name: &'a [u8],
+    /// Exempt from locking and expiry (see [`exemption`]).
+    is_exempt: bool,
+    /// The auth method as logged (see [`method_for`]).
+    method: &'a [u8],
+}
+
 /// The checked account state directory (the database's directory is
 /// checked, and created if missing, on the way; the spool lives there).
 fn accounts<'s>(session: &'s mut Session, cfg: &Config, root: bool) -> Result<&'s Accounts, FileError> {
@@ -592,9 +607,10 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
     };
     let is_exempt = exemption(ctx.cfg, &info).map_err(|e| nss_error("cannot look up the exempt groups", e))?;
     let name = info.name;
+    let who = Known { typed: &typed, name: &name, is_exempt, method: &method };
     match ctx.hook {
-        Hook::Auth(Some(Mode::Preauth)) => preauth(session, ctx, root, &typed, &name, is_exempt, &method),
-        Hook::Auth(Some(Mode::Authfail)) => authfail(session, ctx, root, &typed, &name, is_exempt, &method),
+        Hook::Auth(Some(Mode::Preauth)) => preauth(session, ctx, root, &who),
+        Hook::Auth(Some(Mode::Authfail)) => authfail(session, ctx, root, &who),
         Hook::Auth(Some(Mode::Authsucc)) | Hook::Account => {
             if ctx.hook == Hook::Account {
                 if let Some(mark) = session.mark.take() {
@@ -603,7 +619,7 @@ fn run(session: &mut Session, ctx: &Ctx<'_>, root: bool) -> Result<Outcome, File
                     }
                 }
             }
-            login(session, ctx, root, &typed, &name, is_exempt, &method)
+            login(session, ctx, root, &who)
         }
         Hook::Password { .. } => password(session, ctx, root, &name),
         Hook::Auth(None) => Ok(Outcome::plain(Verdict::Ignore)),
@@ -660,15 +676,8 @@ fn look_up(session: &mut Session, typed: &[u8]) -> Result<Option<UserInfo>, File
 }
 
 /// `preauth`: refuse a locked or disabled account before any password.
-fn preauth(
-    session: &mut Session,
-    ctx: &Ctx<'_>,
-    root: bool,
-    typed: &[u8],
-    name: &[u8],
-    is_exempt: bool,
-    method: &[u8],
-) -> Result<Outcome, FileError> {
+fn preauth(session: &mut Session, ctx: &Ctx<'_>, root: bool, who: &Known<'_>) -> Result<Outcome, FileError> {
+    let Known { typed, name, is_exempt, method } = *who;
     if is_exempt {
         return Ok(Outcome::plain(Verdict::Success));
     }
@@ -705,15 +714,8 @@ fn preauth(
 }
 
 /// `authfail`: the password module failed; count the failure and log it.
-fn authfail(
-    session: &mut Session,
-    ctx: &Ctx<'_>,
-    root: bool,
-    typed: &[u8],
-    name: &[u8],
-    is_exempt: bool,
-    method: &[u8],
-) -> Result<Outcome, FileError> {
+fn authfail(session: &mut Session, ctx: &Ctx<'_>, root: bool, who: &Known<'_>) -> Result<Outcome, FileError> {
+    let Known { typed, name, is_exempt, method } = *who;
     let cfg = ctx.cfg;
     let accts = accounts(session, cfg, root)?;
     // Counted first: the count is what locks, and it is rewritten
@@ -817,17 +819,10 @@ fn unknown_user(
 
 /// A login whose credentials were right (authsucc, or the account hook
 /// without a preceding authsucc, e.g. an SSH key): decide, record, answer.
-fn login(
-    session: &mut Session,
-    ctx: &Ctx<'_>,
-    root: bool,
-    typed: &[u8],
-    name: &[u8],
-    is_exempt: bool,
-    method: &[u8],
-) -> Result<Outcome, FileError> {
+fn login(session: &mut Session, ctx: &Ctx<'_>, root: bool, who: &Known<'_>) -> Result<Outcome, FileError> {
+    let Known { typed, name, method, .. } = *who;
     let cfg = ctx.cfg;
-    let decided = decide_login(session, ctx, root, typed, name, is_exempt, method)?;
+    let decided = decide_login(session, ctx, root, who)?;
     let check = decided.0;
     let (success, reason) = match check {
         LoginCheck::Allow { .. } => (true, None),
@@ -839,7 +834,7 @@ fn login(
     };
     let logged = log_attempt(ctx, &ctx.entry(typed, success, reason, method), true);
     let now = ctx.now;
-    let out = answer_login(session, ctx, typed, name, is_exempt, method, decided);
+    let out = answer_login(session, ctx, who, decided);
     if matches!(check, LoginCheck::Refuse(_) | LoginCheck::Disable(_)) {
         // Refused for a locked or disabled account: counts against the host.
         count_refused(session, ctx, root, typed);
@@ -865,11 +860,9 @@ fn decide_login(
     session: &mut Session,
     ctx: &Ctx<'_>,
     root: bool,
-    typed: &[u8],
-    name: &[u8],
-    is_exempt: bool,
-    method: &[u8],
+    who: &Known<'_>,
 ) -> Result<(LoginCheck, Account, bool), FileError> {
+    let Known { typed, name, is_exempt, method } = *who;
     let cfg = ctx.cfg;
     let root_caller = ctx.root_caller();
     let trusted = ctx.trusted();
@@ -943,12 +936,10 @@ fn decide_login(
 fn answer_login(
     session: &mut Session,
     ctx: &Ctx<'_>,
-    typed: &[u8],
-    name: &[u8],
-    is_exempt: bool,
-    method: &[u8],
+    who: &Known<'_>,
     (check, acc, written): (LoginCheck, Account, bool),
 ) -> Outcome {
+    let Known { typed, name, is_exempt, method } = *who;
     let cfg = ctx.cfg;
     let now = ctx.now;
     let root_caller = ctx.root_caller();

@@ -525,6 +525,17 @@ pub enum Written<T> {
     Unwritten(T, FileError),
 }
 
+/// The temporary name a new record file is written under before it is
+/// linked to its own ([`Records::create`]): `.new-` and 16 hex digits.
+fn temporary_name(random: u64) -> String {
+    format!(".new-{random:016x}")
+}
+
+/// Whether `name` is one that [`temporary_name`] gives.
+pub fn is_temporary_name(name: &str) -> bool {
+    name.len() == 21 && name.starts_with(".new-") && name[5..].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// A directory of record files of one kind beside a database.
 pub struct Records<C: Codec> {
     dir: PathBuf,
@@ -763,7 +774,7 @@ impl<C: Codec> Records<C> {
         let name = file_name(user);
         let path = self.dir.join(&name);
         let r: [u8; 8] = sys::random_bytes().map_err(|e| FileError::io(&path, "cannot create", &e))?;
-        let tmp = PathBuf::from(format!(".new-{:016x}", u64::from_le_bytes(r)));
+        let tmp = PathBuf::from(temporary_name(u64::from_le_bytes(r)));
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let t = sys::open_at(&self.fd, &tmp, flags, 0o600).map_err(|e| FileError::io(&path, "cannot create", &e))?;
         let locks = C::tag(a) != 0;
@@ -784,6 +795,44 @@ impl<C: Codec> Records<C> {
                 .map_err(|e| FileError::io(&self.dir, "cannot flush to disk", &e))?;
         }
         Ok(true)
+    }
+
+    /// Remove the temporary files of creations that never finished (the
+    /// process that wrote one was killed before it linked and removed it):
+    /// regular files named as [`Records::create`] names them, last modified
+    /// before `before` (µs since the epoch). A creation takes milliseconds,
+    /// so a `before` well in the past never touches one in progress. With
+    /// `dry_run` nothing is removed. Returns how many were (or would be)
+    /// removed. Never called by the module.
+    pub fn remove_stale_temporaries(&self, before: i64, dry_run: bool) -> Result<u64, FileError> {
+        use std::os::unix::fs::MetadataExt;
+        let rd = std::fs::read_dir(&self.dir).map_err(|e| FileError::io(&self.dir, "cannot list", &e))?;
+        let mut n = 0;
+        for ent in rd {
+            let ent = ent.map_err(|e| FileError::io(&self.dir, "cannot list", &e))?;
+            let name = ent.file_name();
+            let Some(name) = name.to_str().filter(|n| is_temporary_name(n)) else { continue };
+            let path = self.dir.join(name);
+            // Not followed: a symbolic link is not a temporary file.
+            let md = match ent.metadata() {
+                Ok(md) => md,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(FileError::io(&path, "cannot look at", &e)),
+            };
+            let modified = md.mtime().saturating_mul(1_000_000).saturating_add(md.mtime_nsec() / 1000);
+            if !md.is_file() || modified >= before {
+                continue;
+            }
+            if !dry_run {
+                match sys::unlink_at(&self.fd, Path::new(name)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(FileError::io(&path, "cannot remove", &e)),
+                }
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Every account with recorded state, by name. Damaged files (and
@@ -1165,6 +1214,59 @@ mod tests {
         });
         assert!(matches!(r, Ok(Written::Done(()))));
         assert_eq!(s.get(b"alice").unwrap().unwrap().failures, 0);
+    }
+
+    #[test]
+    fn temporary_names_are_what_create_writes() {
+        for r in [0, 1, 0x0123_4567_89ab_cdef, u64::MAX] {
+            assert!(is_temporary_name(&temporary_name(r)), "{}", temporary_name(r));
+        }
+        for n in [".new-", ".new-0123456789abcde", ".new-0123456789abcdef0", ".new-0123456789ABCDEF", ".new-xyz"] {
+            assert!(!is_temporary_name(n), "{n}");
+        }
+        assert!(!is_temporary_name(&file_name(b".new-0123456789abcdef")), "an account's file is never one");
+    }
+
+    /// Only temporary files older than the cut-off go: not a creation in
+    /// progress, not an account's file, not other names or kinds of file.
+    #[test]
+    fn stale_temporaries_are_removed_and_nothing_else() {
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+        let d = tempfile::tempdir().unwrap();
+        let s = open(&d);
+        put(&s, &sample());
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let old = |name: &str| {
+            let f = File::create(s.dir().join(name)).unwrap();
+            f.set_modified(hour_ago).unwrap();
+        };
+        old(".new-0123456789abcdef");
+        old(".new-00000000000000ff");
+        old(".new-zz");
+        old(".newer");
+        File::create(s.dir().join(".new-fedcba9876543210")).unwrap();
+        std::fs::create_dir(s.dir().join(".new-1111111111111111")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", s.dir().join(".new-2222222222222222")).unwrap();
+        let cut = |ago: u64| {
+            (SystemTime::now() - Duration::from_secs(ago)).duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
+        };
+        let names = || {
+            let mut v: Vec<String> =
+                std::fs::read_dir(s.dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            v.sort();
+            v
+        };
+        let all = names();
+        assert_eq!(s.remove_stale_temporaries(cut(1800), true).unwrap(), 2);
+        assert_eq!(names(), all, "a dry run removes nothing");
+        assert_eq!(s.remove_stale_temporaries(cut(7200), false).unwrap(), 0, "none is two hours old");
+        assert_eq!(s.remove_stale_temporaries(cut(1800), false).unwrap(), 2);
+        assert_eq!(
+            names(),
+            [".new-1111111111111111", ".new-2222222222222222", ".new-fedcba9876543210", ".new-zz", ".newer", "alice"]
+        );
+        assert_eq!(s.get(b"alice").unwrap(), Some(sample()));
+        assert_eq!(s.remove_stale_temporaries(cut(1800), false).unwrap(), 0);
     }
 
     /// Failures from many threads at once, on a file created by them all at

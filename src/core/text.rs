@@ -110,9 +110,25 @@ pub fn unescape(s: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// `1 day`, `2 days`, `0 days`: a count with its noun (plural by `s`).
+/// `1 day`, `2 days`, `0 days`, `2 entries`: a count with its noun, made
+/// plural by the regular English rules (a consonant and `y` take `ies`; `s`,
+/// `x`, `z`, `ch` and `sh` take `es`; anything else `s`).
 pub fn plural(n: i64, noun: &str) -> String {
-    if n.abs() == 1 { format!("{n} {noun}") } else { format!("{n} {noun}s") }
+    if n.abs() == 1 {
+        return format!("{n} {noun}");
+    }
+    let b = noun.as_bytes();
+    let consonant_y = b.len() >= 2
+        && b[b.len() - 1] == b'y'
+        && b[b.len() - 2].is_ascii_alphabetic()
+        && !b"aeiou".contains(&b[b.len() - 2]);
+    if consonant_y {
+        format!("{n} {}ies", &noun[..noun.len() - 1])
+    } else if ["s", "x", "z", "ch", "sh"].iter().any(|e| noun.ends_with(e)) {
+        format!("{n} {noun}es")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// C1 controls, bidirectional controls, zero-width characters and line or
@@ -272,6 +288,15 @@ mod tests {
         assert_eq!(plural(0, "day"), "0 days");
         assert_eq!(plural(2, "failure"), "2 failures");
         assert_eq!(plural(-1, "day"), "-1 day");
+        assert_eq!(plural(2, "entry"), "2 entries");
+        assert_eq!(plural(0, "entry"), "0 entries");
+        assert_eq!(plural(1, "entry"), "1 entry");
+        assert_eq!(plural(3, "key"), "3 keys", "a vowel before the y");
+        assert_eq!(plural(2, "admin action"), "2 admin actions");
+        assert_eq!(plural(2, "attempt"), "2 attempts");
+        assert_eq!(plural(2, "address"), "2 addresses");
+        assert_eq!(plural(2, "batch"), "2 batches");
+        assert_eq!(plural(2, "box"), "2 boxes");
     }
 
     #[test]

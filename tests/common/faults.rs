@@ -1,5 +1,5 @@
 //! Helpers for the fault tests (`faults_*.rs`, `hostile_input.rs`,
-//! `permissions.rs`): running PAM transactions inside bubblewrap with
+//! `permissions.rs`, `spool_safety.rs`): running PAM transactions inside bubblewrap with
 //! syslog captured, as nobody, or as root without the capabilities that let
 //! root ignore file permissions; the promise of `on_error`; the files the
 //! module and `useraudit-admin` use; merging and reading the log.
@@ -123,6 +123,11 @@ impl Syslog {
                 Err(e) => panic!("syslog reader: {e}"),
             }
         }
+    }
+
+    /// `drain`, each datagram as (lossy) text.
+    pub fn drain_text(&self) -> Vec<String> {
+        self.drain().iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect()
     }
 }
 

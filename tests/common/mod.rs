@@ -5,6 +5,7 @@
 
 pub mod faults;
 pub mod pg;
+pub mod policy;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -23,9 +23,10 @@
 #
 # Usage: bash tests/sshd/e2e.sh        (root only; prints "SKIP: ..." and
 #        exits 0 otherwise). KEEP=1 keeps the sandbox directory.
-# Builds target/release (cargo build --release) when the module or
-# useraudit-admin is missing. Last line: "N passed, M failed"; exit 1 if any
-# check failed. About 45 s on 2 cores.
+# Tests target/release (USERAUDIT_SO=PATH, USERAUDIT_ADMIN=PATH for another
+# build), built with cargo build --release when the module or useraudit-admin
+# is missing. Last line: "N passed, M failed"; exit 1 if any check failed.
+# About 45 s on 2 cores.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
@@ -33,42 +34,18 @@ ROOT=$PWD
 # shellcheck source=tests/sshd/harness.sh
 . tests/sshd/harness.sh
 
-if ! why=$(sshd_can_run); then echo "SKIP: sshd end-to-end test: $why"; exit 0; fi
-PY=$(command -v python3) || { echo "SKIP: sshd end-to-end test: python3 missing (parses the JSON log)"; exit 0; }
-_sshd_libfaketime >/dev/null || { echo "SKIP: sshd end-to-end test: libfaketime missing (Debian: faketime)"; exit 0; }
+ua_begin "sshd end-to-end test" e2e
 
-MODULE=$ROOT/target/release/libpam_useraudit.so
-ADMIN=$ROOT/target/release/useraudit-admin
-if [ ! -f "$MODULE" ] || [ ! -x "$ADMIN" ]; then
-  echo "# building target/release (module or useraudit-admin missing)"
-  timeout 1200 cargo build --release --quiet || { echo "not ok - cargo build --release"; echo "0 passed, 1 failed"; exit 1; }
-fi
-
-D=$(mktemp -d /tmp/useraudit-e2e.XXXXXX) || exit 1
-# shellcheck disable=SC2064
-trap "sshd_stop '$D'; [ -n \"\${KEEP:-}\" ] || rm -rf '$D'" EXIT
-echo "# sandbox: $D (KEEP=1 keeps it)"
-CONF=$D/useraudit.toml
-DB=$D/state/useraudit.db
-
-PASS=0 FAIL=0
-ok()   { PASS=$((PASS+1)); echo "ok - $*"; }
-fail() { FAIL=$((FAIL+1)); echo "not ok - $*"; }
 show_context() {
   sed 's/^/#   ssh: /' "$D/ssh.out" 2>/dev/null | tail -n 6
   sed 's/^/#   sshd: /' "$D/sshd.log" 2>/dev/null | tail -n 4
   grep 'pam_useraudit' "$D/syslog.log" 2>/dev/null | tail -n 3 | sed 's/^/#   syslog: /'
-}
-check() { # DESC CMD...
-  local desc=$1; shift
-  if "$@"; then ok "$desc"; else fail "$desc"; show_context; fi
 }
 out_has() { grep -Fq -- "$1" "$D/ssh.out"; }
 
 # useraudit-admin inside a bwrap that sees the sandbox's passwd/group, so it
 # resolves the sandbox accounts as the module inside sshd does.
 # UA_FAKETIME=OFFSET runs it on sshd's moved clock (libfaketime).
-LIBFAKETIME=$(_sshd_libfaketime)
 ua_admin() {
   local -a ft=()
   [ -z "${UA_FAKETIME:-}" ] || ft=(env "LD_PRELOAD=$LIBFAKETIME" "FAKETIME=$UA_FAKETIME" FAKETIME_DONT_FAKE_MONOTONIC=1)
@@ -123,25 +100,6 @@ expect_new() {
   mark
 }
 
-# expect_status DESC USER FIELD=VALUE...: useraudit-admin status USER --format json.
-expect_status() {
-  local desc=$1 user=$2; shift 2
-  local res
-  res=$(ua_admin status "$user" --format json 2>&1 | "$PY" -c '
-import json, sys
-want = dict(kv.split("=", 1) for kv in sys.argv[1:])
-try:
-    s = json.load(sys.stdin)[0]
-except Exception as e:
-    print("no status: %s" % e); sys.exit(1)
-bad = ["%s=%r (want %r)" % (k, s.get(k), v) for k, v in want.items()
-       if str(s.get(k)) != v and not (v == "null" and s.get(k) is None)]
-if bad:
-    print("%s: %s" % (json.dumps(s), "; ".join(bad))); sys.exit(1)
-' "$@")
-  if [ $? = 0 ]; then ok "$desc"; else fail "$desc"; echo "#   $res"; fi
-}
-
 refused() { [ "$SSH_RC" != 0 ] && ! grep -qx 'logged-in' "$D/ssh.out"; }
 logged_in() { [ "$SSH_RC" = 0 ] && grep -qx 'logged-in' "$D/ssh.out"; }
 
@@ -157,12 +115,12 @@ password_change_source = "useraudit"
 EOF
 chmod 644 "$CONF"
 sshd_sandbox_setup "$D" "$(sshd_pam_useraudit "$MODULE" "conf=@DIR@/useraudit.toml" "db=@DIR@/state/useraudit.db" login_failure_limit=3)" \
-  || { fail "sandbox setup"; echo "$PASS passed, $FAIL failed"; exit 1; }
+  || ua_abort "sandbox setup"
 echo "# /etc/pam.d/sshd in the sandbox:"; grep -v '^#' "$D/pam.d/sshd" | sed "s|$ROOT/||; s/^/#   /"
 # libfaketime reads the offset from DIR/faketime at every clock call: sshd
 # runs with it from the start, and the clock moves later without a restart.
 sshd_time_travel "$D" +0
-sshd_start "$D" || { fail "sshd starts with pam_useraudit"; echo "$PASS passed, $FAIL failed"; exit 1; }
+sshd_start "$D" || ua_abort "sshd starts with pam_useraudit"
 ok "sshd (with pam_useraudit in /etc/pam.d/sshd) listens on 127.0.0.1:$(cat "$D/port") in bwrap"
 mark
 
@@ -199,7 +157,7 @@ for i in 1 2 3; do
   check "limit 3: bob, wrong password $i/3, refused" refused
   expect_new "limit 3: wrong password $i/3 logged (failure, auth)" user=bob outcome=failure service=sshd rhost=127.0.0.1 reason=auth
 done
-expect_status "limit 3: status bob: locked (login_failure_limit), 3 failures" bob state=locked reason=login_failure_limit failures=3
+ua_expect_status "limit 3: status bob: locked (login_failure_limit), 3 failures" bob state=locked reason=login_failure_limit failures=3
 ssh_password "$D" bob bob-pw echo logged-in
 check "locked: bob's right password is refused" refused
 expect_new "locked: that attempt is logged (failure, reason locked, method password)" \
@@ -212,7 +170,7 @@ check "locked: sshd says 'Access denied for user bob by PAM account configuratio
   sshd_wait_log "$D" 'Access denied for user bob by PAM account configuration'
 check "locked: the client is told 'The account is locked due to 3 failed logins.'" \
   out_has "The account is locked due to 3 failed logins."
-expect_status "locked: refused attempts do not change the count (3)" bob state=locked failures=3
+ua_expect_status "locked: refused attempts do not change the count (3)" bob state=locked failures=3
 ssh_pubkey "$D" alice echo logged-in
 check "publickey: alice still logs in (only bob is locked)" logged_in
 expect_new "publickey: alice's login logged as success, method publickey" user=alice outcome=success auth_method=publickey
@@ -247,12 +205,12 @@ sshd_time_travel "$D" +31d
 ssh_password "$D" carol wrong-pw echo logged-in
 check "+31d: carol, wrong password, refused" refused
 expect_new "+31d: logged as failure (reason auth)" user=carol outcome=failure reason=auth
-expect_status "+31d: a wrong password does not disable carol" carol state=active
+ua_expect_status "+31d: a wrong password does not disable carol" carol state=active
 ssh_password "$D" carol carol-pw echo logged-in
 check "+31d: carol (last login 31 days ago), right password, refused" refused
 expect_new "+31d: logged as failure, reason account_expired, method password" \
   user=carol outcome=failure service=sshd rhost=127.0.0.1 auth_method=password reason=account_expired days_ahead=31
-expect_status "+31d: status carol: disabled (account_expired)" carol state=disabled reason=account_expired
+ua_expect_status "+31d: status carol: disabled (account_expired)" carol state=disabled reason=account_expired
 sshd_authorize_key "$D" carol
 ssh_pubkey "$D" carol echo logged-in
 check "+31d: carol's public-key login is refused too" refused
@@ -262,13 +220,13 @@ expect_new "+31d: logged as failure, reason account_expired, method publickey" \
 # password, though, counts from day 0 (password_expiry_days = 10): the next
 # right password now disables her for that reason instead.
 UA_FAKETIME=+31d ua_admin activate carol >/dev/null
-expect_status "+31d: useraudit-admin activate carol: active again" carol state=active
+ua_expect_status "+31d: useraudit-admin activate carol: active again" carol state=active
 mark
 ssh_password "$D" carol carol-pw echo logged-in
 check "+31d, re-activated: carol's right password is refused (password 31 days old, limit 10)" refused
 expect_new "+31d, re-activated: logged with reason password_expired, not account_expired (clock restarted)" \
   user=carol outcome=failure auth_method=password reason=password_expired
-expect_status "+31d, re-activated: status carol: disabled (password_expired)" carol state=disabled reason=password_expired
+ua_expect_status "+31d, re-activated: status carol: disabled (password_expired)" carol state=disabled reason=password_expired
 
 # --- 5. a blocked remote host: refused before PAM's password, keys too ----------
 # Host counting on (the module reads the file at every attempt), then
@@ -286,6 +244,4 @@ check "blocked host: alice's right password from 127.0.0.1 is refused" refused
 expect_new "blocked host: the password attempt is logged host_blocked (refused by preauth)" \
   user=alice outcome=failure rhost=127.0.0.1 reason=host_blocked
 
-sshd_stop "$D"
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" = 0 ]
+ua_finish

@@ -80,6 +80,30 @@
 #                                     last client output, the probe log
 #   sshd_wait_log DIR REGEX [SECS]    wait until sshd.log matches (bounded)
 #
+# For the pam_useraudit test scripts (e2e.sh, policy.sh), run from the top of
+# the repository with ROOT set to it:
+#   ua_begin NAME TAG [TOOL...]       the start every script shares: prints
+#                                     "SKIP: NAME: ..." and exits 0 unless
+#                                     sshd_can_run, python3, libfaketime and
+#                                     each TOOL (a command) are there;
+#                                     sets PY, LIBFAKETIME, MODULE and ADMIN
+#                                     (USERAUDIT_SO, USERAUDIT_ADMIN, else
+#                                     target/release, built when missing), the
+#                                     sandbox D (/tmp/useraudit-TAG.XXXXXX:
+#                                     sshd stopped and D removed at exit unless
+#                                     KEEP=1), CONF (D/useraudit.toml), DB
+#                                     (D/state/useraudit.db), PASS=0 FAIL=0
+#   ok DESC / fail DESC               one TAP line, counted in PASS or FAIL
+#   check DESC CMD...                 ok if CMD succeeds, else fail and run
+#                                     the script's show_context (if defined)
+#   ua_expect_status DESC USER FIELD=VALUE...
+#                                     ok if `status USER --format json`, run
+#                                     by the script's ua_admin, has these
+#                                     fields ("null" for JSON null)
+#   ua_abort DESC                     fail DESC, print the counts, exit 1
+#   ua_finish                         stop sshd, print "N passed, M failed";
+#                                     returns 1 if any check failed
+#
 # Default accounts: alice/alice-pw (uid 2001), bob/bob-pw (2002),
 # carol/carol-pw (2003, no authorized key). Shell /bin/bash, homes /home/USER.
 #
@@ -601,6 +625,71 @@ ssh_pubkey() { # DIR USER [CMD...]
     -o "IdentityFile=$dir/client/id_ed25519" \
     -o PasswordAuthentication=no -o KbdInteractiveAuthentication=no \
     $SSH_EXTRA_OPTS "$user@127.0.0.1" "$@"
+}
+
+# ===========================================================================
+# pam_useraudit test scripts (see the API above)
+# ===========================================================================
+
+ua_begin() { # NAME TAG [TOOL...]
+  local name=$1 tag=$2 why t
+  shift 2
+  if ! why=$(sshd_can_run); then echo "SKIP: $name: $why"; exit 0; fi
+  PY=$(command -v python3) || { echo "SKIP: $name: python3 missing (parses the JSON log)"; exit 0; }
+  LIBFAKETIME=$(_sshd_libfaketime) || { echo "SKIP: $name: libfaketime missing (Debian: faketime)"; exit 0; }
+  for t in "$@"; do
+    command -v "$t" >/dev/null || { echo "SKIP: $name: $t missing"; exit 0; }
+  done
+  MODULE=${USERAUDIT_SO:-$ROOT/target/release/libpam_useraudit.so}
+  ADMIN=${USERAUDIT_ADMIN:-$ROOT/target/release/useraudit-admin}
+  PASS=0 FAIL=0
+  if [ ! -f "$MODULE" ] || [ ! -x "$ADMIN" ]; then
+    echo "# building target/release (module or useraudit-admin missing)"
+    (cd "$ROOT" && timeout 1800 cargo build --release --locked --quiet) || ua_abort "cargo build --release"
+  fi
+  D=$(mktemp -d "/tmp/useraudit-$tag.XXXXXX") || exit 1
+  # shellcheck disable=SC2064
+  trap "sshd_stop '$D'; [ -n \"\${KEEP:-}\" ] || rm -rf '$D'" EXIT
+  echo "# sandbox: $D (KEEP=1 keeps it)"
+  CONF=$D/useraudit.toml
+  DB=$D/state/useraudit.db
+}
+
+ok()   { PASS=$((PASS+1)); echo "ok - $*"; }
+fail() { FAIL=$((FAIL+1)); echo "not ok - $*"; }
+check() { # DESC CMD...
+  local desc=$1; shift
+  if "$@"; then ok "$desc"; else fail "$desc"; ! declare -F show_context >/dev/null || show_context; fi
+}
+
+ua_expect_status() { # DESC USER FIELD=VALUE...
+  local desc=$1 user=$2; shift 2
+  local res
+  res=$(ua_admin status "$user" --format json 2>&1 | "$PY" -c '
+import json, sys
+want = dict(kv.split("=", 1) for kv in sys.argv[1:])
+try:
+    s = json.load(sys.stdin)[0]
+except Exception as e:
+    print("no status: %s" % e); sys.exit(1)
+bad = ["%s=%r (want %r)" % (k, s.get(k), v) for k, v in want.items()
+       if str(s.get(k)) != v and not (v == "null" and s.get(k) is None)]
+if bad:
+    print("%s: %s" % (json.dumps(s), "; ".join(bad))); sys.exit(1)
+' "$@")
+  if [ $? = 0 ]; then ok "$desc"; else fail "$desc"; echo "#   $res"; fi
+}
+
+ua_abort() { # DESC
+  fail "$1"
+  echo "$PASS passed, $FAIL failed"
+  exit 1
+}
+
+ua_finish() {
+  sshd_stop "$D"
+  echo "$PASS passed, $FAIL failed"
+  [ "$FAIL" = 0 ]
 }
 
 # ===========================================================================

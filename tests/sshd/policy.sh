@@ -30,35 +30,9 @@ ROOT=$PWD
 # shellcheck source=tests/sshd/harness.sh
 . tests/sshd/harness.sh
 
-if ! why=$(sshd_can_run); then echo "SKIP: policy end-to-end test: $why"; exit 0; fi
-PY=$(command -v python3) || { echo "SKIP: policy end-to-end test: python3 missing (parses the JSON log)"; exit 0; }
-LIBFAKETIME=$(_sshd_libfaketime) || { echo "SKIP: policy end-to-end test: libfaketime missing (Debian: faketime)"; exit 0; }
-for t in su runuser pamtester; do
-  command -v "$t" >/dev/null || { echo "SKIP: policy end-to-end test: $t missing"; exit 0; }
-done
+ua_begin "policy end-to-end test" policy su runuser pamtester
 
-MODULE=${USERAUDIT_SO:-$ROOT/target/release/libpam_useraudit.so}
-ADMIN=${USERAUDIT_ADMIN:-$ROOT/target/release/useraudit-admin}
-if [ ! -f "$MODULE" ] || [ ! -x "$ADMIN" ]; then
-  echo "# building (module or useraudit-admin missing): make build"
-  timeout 1800 make build >/dev/null || { echo "not ok - make build"; echo "0 passed, 1 failed"; exit 1; }
-fi
-
-D=$(mktemp -d /tmp/useraudit-policy.XXXXXX) || exit 1
-# shellcheck disable=SC2064
-trap "sshd_stop '$D'; [ -n \"\${KEEP:-}\" ] || rm -rf '$D'" EXIT
-echo "# sandbox: $D (KEEP=1 keeps it)"
-CONF=$D/useraudit.toml
-DB=$D/state/useraudit.db
-
-PASS=0 FAIL=0
-ok()   { PASS=$((PASS+1)); echo "ok - $*"; }
-fail() { FAIL=$((FAIL+1)); echo "not ok - $*"; }
-show() { sed 's/^/#   out: /' "$D/out" 2>/dev/null | tail -n 6; }
-check() { # DESC CMD...
-  local desc=$1; shift
-  if "$@"; then ok "$desc"; else fail "$desc"; show; fi
-}
+show_context() { sed 's/^/#   out: /' "$D/out" 2>/dev/null | tail -n 6; }
 out_has() { grep -Fq -- "$1" "$D/out"; }
 
 # Everything below runs in a bwrap that sees the sandbox's accounts and
@@ -94,23 +68,6 @@ if bad:
 ' "$@")
   if [ $? = 0 ]; then ok "$desc"; else fail "$desc"; echo "#   $res"; fi
 }
-expect_status() { # DESC USER FIELD=VALUE...
-  local desc=$1 user=$2; shift 2
-  local res
-  res=$(ua_admin status "$user" --format json 2>&1 | "$PY" -c '
-import json, sys
-want = dict(kv.split("=", 1) for kv in sys.argv[1:])
-try:
-    s = json.load(sys.stdin)[0]
-except Exception as ex:
-    print("no status: %s" % ex); sys.exit(1)
-bad = ["%s=%r (want %r)" % (k, s.get(k), v) for k, v in want.items()
-       if str(s.get(k)) != v and not (v == "null" and s.get(k) is None)]
-if bad:
-    print("%s: %s" % (json.dumps(s), "; ".join(bad))); sys.exit(1)
-' "$@")
-  if [ $? = 0 ]; then ok "$desc"; else fail "$desc"; echo "#   $res"; fi
-}
 entries() { ua_admin log --user "$1" --format json | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 status_field() { ua_admin status "$1" --format json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)[0][sys.argv[1]])' "$2"; }
 
@@ -124,7 +81,7 @@ EOF
 chmod 644 "$CONF"
 ARGS="conf=@DIR@/useraudit.toml db=@DIR@/state/useraudit.db"
 STACK=$(sshd_pam_useraudit "$MODULE" "$ARGS")
-sshd_sandbox_setup "$D" "$STACK" || { fail "sandbox setup"; echo "$PASS passed, $FAIL failed"; exit 1; }
+sshd_sandbox_setup "$D" "$STACK" || ua_abort "sandbox setup"
 # su and runuser as Debian ships them (pam_rootok first), around the
 # module's stack; "guess" is the same stack without pam_rootok, to lock an
 # account with wrong passwords through pam_unix.
@@ -138,7 +95,7 @@ chmod 644 "$D/pam.d/"*
 for i in 1 2 3; do
   echo "wrong-$i" | jail pamtester -I rhost=203.0.113.9 guess bob authenticate > "$D/out" 2>&1
 done
-expect_status "3 wrong passwords (pam_unix) lock bob" bob state=locked reason=login_failure_limit failures=3
+ua_expect_status "3 wrong passwords (pam_unix) lock bob" bob state=locked reason=login_failure_limit failures=3
 echo bob-pw | jail pamtester -I rhost=203.0.113.9 guess bob authenticate acct_mgmt > "$D/out" 2>&1
 rc=$?
 check "locked: bob's right password is refused" eval '[ $rc != 0 ] && out_has "The account is locked"'
@@ -147,7 +104,7 @@ jail su bob -c 'echo su-ok; id -un' > "$D/out" 2>&1
 check "root's su to locked bob runs the command" eval 'out_has su-ok && grep -qx bob "$D/out"'
 expect_last "logged: success, service su, ruser root (util-linux su sets PAM_RUSER), no rhost" bob \
   outcome=success service=su ruser=root rhost=null reason=null
-expect_status "the lock stays (state locked, 3 failures)" bob state=locked failures=3
+ua_expect_status "the lock stays (state locked, 3 failures)" bob state=locked failures=3
 jail su - bob -c 'echo su-l-ok' > "$D/out" 2>&1
 check "root's su - (service su-l) to locked bob runs the command" out_has su-l-ok
 expect_last "logged: success, service su-l" bob outcome=success service=su-l ruser=root
@@ -166,11 +123,11 @@ ua_admin activate carol bob >/dev/null
 
 # --- 2. sshd: which messages reach the client --------------------------------
 sshd_time_travel "$D" +0
-sshd_start "$D" || { fail "sshd starts"; echo "$PASS passed, $FAIL failed"; exit 1; }
+sshd_start "$D" || ua_abort "sshd starts"
 ok "sshd with the module listens in bwrap"
 sshout() { cp "$D/ssh.out" "$D/out"; }
 for i in 1 2 3; do ssh_password "$D" bob "wrong-$i" true; done
-expect_status "sshd: 3 wrong passwords lock bob" bob state=locked
+ua_expect_status "sshd: 3 wrong passwords lock bob" bob state=locked
 LOCKED="The account is locked due to 3 failed logins."
 ssh_password "$D" bob bob-pw echo logged-in; sshout
 check "password method, locked: refused with only 'Permission denied' (no message)" \
@@ -187,7 +144,7 @@ EXPIRED="Your password has expired and your account has been disabled"
 ssh_password "$D" carol carol-pw echo logged-in; sshout
 check "password method, expired: disabled, and only 'Permission denied' is shown" \
   eval '[ $SSH_RC != 0 ] && out_has "Permission denied" && ! out_has "$EXPIRED"'
-expect_status "carol is disabled (password_expired)" carol state=disabled reason=password_expired
+ua_expect_status "carol is disabled (password_expired)" carol state=disabled reason=password_expired
 ssh_kbdint "$D" carol carol-pw echo logged-in; sshout
 check "keyboard-interactive, disabled: the client is told why" eval '[ $SSH_RC != 0 ] && out_has "$EXPIRED"'
 
@@ -201,15 +158,15 @@ check "password, no tty: the change cannot happen, refused" eval '[ $SSH_RC != 0
 check "sshd: 'Password change required but no TTY available'" out_has "Password change required but no TTY available"
 expect_last "logged as a failure, reason password_expired (not a success)" carol outcome=failure reason=password_expired auth_method=password
 check "one entry for that login" eval '[ "$(entries carol)" = $((before + 1)) ]'
-expect_status "not disabled; last_login unchanged" carol state=active last_login="$last_login"
+ua_expect_status "not disabled; last_login unchanged" carol state=active last_login="$last_login"
 ssh_kbdint "$D" carol carol-pw echo logged-in; sshout
 check "keyboard-interactive: asked for a new password, the client cannot answer: refused" \
   eval '[ $SSH_RC != 0 ] && ! grep -qx logged-in "$D/out"'
 expect_last "logged as a failure, reason password_expired" carol outcome=failure reason=password_expired auth_method=keyboard-interactive/pam
-expect_status "the chance is still there: active, last_login unchanged" carol state=active last_login="$last_login"
+ua_expect_status "the chance is still there: active, last_login unchanged" carol state=active last_login="$last_login"
 ssh_password "$D" carol carol-pw echo logged-in; sshout
 check "and again: change demanded, not disabled" out_has "Password change required but no TTY available"
-expect_status "still active" carol state=active
+ua_expect_status "still active" carol state=active
 
 # --- 4. sshd: the change done in the same login ---------------------------------
 # pam_unix cannot write the bind-mounted shadow file, so pam_matrix (from
@@ -275,7 +232,7 @@ PY
   check "two entries: the demand, then the completed login" eval '[ "$(entries bob)" = $((before + 2)) ]'
   expect_last "the completed login is logged as a success by the password hook" bob \
     outcome=success reason=null service=sshd rhost=127.0.0.1 auth_method=keyboard-interactive/pam
-  expect_status "the count is reset and the change recorded" bob state=active failures=0
+  ua_expect_status "the count is reset and the change recorded" bob state=active failures=0
   check "last_login is the completed login, password_changed is set" eval \
     '[ "$(status_field bob last_login)" = "$(ua_admin log --user bob --limit 1 --format json | "$PY" -c "import json,sys; print(json.load(sys.stdin)[0][\"time\"])")" ] && [ "$(status_field bob password_changed)" != None ]'
   kbdint_tty bob $'password=fresh-pw-1' echo logged-in
@@ -286,6 +243,4 @@ else
   echo "# skipped section 4: $MATRIX missing (Debian: libpam-wrapper)"
 fi
 
-sshd_stop "$D"
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" = 0 ]
+ua_finish
