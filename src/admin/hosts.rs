@@ -129,8 +129,13 @@ fn spent(cfg: &Config, h: &HostState, now: i64) -> bool {
 /// How many were (with `dry_run`: would be) removed, and the files that
 /// could not be read or removed.
 pub fn sweep(cfg: &Config, dry_run: bool, now: i64) -> Result<(u64, Vec<AdminError>)> {
-    let Some(hs) = open(cfg, false)? else { return Ok((0, Vec::new())) };
-    let (all, bad) = hs.list()?;
+    let not_swept = |e: AdminError| AdminError::Problem(format!("host files were not swept: {e}"));
+    let hs = match open(cfg, false) {
+        Ok(Some(hs)) => hs,
+        Ok(None) => return Ok((0, Vec::new())),
+        Err(e) => return Ok((0, vec![not_swept(e)])),
+    };
+    let (all, bad) = hs.list().map_err(|e| not_swept(e.into()))?;
     let mut problems: Vec<AdminError> = bad.iter().map(|e| AdminError::Problem(format!("host state {e}"))).collect();
     let mut n = 0;
     for h in all.iter().filter(|h| spent(cfg, h, now)) {
