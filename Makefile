@@ -3,7 +3,8 @@
 #   make test      the whole suite (unit, libpam integration, sshd end to end, packaging)
 #   make install   install into $(DESTDIR)$(PREFIX) (never edits /etc/pam.d)
 #   make deb       a Debian package (cargo-deb)
-#   make bench     the benchmark against pam_faillock (not part of make test)
+#   make bench     the benchmark against pam_faillock, the live log and the
+#                  fleet on PostgreSQL (not part of make test)
 
 PREFIX      ?= /usr
 DESTDIR     ?=
@@ -113,6 +114,7 @@ bench: deps build
 	$(CARGO) build --release --locked --example bench-fill
 	SO=$(SO) ADMIN=$(ADMIN) DRIVE=$(DRIVE) FILL=target/release/examples/bench-fill bash tests/bench/bench.sh
 	SO=$(SO) ADMIN=$(ADMIN) python3 tests/bench/daemon.py
+	SO=$(SO) ADMIN=$(ADMIN) FILL=target/release/examples/bench-fill python3 tests/bench/fleet.py
 
 # Each cargo-fuzz target for FUZZ_SECONDS (needs cargo-fuzz; works on stable
 # through RUSTC_BOOTSTRAP). Prints the executions run per target.
