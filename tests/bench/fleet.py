@@ -340,7 +340,7 @@ def section_propagation(pg, top):
                         return
                     time.sleep(0.01)
 
-            threads = [threading.Thread(target=poll, args=(h,)) for h in hosts]
+            threads = [threading.Thread(target=poll, args=(h,), daemon=True) for h in hosts]
             for t in threads:
                 t.start()
             for t in threads:
@@ -512,10 +512,12 @@ def main():
             return 0
 
     def stop(signum, _frame):
-        raise SystemExit(f"fleet bench: stopped by signal {signum}")
+        # SystemExit unwinds through the finally blocks: daemons, cluster, files.
+        why = f"over FLEET_TIMEOUT={TIMEOUT} s" if signum == signal.SIGALRM else f"signal {signum}"
+        raise SystemExit(f"fleet bench: stopped ({why})")
 
     signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(SystemExit(f"fleet bench: over {TIMEOUT} s")))
+    signal.signal(signal.SIGALRM, stop)
     signal.alarm(TIMEOUT)
     top = tempfile.mkdtemp(prefix="useraudit-fleet-bench.")
     pg = None
@@ -544,4 +546,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        say("fleet bench: interrupted; everything it started is stopped and removed")
+        sys.exit(130)
