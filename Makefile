@@ -1,9 +1,12 @@
 # useraudit — build, test, demo, install.
 #   make demo      build, then play real logins through real libpam in a sandbox
+#   make demo-fleet  three simulated hosts on a throwaway PostgreSQL cluster:
+#                  a password spray stopped fleet-wide (not part of make demo)
 #   make test      the whole suite (unit, libpam integration, sshd end to end, packaging)
 #   make install   install into $(DESTDIR)$(PREFIX) (never edits /etc/pam.d)
 #   make deb       a Debian package (cargo-deb)
-#   make bench     the benchmark against pam_faillock (not part of make test)
+#   make bench     the benchmark against pam_faillock, the live log and the
+#                  fleet on PostgreSQL (not part of make test)
 
 PREFIX      ?= /usr
 DESTDIR     ?=
@@ -30,7 +33,7 @@ DEB_DEPS := build-essential pkg-config libpam0g-dev pamtester libpam-wrapper lib
             faketime bubblewrap openssh-server openssh-client sshpass sqlite3 python3 groff man-db rpm strace \
             prometheus postgresql libssl-dev
 
-.PHONY: all build deps demo test test-unit test-sshd test-packaging lint install uninstall deb bench fuzz clean
+.PHONY: all build deps demo demo-fleet test test-unit test-sshd test-packaging lint install uninstall deb bench fuzz clean
 
 all: build
 
@@ -56,6 +59,11 @@ deps:
 
 demo: deps build
 	bash tests/demo.sh
+
+# Needs the postgresql package (deps installs it); as root the server runs
+# as the postgres user. Everything it starts is stopped and removed.
+demo-fleet: deps build
+	bash tests/demo-fleet.sh
 
 test: deps build test-unit lint test-sshd test-packaging
 
@@ -113,6 +121,7 @@ bench: deps build
 	$(CARGO) build --release --locked --example bench-fill
 	SO=$(SO) ADMIN=$(ADMIN) DRIVE=$(DRIVE) FILL=target/release/examples/bench-fill bash tests/bench/bench.sh
 	SO=$(SO) ADMIN=$(ADMIN) python3 tests/bench/daemon.py
+	SO=$(SO) ADMIN=$(ADMIN) FILL=target/release/examples/bench-fill python3 tests/bench/fleet.py
 
 # Each cargo-fuzz target for FUZZ_SECONDS (needs cargo-fuzz; works on stable
 # through RUSTC_BOOTSTRAP). Prints the executions run per target.
