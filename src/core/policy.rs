@@ -582,6 +582,10 @@ pub fn refusal_text(a: &Account, s: Standing, now: i64) -> Vec<String> {
                     .into(),
             ]
         }
+        Standing::Disabled(Reason::FleetFailureLimit) => vec![format!(
+            "The account is locked due to {} failed logins on this and other hosts; ask an administrator to re-activate it.",
+            a.failures
+        )],
         Standing::Disabled(_) => vec!["Your account has been disabled by an administrator.".into()],
     }
 }
@@ -704,6 +708,15 @@ mod tests {
         assert_eq!(a.state, State::Active);
         assert_eq!(a.failures, 0);
         assert!(!activate(&mut a, &c, T0 + 7));
+        // A fleet lock is a lock by failures, not an administrator's act.
+        disable(&mut a, Reason::FleetFailureLimit, T0 + 8);
+        a.failures = 6;
+        assert_eq!(
+            refusal_text(&a, standing(&a, &c, T0 + 9), T0 + 9),
+            vec![
+                "The account is locked due to 6 failed logins on this and other hosts; ask an administrator to re-activate it."
+            ]
+        );
     }
 
     #[test]
