@@ -14,6 +14,11 @@
 //! - `sslcert=FILE` and `sslkey=FILE` are the client certificate and its
 //!   PKCS#8 key (for `cert` authentication); the key must be readable by
 //!   root only, like `password_file`.
+//!
+//! A connection over Unix sockets only, with none of these, uses no TLS
+//! connector at all (PostgreSQL does not use TLS there, and building one
+//! reads the system's certificate bundle); otherwise one connector is kept
+//! per process while the setting and its files stay the same.
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -263,17 +268,39 @@ pub fn connect(f: &config::Fleet) -> Result<Client> {
     if let Some(p) = &f.password_file {
         pc.password(read_password(p)?);
     }
-    let client = if pc.get_ssl_mode() == postgres::config::SslMode::Disable {
-        if tls != Tls::default() {
-            return Err(AdminError::Problem(
-                "fleet.url: sslmode=disable with TLS parameters (sslrootcert, sslcert, sslkey)".into(),
-            ));
-        }
+    let disabled = pc.get_ssl_mode() == postgres::config::SslMode::Disable;
+    if disabled && tls != Tls::default() {
+        return Err(AdminError::Problem(
+            "fleet.url: sslmode=disable with TLS parameters (sslrootcert, sslcert, sslkey)".into(),
+        ));
+    }
+    // PostgreSQL never uses TLS on a Unix socket: building a connector
+    // (OpenSSL reads the system's certificate bundle) would be wasted.
+    let local = pc.get_hosts().iter().all(|h| matches!(h, postgres::config::Host::Unix(_)));
+    let client = if disabled || (local && tls == Tls::default()) {
         pc.connect(NoTls)
     } else {
-        pc.connect(postgres_native_tls::MakeTlsConnector::new(connector(&tls)?))
+        pc.connect(postgres_native_tls::MakeTlsConnector::new(cached_connector(&tls)?))
     };
     client.map_err(pg_err("cannot connect to PostgreSQL"))
+}
+
+/// One connector per process while the TLS setting and its files stay the
+/// same: the daemon connects every `fleet.interval`, and building one reads
+/// the certificate files again. A file replaced (a renewed certificate)
+/// makes a new one.
+fn cached_connector(tls: &Tls) -> Result<native_tls::TlsConnector> {
+    type Key = (Tls, Vec<Option<std::time::SystemTime>>);
+    static CACHE: std::sync::Mutex<Option<(Key, native_tls::TlsConnector)>> = std::sync::Mutex::new(None);
+    let changed = |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let key = (tls.clone(), [&tls.root_cert, &tls.cert, &tls.key].into_iter().map(changed).collect());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, c)) = cache.as_ref().filter(|(k, _)| *k == key) {
+        return Ok(c.clone());
+    }
+    let c = connector(tls)?;
+    *cache = Some((key, c.clone()));
+    Ok(c)
 }
 
 #[cfg(test)]
