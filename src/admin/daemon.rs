@@ -407,6 +407,10 @@ const FLEET_RETRY_MAX: Duration = Duration::from_secs(60);
 /// longer. One that failed sooner (refused: PostgreSQL stopped or
 /// restarting) cost no more than a sync, and the next comes at the interval.
 const FLEET_SLOW_FAILURE: Duration = Duration::from_secs(1);
+/// After a merge that brought new entries, the fleet sync comes at once
+/// (so a failure here counts fleet-wide without waiting for the interval),
+/// but no sooner than this after the last one began.
+const FLEET_EAGER_GAP: Duration = Duration::from_millis(250);
 
 /// `useraudit-admin daemon`: run until SIGTERM or SIGINT. `conf` and `db`
 /// are the global options, read again on SIGHUP; `say` prints one line on
@@ -448,6 +452,10 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
     // refused at once is retried at the interval: the entries that waited go
     // out as soon as PostgreSQL is back, not up to a minute later.
     let mut fleet_backoff = 1u32;
+    // When the last sync began, and whether it worked (only then do new
+    // entries bring the next one forward).
+    let mut fleet_began: Option<Instant> = None;
+    let mut fleet_ok = false;
     loop {
         let sync_due = cfg.fleet.as_ref().filter(|_| !pending && Instant::now() >= next_sync);
         if let Some(f) = sync_due {
@@ -455,6 +463,7 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
             next_sync = Instant::now() + interval;
             if let Some((store, ..)) = &live.store {
                 let began = Instant::now();
+                fleet_began = Some(began);
                 let r = Accounts::open(&cfg.database, true, sys::euid() == 0)
                     .map_err(AdminError::from)
                     .and_then(|a| crate::fleet::sync(&cfg, store, &a, useraudit_core::text::now_micros()));
@@ -465,8 +474,10 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                         }
                         fleet_problems.clear("fleet: syncing again; nothing was lost", say);
                         fleet_backoff = 1;
+                        fleet_ok = true;
                     }
                     Err(e) => {
+                        fleet_ok = false;
                         fleet_problems.report(&e.to_string(), say);
                         if began.elapsed() >= FLEET_SLOW_FAILURE {
                             fleet_backoff = (fleet_backoff * 2).min(64);
@@ -482,6 +493,10 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
             match live.merge(&cfg) {
                 Ok(m) => {
                     note_merged(&cfg, &m);
+                    if m.entries > 0 && fleet_ok {
+                        let soonest = fleet_began.map_or_else(Instant::now, |t| t + FLEET_EAGER_GAP);
+                        next_sync = next_sync.min(soonest);
+                    }
                     problems
                         .clear(&format!("database {}: merging again; nothing was lost", cfg.database.display()), say);
                     pending = false;
