@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS fleet_log (
 CREATE INDEX IF NOT EXISTS fleet_log_added_at ON fleet_log (added_at);
 CREATE INDEX IF NOT EXISTS fleet_log_user_time ON fleet_log ("user", time);
 CREATE INDEX IF NOT EXISTS fleet_log_time ON fleet_log (time);
+-- A name's last success, for the fleet lockout (successes are few).
+CREATE INDEX IF NOT EXISTS fleet_log_user_success ON fleet_log ("user", time) WHERE success;
 CREATE TABLE IF NOT EXISTS fleet_action (
     id       bigserial PRIMARY KEY,
     time     bigint NOT NULL,
@@ -339,35 +341,58 @@ fn push(c: &mut Client, store: &Store, host: &str, mark: &mut Mark, db: &Path) -
     Ok(total)
 }
 
+/// The most failures counted per name: enough for any `failure_limit`
+/// shown in practice, and a bound on what one round reads for a name that
+/// sprays aim at and that never succeeds (shown as "at least").
+const COUNT_CAP: i64 = 1_000;
+
 /// The names the fleet lockout locks now: failures (`reason = 'auth'`)
 /// after the name's last success on any host and its last `activate
 /// --fleet`, within `failure_window`, at least `limit` of them; with the
-/// time of the last one.
+/// time of the last one. Candidates are the names with entries added since
+/// `$3` (all when NULL), or the names `$4` (when not empty). Per name: two
+/// index lookups for the last reset (the partial index of successes, and
+/// `fleet_action`), then at most `$5` failures read backwards from the
+/// newest, so a round costs what is new, not a name's whole history.
 const FLEET_LOCKS: &str = r#"
 WITH cand AS (
     SELECT DISTINCT "user" FROM fleet_log
-    WHERE $3::bigint IS NULL OR added_at > to_timestamp($3::bigint / 1e6) - interval '5 minutes'
-),
-reset AS (
-    SELECT r."user", max(r.time) AS t FROM (
-        SELECT "user", time FROM fleet_log WHERE success AND "user" IN (SELECT "user" FROM cand)
-        UNION ALL
-        SELECT "user", time FROM fleet_action WHERE action = 'activate' AND "user" IN (SELECT "user" FROM cand)
-    ) r GROUP BY r."user"
+    WHERE ($3::bigint IS NULL OR added_at > to_timestamp($3::bigint / 1e6) - interval '5 minutes')
+      AND cardinality($4::bytea[]) = 0
+    UNION
+    SELECT u FROM unnest($4::bytea[]) AS u
 )
-SELECT f."user", count(*), max(f.time)
-FROM fleet_log f LEFT JOIN reset r ON r."user" = f."user"
-WHERE f."user" IN (SELECT "user" FROM cand)
-  AND NOT f.success AND f.reason = 'auth' AND f.time > coalesce(r.t, -1) AND f.time >= $1
-GROUP BY f."user"
-HAVING count(*) >= $2
+SELECT c."user", n.count, n.last
+FROM cand c
+CROSS JOIN LATERAL (
+    SELECT greatest(
+        (SELECT max(time) FROM fleet_log s WHERE s."user" = c."user" AND s.success),
+        (SELECT max(time) FROM fleet_action a WHERE a."user" = c."user" AND a.action = 'activate')
+    ) AS t
+) r
+CROSS JOIN LATERAL (
+    SELECT count(*) AS count, max(x.time) AS last FROM (
+        SELECT f.time FROM fleet_log f
+        WHERE f."user" = c."user" AND NOT f.success AND f.reason = 'auth'
+          AND f.time > coalesce(r.t, -1) AND f.time >= $1
+        ORDER BY f.time DESC LIMIT $5
+    ) x
+) n
+WHERE n.count >= $2
 "#;
 
-/// Names locked fleet-wide at `now`: (name, failures, last failure).
-/// With `added_since` (the server's clock, microseconds), only names with
-/// entries added since then (less 5 minutes, for transactions that were
-/// still open) are looked at: a decision changes only with new facts.
-fn fleet_locks(c: &mut Client, cfg: &Config, now: i64, added_since: Option<i64>) -> Result<Vec<(Vec<u8>, i64, i64)>> {
+/// Names locked fleet-wide at `now`: (name, failures up to [`COUNT_CAP`],
+/// last failure). With `added_since` (the server's clock, microseconds),
+/// only names with entries added since then (less 5 minutes, for
+/// transactions that were still open) are looked at: a decision changes
+/// only with new facts. With `names`, only those.
+fn fleet_locks(
+    c: &mut Client,
+    cfg: &Config,
+    now: i64,
+    added_since: Option<i64>,
+    names: &[Vec<u8>],
+) -> Result<Vec<(Vec<u8>, i64, i64)>> {
     let f = fleet_of(cfg)?;
     let limit = f.limit(cfg);
     if limit == 0 {
@@ -378,8 +403,9 @@ fn fleet_locks(c: &mut Client, cfg: &Config, now: i64, added_since: Option<i64>)
     } else {
         i64::MIN
     };
+    let cap = COUNT_CAP.max(i64::from(limit));
     let rows = c
-        .query(FLEET_LOCKS, &[&since, &i64::from(limit), &added_since])
+        .query(FLEET_LOCKS, &[&since, &i64::from(limit), &added_since, &names, &cap])
         .map_err(pg_err("cannot read the fleet lockout"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
@@ -428,7 +454,7 @@ fn apply_locks(c: &mut Client, cfg: &Config, accounts: &Accounts, mark: &mut Mar
         .query_one("SELECT (extract(epoch FROM now()) * 1000000)::bigint", &[])
         .map_err(pg_err("cannot read the server's clock"))?
         .get(0);
-    for (user, n, last) in fleet_locks(c, cfg, now, mark.checked)? {
+    for (user, n, last) in fleet_locks(c, cfg, now, mark.checked, &[])? {
         let info = match sys::lookup_user(&user) {
             Lookup::Found(u) => u,
             _ => continue,
@@ -582,15 +608,25 @@ pub struct FleetStatusRow {
 /// `status --fleet [USER...]`: every name in the fleet log (or those named).
 pub fn fleet_status(cfg: &Config, users: &[String], now: i64) -> Result<Vec<FleetStatusRow>> {
     let mut c = connect(fleet_of(cfg)?)?;
-    let locks = fleet_locks(&mut c, cfg, now, None)?;
-    let rows = c
-        .query(
-            "SELECT DISTINCT ON (\"user\") \"user\", host, time FROM fleet_log
-             WHERE cardinality($1::bytea[]) = 0 OR \"user\" = ANY($1)
-             ORDER BY \"user\", time DESC, host DESC",
-            &[&users.iter().map(|u| u.as_bytes().to_vec()).collect::<Vec<_>>()],
+    let mut names: Vec<Vec<u8>> = users.iter().map(|u| u.as_bytes().to_vec()).collect();
+    names.sort();
+    names.dedup();
+    let locks = fleet_locks(&mut c, cfg, now, None, &names)?;
+    // Named: each name's newest entry by the index on ("user", time).
+    let rows = if names.is_empty() {
+        c.query(
+            "SELECT DISTINCT ON (\"user\") \"user\", host, time FROM fleet_log ORDER BY \"user\", time DESC, host DESC",
+            &[],
         )
-        .map_err(pg_err("cannot read the fleet log"))?;
+    } else {
+        c.query(
+            "SELECT u, l.host, l.time FROM unnest($1::bytea[]) AS u CROSS JOIN LATERAL (
+                 SELECT host, time FROM fleet_log WHERE \"user\" = u ORDER BY time DESC, host DESC LIMIT 1
+             ) l ORDER BY u",
+            &[&names],
+        )
+    }
+    .map_err(pg_err("cannot read the fleet log"))?;
     let actions = c
         .query("SELECT DISTINCT ON (\"user\") \"user\", action FROM fleet_action ORDER BY \"user\", id DESC", &[])
         .map_err(pg_err("cannot read the fleet's admin actions"))?;
