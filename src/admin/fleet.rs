@@ -919,6 +919,31 @@ mod tests {
     }
 
     #[test]
+    fn remote_hosts_are_pushed_with_the_key_they_are_counted_under() {
+        assert_eq!(rhost_key(Some(b"2001:db8:1:2::5"), 64), Some(b"2001:db8:1:2::/64".to_vec()));
+        assert_eq!(rhost_key(Some(b"::ffff:192.0.2.1"), 64), Some(b"192.0.2.1".to_vec()));
+        // The remote host as logged is the key: nothing to send.
+        assert_eq!(rhost_key(Some(b"192.0.2.1"), 64), None);
+        assert_eq!(rhost_key(Some(b"scanner.example"), 64), None);
+        assert_eq!(rhost_key(Some(b"2001:db8::5"), 128), None);
+        assert_eq!(rhost_key(Some(b""), 64), None);
+        assert_eq!(rhost_key(None, 64), None);
+    }
+
+    #[test]
+    fn the_host_horizon_covers_a_block_in_force_and_the_failures_that_made_it() {
+        let mut cfg = Config::default();
+        (cfg.host_failure_window, cfg.host_block_time) = (3600, 600);
+        assert_eq!(host_horizon(&cfg, 10_000 * 1_000_000), (10_000 - 4200) * 1_000_000);
+        cfg.host_block_time = 0;
+        assert_eq!(host_horizon(&cfg, 10_000 * 1_000_000), i64::MIN);
+        (cfg.host_failure_window, cfg.host_block_time) = (0, 600);
+        assert_eq!(host_horizon(&cfg, 10_000 * 1_000_000), i64::MIN);
+        (cfg.host_failure_window, cfg.host_block_time) = (u64::MAX, u64::MAX);
+        assert!(host_horizon(&cfg, 0) < 0);
+    }
+
+    #[test]
     fn marks_survive_a_round_trip_and_a_missing_file_is_no_mark() {
         let d = tempfile::tempdir().unwrap();
         let db = d.path().join("u.db");

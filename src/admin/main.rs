@@ -715,6 +715,11 @@ fn names_or_none(names: &[Vec<u8>]) -> String {
 /// (the fleet host of the remote host's latest entry).
 fn fleet_hosts(cfg: &Config, out: &mut Out, blocked: bool, format: LogFormat, now: i64) -> Result<Exit, AdminError> {
     let rows = useraudit_admin::fleet::fleet_hosts(cfg, blocked, now)?;
+    if cfg.host_failure_limit == 0 {
+        eprintln!(
+            "useraudit-admin: warning: host_failure_limit is 0 here: the fleet's count is decided with this host's settings, so only block --fleet shows as blocked"
+        );
+    }
     let fields = |r: &useraudit_admin::fleet::FleetHostRow, text: fn(&[u8]) -> String, absent: &str| {
         let t = |v: Option<i64>| v.map(rfc3339).unwrap_or_else(|| absent.into());
         let reason = match (r.reason, &r.note) {
