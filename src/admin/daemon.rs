@@ -472,6 +472,9 @@ pub fn run(conf: Option<&Path>, db: Option<&Path>, say: &mut dyn FnMut(&str)) ->
                         for u in &s.locked {
                             tell(Priority::Notice, &format!("fleet lockout: {} locked", escape(u)), say);
                         }
+                        for h in &s.blocked {
+                            tell(Priority::Notice, &format!("fleet: host {} blocked", escape(h)), say);
+                        }
                         fleet_problems.clear("fleet: syncing again; nothing was lost", say);
                         fleet_backoff = 1;
                         fleet_ok = true;

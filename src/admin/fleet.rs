@@ -18,11 +18,19 @@
 //! Fleet lockout: derived from the facts (entries and admin actions) by one
 //! query; each host writes the lock into its own state files, with the
 //! reason `fleet_failure_limit`.
+//!
+//! Fleet host blocks (with `host_failure_limit` set): the failures of one
+//! remote host on all hosts, in time order, replayed through the core's own
+//! rule ([`hosts::replay`]); each host writes the block into its own host
+//! state files, with the reason `fleet_host_failure_limit`. Hosts group an
+//! entry's remote host by the key the core counts it under
+//! ([`hosts::host_of`]), pushed with the entry as `rhost_key`.
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use postgres::Client;
 use useraudit_core::config::{self, Config};
+use useraudit_core::hosts::{self, HostState};
 use useraudit_core::policy::{self, Account, Reason, State};
 use useraudit_core::state::Accounts;
 use useraudit_core::sys::{self, Lookup};
@@ -111,6 +119,13 @@ DROP POLICY IF EXISTS fleet_log_own_host ON fleet_log;
 CREATE POLICY fleet_log_own_host ON fleet_log FOR INSERT WITH CHECK (
     EXISTS (SELECT 1 FROM fleet_host h WHERE h.host = fleet_log.host AND h.role = session_user)
 );
+-- Also schema 2: remote hosts counted across the fleet. rhost_key is the key the
+-- pushing host counts the remote host under (an IPv6 network of its
+-- host_ipv6_prefix, an IPv4 address for an IPv4-mapped one); NULL when that
+-- is the remote host as logged, and in rows pushed before: then rhost is the key.
+ALTER TABLE fleet_log ADD COLUMN IF NOT EXISTS rhost_key bytea;
+CREATE INDEX IF NOT EXISTS fleet_log_rhost_key_time ON fleet_log ((coalesce(rhost_key, rhost)), time);
+GRANT INSERT (rhost_key) ON fleet_log TO useraudit_host, useraudit_fleet_admin;
 INSERT INTO useraudit_meta VALUES ('schema', '2') ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 "#;
 
@@ -278,10 +293,35 @@ pub struct Synced {
     pub actions: u64,
     /// Names locked here by the fleet lockout in this round.
     pub locked: Vec<Vec<u8>>,
+    /// Remote hosts blocked here by the fleet's count in this round.
+    pub blocked: Vec<Vec<u8>>,
+}
+
+/// Whether the schema has `fleet_log.rhost_key` (schema 2): a host
+/// upgraded before `fleet init` ran keeps pushing without it (those rows
+/// are counted under their remote host as logged), and counts no remote
+/// host across the fleet until then.
+fn has_rhost_key(c: &mut Client) -> Result<bool> {
+    let r = c
+        .query_one(
+            "SELECT count(*) FROM pg_attribute
+             WHERE attrelid = 'fleet_log'::regclass AND attname = 'rhost_key' AND NOT attisdropped",
+            &[],
+        )
+        .map_err(pg_err("cannot read the schema"))?;
+    Ok(r.get::<_, i64>(0) > 0)
+}
+
+/// The key an entry's remote host is counted under, when it is not the
+/// remote host as logged (see the schema).
+fn rhost_key(rhost: Option<&[u8]>, ipv6_prefix: u8) -> Option<Vec<u8>> {
+    hosts::host_of(rhost, &[], ipv6_prefix).map(|h| h.key).filter(|k| Some(k.as_slice()) != rhost)
 }
 
 /// Send the local entries after the high-water mark, batch by batch.
-fn push(c: &mut Client, store: &Store, host: &str, mark: &mut Mark, db: &Path) -> Result<u64> {
+/// `keys`: the `host_ipv6_prefix` to send each remote host's key with
+/// (None: the schema has no `rhost_key` yet).
+fn push(c: &mut Client, store: &Store, host: &str, mark: &mut Mark, db: &Path, keys: Option<u8>) -> Result<u64> {
     let generation = store.identity()?;
     if mark.generation != Some(generation) {
         // A new local log (or no mark yet): ask the fleet how far it got.
@@ -319,14 +359,22 @@ fn push(c: &mut Client, store: &Store, host: &str, mark: &mut Mark, db: &Path) -
         let tty = col(|e| e.tty.clone());
         let method = col(|e| e.auth_method.clone());
         let reason: Vec<Option<String>> = batch.iter().map(|e| e.reason.clone()).collect();
+        let rkeys: Vec<Option<Vec<u8>>> =
+            keys.map_or_else(Vec::new, |p| batch.iter().map(|e| rhost_key(e.rhost.as_deref(), p)).collect());
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            vec![&host, &ids, &times, &ok, &users, &service, &rhost, &ruser, &tty, &method, &reason, &generation];
+        let (key_col, key_arg) = if keys.is_some() { (", rhost_key", ", $13::bytea[]") } else { ("", "") };
+        if keys.is_some() {
+            params.push(&rkeys);
+        }
         let mut t = c.transaction().map_err(pg_err("cannot push"))?;
         let n = t
             .execute(
-                "INSERT INTO fleet_log (host, generation, local_id, time, success, \"user\", service, rhost, ruser, tty, auth_method, reason)
+                &format!("INSERT INTO fleet_log (host, generation, local_id, time, success, \"user\", service, rhost, ruser, tty, auth_method, reason{key_col})
                  SELECT $1, $12, * FROM unnest($2::bigint[], $3::bigint[], $4::boolean[], $5::bytea[], $6::bytea[],
-                                          $7::bytea[], $8::bytea[], $9::bytea[], $10::bytea[], $11::text[])
-                 ON CONFLICT (host, generation, local_id) DO NOTHING",
-                &[&host, &ids, &times, &ok, &users, &service, &rhost, &ruser, &tty, &method, &reason, &generation],
+                                          $7::bytea[], $8::bytea[], $9::bytea[], $10::bytea[], $11::text[]{key_arg})
+                 ON CONFLICT (host, generation, local_id) DO NOTHING"),
+                &params,
             )
             .map_err(pg_err("cannot push"))?;
         t.commit().map_err(pg_err("cannot push"))?;
@@ -410,10 +458,133 @@ fn fleet_locks(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
 
+/// The failures that count against a remote host, as the module counts
+/// them: wrong passwords and guessed names (`auth`), and attempts refused
+/// for a locked, disabled or expired account. Not counted: successes,
+/// `password_expired` (mostly a login that must change its password first),
+/// `host_blocked` (refused for the host itself), `dropped`.
+const HOST_FAILURES: [&str; 4] = ["auth", "locked", "disabled", "account_expired"];
+
+/// The remote hosts the fleet may block now, with the times of their
+/// failures on all hosts (oldest first): hosts with failures added since
+/// the last round (`$3`, the server's clock, less 5 minutes, for
+/// transactions that were still open), counting the failures from `$1` on
+/// and after the host's last `unblock --fleet`, when there are at least
+/// `$2` of them. Each host is then replayed by [`hosts::replay`]. Served by
+/// the indexes on `added_at`, on (key, time) and on `fleet_action`.
+const FLEET_HOSTS: &str = r#"
+WITH cand AS (
+    SELECT DISTINCT coalesce(rhost_key, rhost) AS k FROM fleet_log
+    WHERE ($3::bigint IS NULL OR added_at > to_timestamp($3::bigint / 1e6) - interval '5 minutes')
+      AND NOT success AND reason = ANY($4::text[]) AND rhost <> ''::bytea
+),
+reset AS (
+    SELECT "user" AS k, max(time) AS t FROM fleet_action
+    WHERE action = 'unblock' AND "user" IN (SELECT k FROM cand) GROUP BY "user"
+)
+SELECT c.k, array_agg(f.time ORDER BY f.time)
+FROM cand c
+JOIN fleet_log f ON coalesce(f.rhost_key, f.rhost) = c.k
+LEFT JOIN reset r ON r.k = c.k
+WHERE NOT f.success AND f.reason = ANY($4::text[]) AND f.time >= $1 AND (r.t IS NULL OR f.time > r.t)
+GROUP BY c.k
+HAVING count(*) >= $2
+"#;
+
+/// The earliest failure that can matter to a block in force now: the
+/// block began at most `host_block_time` ago, and the failures that made it
+/// lie within `host_failure_window` before that. With either 0 (blocks
+/// until `unblock`, or failures that count however old), every failure
+/// after the last `unblock --fleet`.
+fn host_horizon(cfg: &Config, now: i64) -> i64 {
+    if cfg.host_failure_window == 0 || cfg.host_block_time == 0 {
+        return i64::MIN;
+    }
+    let secs = cfg.host_failure_window.saturating_add(cfg.host_block_time);
+    now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000))
+}
+
+/// Remote hosts with enough failures on all hosts to be blocked, and their
+/// failure times (see [`FLEET_HOSTS`]).
+fn fleet_host_failures(
+    c: &mut Client,
+    cfg: &Config,
+    now: i64,
+    added_since: Option<i64>,
+) -> Result<Vec<(Vec<u8>, Vec<i64>)>> {
+    let rows = c
+        .query(
+            FLEET_HOSTS,
+            &[&host_horizon(cfg, now), &i64::from(cfg.host_failure_limit), &added_since, &&HOST_FAILURES[..]],
+        )
+        .map_err(pg_err("cannot read the fleet's remote hosts"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Write the fleet's host blocks into the local host state files: each
+/// remote host's failures on all hosts, after it was last unblocked here,
+/// replayed by the local rule; a block in force now is written (reason
+/// `fleet_host_failure_limit`, from the failure that reached the limit,
+/// for `host_block_time`) unless the host is in `trusted_hosts` or
+/// already blocked here. Reads `mark.checked`; `apply_locks` moves it.
+fn apply_host_blocks(c: &mut Client, cfg: &Config, mark: &Mark, now: i64) -> Result<Vec<Vec<u8>>> {
+    let limit = cfg.host_failure_limit;
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let found = fleet_host_failures(c, cfg, now, mark.checked)?;
+    let found: Vec<_> = found.into_iter().filter(|(k, _)| !crate::hosts::trusted(cfg, k)).collect();
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let hs = crate::hosts::open(cfg, true)?.expect("created");
+    let mut blocked = Vec::new();
+    for (key, times) in found {
+        let r = hs.update(&key, false, |cur| {
+            let mut h = cur.unwrap_or_else(|| HostState::new(&key));
+            if hosts::block_at(&h, now).is_some() {
+                return Ok((None, None));
+            }
+            // A local `unblock` forgot the failures before it, here.
+            let after = h.unblocked_at.unwrap_or(i64::MIN);
+            let counted: Vec<i64> = times.iter().copied().filter(|&t| t > after).collect();
+            let fleet = hosts::replay(&key, &counted, limit, cfg.host_failure_window, cfg.host_block_time);
+            let Some(b) = hosts::block_at(&fleet, now) else { return Ok((None, None)) };
+            h.block = Some(b.clone());
+            h.fail_times.clear();
+            Ok((Some(h), Some(counted.len())))
+        });
+        match r {
+            Ok(Some(n)) => {
+                sys::syslog(
+                    sys::Priority::Warning,
+                    &format!("useraudit-admin: host {} blocked by the fleet ({n} failures across hosts)", escape(&key)),
+                );
+                blocked.push(key);
+            }
+            Ok(None) => {}
+            // A damaged file: said, and the other hosts are still done.
+            Err(e) => sys::syslog(sys::Priority::Warning, &format!("useraudit-admin: fleet block: {e}")),
+        }
+    }
+    Ok(blocked)
+}
+
+/// `block --fleet` / `unblock --fleet` here: the `user` column holds the
+/// remote host's key. The unblock's time starts the fleet's count here.
+fn apply_host_action(cfg: &Config, key: &[u8], action: &str, note: Option<&[u8]>, time: i64, now: i64) -> Result<()> {
+    if action == "block" {
+        let note = note.map(|b| String::from_utf8_lossy(b).into_owned());
+        crate::hosts::block(cfg, key, note.as_deref(), now).map(|_| ())
+    } else {
+        crate::hosts::unblock_since(cfg, key, now, time.min(now)).map(|_| ())
+    }
+}
+
 /// Apply the admin actions recorded since the last round, in order.
 fn apply_actions(c: &mut Client, cfg: &Config, accounts: &Accounts, mark: &mut Mark, now: i64) -> Result<u64> {
     let rows = c
-        .query("SELECT id, \"user\", action, note FROM fleet_action WHERE id > $1 ORDER BY id", &[&mark.action])
+        .query("SELECT id, \"user\", action, note, time FROM fleet_action WHERE id > $1 ORDER BY id", &[&mark.action])
         .map_err(pg_err("cannot read the fleet's admin actions"))?;
     let mut n = 0;
     for r in &rows {
@@ -421,6 +592,16 @@ fn apply_actions(c: &mut Client, cfg: &Config, accounts: &Accounts, mark: &mut M
         let user: Vec<u8> = r.get(1);
         let action: String = r.get(2);
         let note: Option<Vec<u8>> = r.get(3);
+        if action == "block" || action == "unblock" {
+            // A remote host (its key), not an account.
+            if let Err(e) = apply_host_action(cfg, &user, &action, note.as_deref(), r.get(4), now) {
+                // In trusted_hosts here, a damaged file: said, and not retried.
+                sys::syslog(sys::Priority::Warning, &format!("useraudit-admin: fleet {action} {}: {e}", escape(&user)));
+            }
+            n += 1;
+            mark.action = id;
+            continue;
+        }
         // Only accounts this host knows; others are not here to act on.
         let name = std::str::from_utf8(&user).ok().filter(|n| commands::resolve(accounts, n).is_ok());
         if let Some(name) = name {
@@ -430,10 +611,7 @@ fn apply_actions(c: &mut Client, cfg: &Config, accounts: &Accounts, mark: &mut M
                     let note = note.map(|b| String::from_utf8_lossy(&b).into_owned());
                     commands::lock(cfg, accounts, name, note.as_deref(), now).map(|_| ())
                 }
-                // Hook for `block --fleet` / `unblock --fleet`: their `user`
-                // column holds the remote host, not an account, so match on
-                // the action before the account check above. Until then
-                // they are skipped.
+                // block and unblock are handled above.
                 _ => Ok(()),
             };
             if let Err(e) = done {
@@ -493,12 +671,15 @@ pub fn sync(cfg: &Config, store: &Store, accounts: &Accounts, now: i64) -> Resul
     let host = host_name(f);
     let mut c = connect(f)?;
     let mut mark = read_mark(&cfg.database);
-    let pushed = push(&mut c, store, &host, &mut mark, &cfg.database)?;
+    let keyed = has_rhost_key(&mut c)?;
+    let pushed = push(&mut c, store, &host, &mut mark, &cfg.database, keyed.then_some(cfg.host_ipv6_prefix))?;
     let actions = apply_actions(&mut c, cfg, accounts, &mut mark, now)?;
+    // Before apply_locks, which moves mark.checked to this round.
+    let blocked = if keyed { apply_host_blocks(&mut c, cfg, &mark, now)? } else { Vec::new() };
     let locked = apply_locks(&mut c, cfg, accounts, &mut mark, now)?;
     mark.last_sync = Some(now);
     write_mark(&cfg.database, &mark)?;
-    Ok(Synced { pushed, actions, locked })
+    Ok(Synced { pushed, actions, locked, blocked })
 }
 
 /// `fleet status`.
@@ -654,8 +835,107 @@ pub fn fleet_status(cfg: &Config, users: &[String], now: i64) -> Result<Vec<Flee
     Ok(out)
 }
 
+/// One remote host as `hosts --fleet` shows it: the fields of `hosts`
+/// (`host` is the remote host's key, as there), decided from every host's
+/// entries, and where it was last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetHostRow {
+    pub host: Vec<u8>,
+    /// "active" or "blocked".
+    pub state: &'static str,
+    /// "fleet_host_failure_limit" (the fleet's count) or "admin" (`block
+    /// --fleet`) while blocked.
+    pub reason: Option<&'static str>,
+    /// `block --fleet --reason`.
+    pub note: Option<Vec<u8>>,
+    /// The failures that count now, across hosts (as `hosts` counts them).
+    pub failures: u64,
+    pub last_failure: Option<i64>,
+    pub blocked_at: Option<i64>,
+    pub unblocks_at: Option<i64>,
+    /// The time of its latest entry on any host, and that fleet host.
+    pub last_seen: Option<i64>,
+    pub last_seen_on: Option<String>,
+}
+
+/// Every remote host with counted failures since [`host_horizon`] (after
+/// its last `unblock --fleet`) or blocked by `block --fleet`; the last
+/// admin action of a host decides whether it is blocked by hand.
+const FLEET_HOSTS_VIEW: &str = r#"
+WITH act AS (
+    SELECT DISTINCT ON ("user") "user" AS k, action, time, note FROM fleet_action
+    WHERE action IN ('block', 'unblock') ORDER BY "user", id DESC
+),
+reset AS (
+    SELECT "user" AS k, max(time) AS t FROM fleet_action WHERE action = 'unblock' GROUP BY "user"
+),
+fails AS (
+    SELECT coalesce(f.rhost_key, f.rhost) AS k, array_agg(f.time ORDER BY f.time) AS times
+    FROM fleet_log f LEFT JOIN reset r ON r.k = coalesce(f.rhost_key, f.rhost)
+    WHERE NOT f.success AND f.reason = ANY($2::text[]) AND f.time >= $1 AND f.rhost <> ''::bytea
+      AND (r.t IS NULL OR f.time > r.t)
+    GROUP BY 1
+),
+keys AS (SELECT k FROM fails UNION SELECT k FROM act WHERE action = 'block')
+SELECT keys.k, fails.times, act.action, act.time, act.note, ls.host, ls.time
+FROM keys
+LEFT JOIN fails ON fails.k = keys.k
+LEFT JOIN act ON act.k = keys.k
+LEFT JOIN LATERAL (
+    SELECT l.host, l.time FROM fleet_log l WHERE coalesce(l.rhost_key, l.rhost) = keys.k
+    ORDER BY l.time DESC, l.host DESC LIMIT 1
+) ls ON true
+ORDER BY keys.k
+"#;
+
+/// `hosts --fleet [--blocked]`: the fleet's view of remote hosts, decided by
+/// this host's `host_*` settings (as every host decides for itself; each
+/// host's `trusted_hosts` and local `unblock` still apply there).
+pub fn fleet_hosts(cfg: &Config, blocked_only: bool, now: i64) -> Result<Vec<FleetHostRow>> {
+    let mut c = connect(fleet_of(cfg)?)?;
+    if !has_rhost_key(&mut c)? {
+        return Err(AdminError::Problem(
+            "fleet: the schema in PostgreSQL predates remote hosts: run `useraudit-admin fleet init`".into(),
+        ));
+    }
+    let rows = c
+        .query(FLEET_HOSTS_VIEW, &[&host_horizon(cfg, now), &&HOST_FAILURES[..]])
+        .map_err(pg_err("cannot read the fleet's remote hosts"))?;
+    let (limit, window) = (cfg.host_failure_limit, cfg.host_failure_window);
+    let mut out = Vec::new();
+    for r in &rows {
+        let key: Vec<u8> = r.get(0);
+        let times: Vec<i64> = r.get::<_, Option<Vec<i64>>>(1).unwrap_or_default();
+        let by_hand = r.get::<_, Option<String>>(2).as_deref() == Some("block");
+        let counted = hosts::replay(&key, &times, limit, window, cfg.host_block_time);
+        let fleet_block = hosts::block_at(&counted, now);
+        let (reason, blocked_at, unblocks_at) = match (by_hand, fleet_block) {
+            (true, _) => (Some(hosts::BlockReason::Admin), r.get(3), None),
+            (false, Some(b)) => (Some(b.reason), Some(b.at), b.until),
+            (false, None) => (None, None, None),
+        };
+        if blocked_only && reason.is_none() {
+            continue;
+        }
+        out.push(FleetHostRow {
+            state: if reason.is_some() { "blocked" } else { "active" },
+            reason: reason.map(hosts::BlockReason::as_str),
+            note: if by_hand { r.get(4) } else { None },
+            failures: hosts::failures_at(&counted, window, now) as u64,
+            last_failure: times.last().copied(),
+            blocked_at,
+            unblocks_at,
+            last_seen: r.get(6),
+            last_seen_on: r.get(5),
+            host: key,
+        });
+    }
+    Ok(out)
+}
+
 /// `activate --fleet` / `lock --fleet`: record an admin action (needs the
 /// role `useraudit_fleet_admin`); every host applies it at its next sync.
+/// For `block --fleet` / `unblock --fleet`, `user` is the remote host's key.
 pub fn record_action(cfg: &Config, user: &[u8], action: &str, note: Option<&[u8]>, now: i64) -> Result<()> {
     let f = fleet_of(cfg)?;
     let mut c = connect(f)?;
@@ -670,6 +950,31 @@ pub fn record_action(cfg: &Config, user: &[u8], action: &str, note: Option<&[u8]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_hosts_are_pushed_with_the_key_they_are_counted_under() {
+        assert_eq!(rhost_key(Some(b"2001:db8:1:2::5"), 64), Some(b"2001:db8:1:2::/64".to_vec()));
+        assert_eq!(rhost_key(Some(b"::ffff:192.0.2.1"), 64), Some(b"192.0.2.1".to_vec()));
+        // The remote host as logged is the key: nothing to send.
+        assert_eq!(rhost_key(Some(b"192.0.2.1"), 64), None);
+        assert_eq!(rhost_key(Some(b"scanner.example"), 64), None);
+        assert_eq!(rhost_key(Some(b"2001:db8::5"), 128), None);
+        assert_eq!(rhost_key(Some(b""), 64), None);
+        assert_eq!(rhost_key(None, 64), None);
+    }
+
+    #[test]
+    fn the_host_horizon_covers_a_block_in_force_and_the_failures_that_made_it() {
+        let mut cfg = Config::default();
+        (cfg.host_failure_window, cfg.host_block_time) = (3600, 600);
+        assert_eq!(host_horizon(&cfg, 10_000 * 1_000_000), (10_000 - 4200) * 1_000_000);
+        cfg.host_block_time = 0;
+        assert_eq!(host_horizon(&cfg, 10_000 * 1_000_000), i64::MIN);
+        (cfg.host_failure_window, cfg.host_block_time) = (0, 600);
+        assert_eq!(host_horizon(&cfg, 10_000 * 1_000_000), i64::MIN);
+        (cfg.host_failure_window, cfg.host_block_time) = (u64::MAX, u64::MAX);
+        assert!(host_horizon(&cfg, 0) < 0);
+    }
 
     #[test]
     fn marks_survive_a_round_trip_and_a_missing_file_is_no_mark() {

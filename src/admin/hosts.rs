@@ -102,16 +102,26 @@ pub fn block(cfg: &Config, host: &[u8], reason: Option<&str>, now: i64) -> Resul
 /// `unblock HOST`: lift the block and forget the failures (a damaged file
 /// starts afresh). The key, and whether it was blocked.
 pub fn unblock(cfg: &Config, host: &[u8], now: i64) -> Result<(Vec<u8>, bool)> {
+    unblock_since(cfg, host, now, now)
+}
+
+/// As [`unblock`]; the fleet's count of the host, here, starts after
+/// `since` (`unblock --fleet`: the time it was recorded). With a `[fleet]`
+/// table the file is written also for a host not seen here yet, so that a
+/// fleet block for failures before the unblock does not arrive after it.
+pub fn unblock_since(cfg: &Config, host: &[u8], now: i64, since: i64) -> Result<(Vec<u8>, bool)> {
     let key = key(cfg, host)?;
-    let Some(hs) = open(cfg, false)? else { return Ok((key, false)) };
-    if matches!(hs.get(&key), Ok(None)) {
+    let fleet = cfg.fleet.is_some();
+    let Some(hs) = open(cfg, fleet)? else { return Ok((key, false)) };
+    if !fleet && matches!(hs.get(&key), Ok(None)) {
         return Ok((key, false));
     }
     let was = hs.update(&key, true, |cur| {
-        let Some(mut h) = cur else { return Ok((Some(HostState::new(&key)), false)) };
+        let mut h = cur.unwrap_or_else(|| HostState::new(&key));
         let was = hosts::block_at(&h, now).is_some();
         h.block = None;
         h.fail_times.clear();
+        h.unblocked_at = Some(h.unblocked_at.map_or(since, |t| t.max(since)));
         Ok((Some(h), was))
     })?;
     Ok((key, was))

@@ -200,6 +200,9 @@ enum Command {
         blocked: bool,
         #[arg(long, value_enum, default_value = "table")]
         format: LogFormat,
+        /// The fleet's view: failures counted across hosts, blocks, where each was last seen
+        #[arg(long)]
+        fleet: bool,
     },
     /// Block a remote host (an address, an IPv6 network of host_ipv6_prefix, or a name) until unblock
     Block {
@@ -208,11 +211,17 @@ enum Command {
         /// Why (shown by hosts)
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// On every host of the fleet (recorded in PostgreSQL; hosts apply it at their next sync)
+        #[arg(long)]
+        fleet: bool,
     },
     /// Lift the block of remote hosts and forget their failures
     Unblock {
         #[arg(required = true, value_parser = text_arg())]
         hosts: Vec<Text>,
+        /// On every host of the fleet, and reset the fleet's count (recorded in PostgreSQL; hosts apply it at their next sync)
+        #[arg(long)]
+        fleet: bool,
     },
 }
 
@@ -357,9 +366,23 @@ fn run(cli: Cli) -> Result<Exit, AdminError> {
             report_cmd(&cfg, &mut out, since, until, format, ascii, now)?
         }
         Command::Metrics { output } => metrics(&cfg, &mut out, output, now)?,
-        Command::Hosts { blocked, format } => hosts_cmd(&cfg, &mut out, blocked, format, now)?,
-        Command::Block { host, reason } => block(&cfg, &mut out, &host.0, reason.as_deref(), now)?,
-        Command::Unblock { hosts } => unblock(&cfg, &mut out, &hosts, now)?,
+        Command::Hosts { blocked, format, fleet: true } => fleet_hosts(&cfg, &mut out, blocked, format, now)?,
+        Command::Hosts { blocked, format, fleet: false } => hosts_cmd(&cfg, &mut out, blocked, format, now)?,
+        Command::Block { host, reason, fleet } => {
+            if fleet
+                && !fleet_host_action(&cfg, &mut out, std::slice::from_ref(&host), "block", reason.as_deref(), now)?
+            {
+                Exit::Success
+            } else {
+                block(&cfg, &mut out, &host.0, reason.as_deref(), now)?
+            }
+        }
+        Command::Unblock { hosts, fleet } => {
+            if fleet {
+                fleet_host_action(&cfg, &mut out, &hosts, "unblock", None, now)?;
+            }
+            unblock(&cfg, &mut out, &hosts, now)?
+        }
         Command::Daemon => unreachable!("handled above"),
     };
     out.done()?;
@@ -599,9 +622,33 @@ fn fleet_action(
     Ok(here)
 }
 
-// Hook for `block --fleet` / `unblock --fleet` (remote hosts): record the
-// action with `fleet::record_action` and apply it in `fleet::sync`, as
-// `lock --fleet` does.
+/// `--fleet` on block and unblock: the action is recorded in PostgreSQL
+/// under each host's key (every host applies it at its next sync), then
+/// the caller applies it here at once. False when it must not be applied
+/// here: a block of a host in this host's `trusted_hosts`.
+fn fleet_host_action(
+    cfg: &Config,
+    out: &mut Out,
+    hosts: &[Text],
+    action: &str,
+    note: Option<&str>,
+    now: i64,
+) -> Result<bool, AdminError> {
+    let mut here = true;
+    for h in hosts {
+        if h.0.is_empty() {
+            return Err(AdminError::Refused("an empty host name is not a host".into()));
+        }
+        let key = useraudit_core::hosts::key_for_admin(&h.0, cfg.host_ipv6_prefix);
+        useraudit_admin::fleet::record_action(cfg, &key, action, note.map(str::as_bytes), now)?;
+        out.line(&format!("{}: {action} recorded for the fleet", escape_visible(&key)))?;
+        if action == "block" && useraudit_admin::hosts::trusted(cfg, &key) {
+            out.line(&format!("{}: in trusted_hosts here, so not blocked on this host", escape_visible(&key)))?;
+            here = false;
+        }
+    }
+    Ok(here)
+}
 
 fn fleet(cfg: &Config, out: &mut Out, command: FleetCommand, now: i64) -> Result<Exit, AdminError> {
     use useraudit_admin::fleet;
@@ -616,14 +663,11 @@ fn fleet(cfg: &Config, out: &mut Out, command: FleetCommand, now: i64) -> Result
             let accounts = db.accounts.clone();
             let s = fleet::sync(cfg, db.log_mut()?, &accounts, now)?;
             out.line(&format!(
-                "pushed {}, applied {}, locked by the fleet: {}",
+                "pushed {}, applied {}, locked by the fleet: {}, hosts blocked by the fleet: {}",
                 plural(i64::try_from(s.pushed).unwrap_or(i64::MAX), "entry"),
                 plural(s.actions as i64, "admin action"),
-                if s.locked.is_empty() {
-                    "none".to_string()
-                } else {
-                    s.locked.iter().map(|u| escape_visible(u)).collect::<Vec<_>>().join(", ")
-                }
+                names_or_none(&s.locked),
+                names_or_none(&s.blocked),
             ))?;
         }
         FleetCommand::Status { format } => {
@@ -655,6 +699,85 @@ fn fleet(cfg: &Config, out: &mut Out, command: FleetCommand, now: i64) -> Result
                 return Ok(Exit::Error);
             }
         }
+    }
+    Ok(Exit::Success)
+}
+
+fn names_or_none(names: &[Vec<u8>]) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    names.iter().map(|u| escape_visible(u)).collect::<Vec<_>>().join(", ")
+}
+
+/// `hosts --fleet`: the fields of `hosts`, and `last_seen` / `last_seen_on`
+/// (the fleet host of the remote host's latest entry).
+fn fleet_hosts(cfg: &Config, out: &mut Out, blocked: bool, format: LogFormat, now: i64) -> Result<Exit, AdminError> {
+    let rows = useraudit_admin::fleet::fleet_hosts(cfg, blocked, now)?;
+    if cfg.host_failure_limit == 0 {
+        eprintln!(
+            "useraudit-admin: warning: host_failure_limit is 0 here: the fleet's count is decided with this host's settings, so only block --fleet shows as blocked"
+        );
+    }
+    let fields = |r: &useraudit_admin::fleet::FleetHostRow, text: fn(&[u8]) -> String, absent: &str| {
+        let t = |v: Option<i64>| v.map(rfc3339).unwrap_or_else(|| absent.into());
+        let reason = match (r.reason, &r.note) {
+            (Some(x), Some(n)) if absent == "-" => format!("{x}: {}", text(n)),
+            (Some(x), _) => x.into(),
+            (None, _) => absent.into(),
+        };
+        vec![
+            text(&r.host),
+            r.state.into(),
+            reason,
+            r.failures.to_string(),
+            t(r.last_failure),
+            t(r.blocked_at),
+            t(r.unblocks_at),
+            t(r.last_seen),
+            r.last_seen_on.as_deref().map(|h| text(h.as_bytes())).unwrap_or_else(|| absent.into()),
+        ]
+    };
+    match format {
+        LogFormat::Table => table(
+            out,
+            &[
+                "HOST",
+                "STATE",
+                "REASON",
+                "FAILURES",
+                "LAST FAILURE",
+                "BLOCKED AT",
+                "UNBLOCKS AT",
+                "LAST SEEN",
+                "SEEN ON",
+            ],
+            rows.iter().map(|r| fields(r, escape_visible, "-")).collect(),
+        )?,
+        LogFormat::Csv => {
+            out.line("host,state,reason,failures,last_failure,blocked_at,unblocks_at,last_seen,last_seen_on")?;
+            for r in &rows {
+                out.line(&fields(r, escape, "").iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","))?;
+            }
+        }
+        LogFormat::Json => out.line(&json_text(&Value::Array(
+            rows.iter()
+                .map(|r| {
+                    json!({
+                        "host": jstr(&r.host),
+                        "state": r.state,
+                        "reason": r.reason,
+                        "note": jopt(&r.note),
+                        "failures": r.failures,
+                        "last_failure": jtime(r.last_failure),
+                        "blocked_at": jtime(r.blocked_at),
+                        "unblocks_at": jtime(r.unblocks_at),
+                        "last_seen": jtime(r.last_seen),
+                        "last_seen_on": r.last_seen_on.as_deref().map(|h| jstr(h.as_bytes())),
+                    })
+                })
+                .collect(),
+        )))?,
     }
     Ok(Exit::Success)
 }

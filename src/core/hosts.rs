@@ -20,12 +20,15 @@
 //! file names as for accounts (bytes other than `A-Za-z0-9_-.` written
 //! `%XX`, long keys cut and ended by a SHA-256). The payload
 //! ([`crate::files::Enc`]): key (byte string), blocked (u8 0/1); when
-//! blocked: reason (u8: 1 `host_failure_limit`, 2 `admin`), blocked at
-//! (i64), unblocks at (optional i64), note (byte string); then the failure
-//! times (u32 count, i64 each, oldest first, at most `host_failure_limit`)
-//! and the last failure (optional i64); times in microseconds since the
-//! epoch. A file without an intact record is damaged: an error (answered
-//! with `on_error` by the module), never read as a host with no failures.
+//! blocked: reason (u8: 1 `host_failure_limit`, 2 `admin`, 3
+//! `fleet_host_failure_limit`), blocked at (i64), unblocks at (optional
+//! i64), note (byte string); then the failure times (u32 count, i64 each,
+//! oldest first, at most `host_failure_limit`), the last failure (optional
+//! i64) and when `unblock` last lifted it here (optional i64; written since
+//! the fleet counts hosts, absent in older files: none); times in
+//! microseconds since the epoch. A file without an intact record is
+//! damaged: an error (answered with `on_error` by the module), never read
+//! as a host with no failures.
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -152,6 +155,9 @@ pub fn key_for_admin(text: &[u8], ipv6_prefix: u8) -> Vec<u8> {
 pub enum BlockReason {
     HostFailureLimit,
     Admin,
+    /// The fleet's count: failures from the host on all hosts of the fleet
+    /// together reached `host_failure_limit` (written by the fleet sync).
+    FleetHostFailureLimit,
 }
 
 impl BlockReason {
@@ -159,7 +165,21 @@ impl BlockReason {
         match self {
             BlockReason::HostFailureLimit => "host_failure_limit",
             BlockReason::Admin => "admin",
+            BlockReason::FleetHostFailureLimit => "fleet_host_failure_limit",
         }
+    }
+    /// Its code in the host file.
+    fn code(self) -> u8 {
+        match self {
+            BlockReason::HostFailureLimit => 1,
+            BlockReason::Admin => 2,
+            BlockReason::FleetHostFailureLimit => 3,
+        }
+    }
+    fn from_code(c: u8) -> Option<BlockReason> {
+        [BlockReason::HostFailureLimit, BlockReason::Admin, BlockReason::FleetHostFailureLimit]
+            .into_iter()
+            .find(|r| r.code() == c)
     }
 }
 
@@ -181,11 +201,14 @@ pub struct HostState {
     /// Times of the failures that count, oldest first.
     pub fail_times: Vec<i64>,
     pub last_failure: Option<i64>,
+    /// When `unblock` last lifted the host here: the fleet's count of it,
+    /// here, starts after this time.
+    pub unblocked_at: Option<i64>,
 }
 
 impl HostState {
     pub fn new(key: &[u8]) -> HostState {
-        HostState { key: key.to_vec(), block: None, fail_times: Vec::new(), last_failure: None }
+        HostState { key: key.to_vec(), block: None, fail_times: Vec::new(), last_failure: None, unblocked_at: None }
     }
 }
 
@@ -237,6 +260,25 @@ pub fn record_failure(h: &mut HostState, limit: u32, window: u64, block_time: u6
     true
 }
 
+/// The fleet's count of one remote host: its failures on every host of the
+/// fleet (times in order, oldest first) replayed through
+/// [`record_failure`], as if one host had seen them all. The result holds
+/// the block in force (see [`block_at`]; its reason is
+/// [`BlockReason::FleetHostFailureLimit`]) and the failures that count, so
+/// the fleet follows the local rules exactly: the Nth failure within the
+/// window blocks from its own time for `block_time`, the failures that did
+/// so are cleared, and failures during a block neither count nor extend it.
+pub fn replay(key: &[u8], times: &[i64], limit: u32, window: u64, block_time: u64) -> HostState {
+    let mut h = HostState::new(key);
+    for &t in times {
+        record_failure(&mut h, limit, window, block_time, t);
+    }
+    if let Some(b) = &mut h.block {
+        b.reason = BlockReason::FleetHostFailureLimit;
+    }
+    h
+}
+
 /// Host state files (`DATABASE.hosts/`).
 #[derive(Debug, Clone, Copy)]
 pub struct HostCodec;
@@ -257,10 +299,7 @@ impl Codec for HostCodec {
             None => p.u8(0),
             Some(b) => {
                 p.u8(1);
-                p.u8(match b.reason {
-                    BlockReason::HostFailureLimit => 1,
-                    BlockReason::Admin => 2,
-                });
+                p.u8(b.reason.code());
                 p.i64(b.at);
                 p.opt_i64(b.until);
                 p.bytes(b.note.as_deref());
@@ -271,6 +310,7 @@ impl Codec for HostCodec {
             p.i64(*t);
         }
         p.opt_i64(h.last_failure);
+        p.opt_i64(h.unblocked_at);
         p.0
     }
     fn decode(b: &[u8]) -> Result<HostState, String> {
@@ -280,11 +320,7 @@ impl Codec for HostCodec {
             let block = match d.u8()? {
                 0 => None,
                 1 => Some(Block {
-                    reason: match d.u8()? {
-                        1 => BlockReason::HostFailureLimit,
-                        2 => BlockReason::Admin,
-                        _ => return None,
-                    },
+                    reason: BlockReason::from_code(d.u8()?)?,
                     at: d.i64()?,
                     until: d.opt_i64()?,
                     note: d.bytes()?,
@@ -296,7 +332,10 @@ impl Codec for HostCodec {
             for _ in 0..n {
                 fail_times.push(d.i64()?);
             }
-            Some(HostState { key, block, fail_times, last_failure: d.opt_i64()? })
+            let last_failure = d.opt_i64()?;
+            // Written since the fleet counts hosts; absent before.
+            let unblocked_at = if d.is_empty() { None } else { d.opt_i64()? };
+            Some(HostState { key, block, fail_times, last_failure, unblocked_at })
         })();
         match h {
             Some(h) if d.is_empty() => Ok(h),
@@ -385,14 +424,66 @@ mod tests {
     }
 
     #[test]
+    fn the_fleet_replays_the_local_rule_over_every_hosts_failures() {
+        let m = MICROS;
+        // 5 failures (limit 5, window 60 s, blocked for 600 s): blocked
+        // from the 5th, whichever hosts saw them.
+        let h = replay(b"k", &[0, m, 2 * m, 3 * m, 4 * m], 5, 60, 600);
+        let b = block_at(&h, 5 * m).unwrap();
+        assert_eq!((b.reason, b.at, b.until), (BlockReason::FleetHostFailureLimit, 4 * m, Some(604 * m)));
+        assert_eq!(failures_at(&h, 60, 5 * m), 0, "cleared by the block");
+        // Failures during the block (hosts that had not synced yet) neither
+        // count nor extend it; after it, the count starts from none.
+        let h = replay(b"k", &[0, m, 2 * m, 3 * m, 4 * m, 5 * m, 6 * m, 700 * m], 5, 60, 600);
+        assert!(block_at(&h, 604 * m).is_none());
+        assert_eq!(failures_at(&h, 60, 701 * m), 1);
+        // Too few within the window: no block.
+        let h = replay(b"k", &[0, 100 * m, 200 * m, 300 * m, 400 * m], 5, 60, 600);
+        assert!(h.block.is_none());
+        assert_eq!(failures_at(&h, 60, 400 * m), 1);
+        // A block time of 0: until unblocked.
+        let h = replay(b"k", &[1, 2], 2, 0, 0);
+        assert_eq!(block_at(&h, i64::MAX).map(|b| b.until), Some(None));
+        assert!(replay(b"k", &[], 2, 0, 0).block.is_none());
+    }
+
+    #[test]
     fn records_round_trip() {
         let mut h = HostState::new(b"\x00../%x");
         h.fail_times = vec![1, 2];
         h.last_failure = Some(2);
         h.block = Some(Block { reason: BlockReason::Admin, at: 5, until: None, note: Some(b"n".to_vec()) });
         assert_eq!(HostCodec::decode(&HostCodec::encode(&h)).unwrap(), h);
+        h.unblocked_at = Some(9);
+        h.block = Some(Block { reason: BlockReason::FleetHostFailureLimit, at: 5, until: Some(7), note: None });
+        assert_eq!(HostCodec::decode(&HostCodec::encode(&h)).unwrap(), h);
         let mut e = HostCodec::encode(&h);
         e.push(0);
         assert!(HostCodec::decode(&e).is_err());
+    }
+
+    #[test]
+    fn files_written_before_the_fleet_counted_hosts_are_read() {
+        // The payload as it was: no `unblocked_at` at the end.
+        let mut p = Enc::default();
+        p.bytes(Some(b"192.0.2.1"));
+        p.u8(1);
+        p.u8(1);
+        p.i64(5);
+        p.opt_i64(Some(6));
+        p.bytes(None);
+        p.u32(1);
+        p.i64(4);
+        p.opt_i64(Some(4));
+        let h = HostCodec::decode(&p.0).unwrap();
+        assert_eq!(
+            h.block.as_ref().map(|b| (b.reason, b.at, b.until)),
+            Some((BlockReason::HostFailureLimit, 5, Some(6)))
+        );
+        assert_eq!((h.fail_times, h.last_failure, h.unblocked_at), (vec![4], Some(4), None));
+        // An unknown reason code is damage, never a host without a block.
+        let mut bad = p.0.clone();
+        bad[4 + 9 + 1] = 9;
+        assert!(HostCodec::decode(&bad).is_err());
     }
 }
