@@ -567,3 +567,46 @@ fn entries_after_retention_emptied_the_log_still_arrive_and_metrics_show_the_syn
     assert_eq!(pg.count("SELECT count(*) FROM fleet_log WHERE \"user\" = 'carol'"), 1);
     assert_eq!(pg.count("SELECT count(DISTINCT local_id) FROM fleet_log"), 3);
 }
+
+#[test]
+fn a_host_without_a_mark_takes_the_fleets_standing_and_never_replays_an_old_activate() {
+    if skip() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = cluster(&["h1", "h2"]) else { return };
+    let h1 = host_sandbox(&pg, "h1", "h1", "");
+    assert!(h1.login("bob", PASSWORD, RHOST).ok);
+    let admin = host_sandbox(&pg, "fadmin", "console", "");
+    admin.admin_ok(&["activate", "--fleet", "carol"]);
+    admin.admin_ok(&["lock", "--fleet", "dave"]);
+    admin.admin_ok(&["lock", "--fleet", "erin"]);
+    admin.admin_ok(&["activate", "--fleet", "erin"]);
+    h1.admin_ok(&["fleet", "sync"]);
+    assert_eq!(h1.status("dave")["state"], "disabled");
+    // carol is locked here by this host's administrator, after the
+    // fleet's activate of her; then the sync mark is lost.
+    assert!(h1.login("carol", PASSWORD, RHOST).ok);
+    h1.admin_ok(&["lock", "carol"]);
+    assert_eq!(h1.status("carol")["reason"], "admin");
+    let mark = {
+        let mut p = h1.db.clone().into_os_string();
+        p.push(".fleet");
+        std::path::PathBuf::from(p)
+    };
+    std::fs::remove_file(&mark).unwrap();
+    h1.admin_ok(&["fleet", "sync"]);
+    // Nothing was pushed twice.
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_log WHERE host = 'h1'") as usize, local_count(&h1));
+    assert_eq!(h1.status("carol")["reason"], "admin", "an old activate --fleet was applied again");
+    assert!(!h1.login("carol", PASSWORD, RHOST).ok);
+    assert_eq!(h1.status("dave")["state"], "disabled");
+    // A host new to the fleet: the latest action of each name.
+    let h2 = host_sandbox(&pg, "h2", "h2", "");
+    assert!(h2.login("bob", PASSWORD, RHOST).ok);
+    let out = h2.admin_ok(&["fleet", "sync"]);
+    assert!(out.contains("applied 1 admin action"), "{out}");
+    assert_eq!(h2.status("dave")["state"], "disabled");
+    assert!(h2.login("erin", PASSWORD, RHOST).ok);
+    assert!(std::fs::read_to_string(&mark).unwrap().contains("action=4"));
+}

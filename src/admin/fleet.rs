@@ -220,7 +220,8 @@ pub struct Mark {
     /// The identity of the local log that `pushed` counts in.
     pub generation: Option<i64>,
     /// The last fleet admin action applied here.
-    pub action: i64,
+    /// None: no mark (a host new to the fleet, or its mark lost).
+    pub action: Option<i64>,
     /// When a sync last completed (microseconds).
     pub last_sync: Option<i64>,
     /// The server's clock when the fleet lockout was last looked at.
@@ -248,7 +249,7 @@ pub fn read_mark(db: &Path) -> Mark {
         match k.trim() {
             "pushed" => m.pushed = Some(n),
             "generation" => m.generation = Some(n),
-            "action" => m.action = n,
+            "action" => m.action = Some(n),
             "last_sync" => m.last_sync = Some(n),
             "checked" => m.checked = Some(n),
             _ => {}
@@ -267,7 +268,7 @@ fn write_mark(db: &Path, m: &Mark) -> Result<()> {
         s.push(format!(".tmp.{}", std::process::id()));
         PathBuf::from(s)
     };
-    let mut text = format!("action={}\n", m.action);
+    let mut text = m.action.map(|a| format!("action={a}\n")).unwrap_or_default();
     if let (Some(p), Some(g)) = (m.pushed, m.generation) {
         text.push_str(&format!("generation={g}\npushed={p}\n"));
     }
@@ -583,9 +584,30 @@ fn apply_host_action(cfg: &Config, key: &[u8], action: &str, note: Option<&[u8]>
 
 /// Apply the admin actions recorded since the last round, in order.
 fn apply_actions(c: &mut Client, cfg: &Config, accounts: &Accounts, mark: &mut Mark, now: i64) -> Result<u64> {
-    let rows = c
-        .query("SELECT id, \"user\", action, note, time FROM fleet_action WHERE id > $1 ORDER BY id", &[&mark.action])
-        .map_err(pg_err("cannot read the fleet's admin actions"))?;
+    let rows = match mark.action {
+        Some(after) => {
+            c.query("SELECT id, \"user\", action, note, time FROM fleet_action WHERE id > $1 ORDER BY id", &[&after])
+        }
+        // No mark: the fleet's standing, not its history. Of each name and
+        // each remote host, the latest action, when it locks or blocks; an
+        // old activate or unblock is not applied again, as it could lift a
+        // lock made here since.
+        None => {
+            let upto: i64 = c
+                .query_one("SELECT coalesce(max(id), 0) FROM fleet_action", &[])
+                .map_err(pg_err("cannot read the fleet's admin actions"))?
+                .get(0);
+            mark.action = Some(upto);
+            c.query(
+                "SELECT id, \"user\", action, note, time FROM (
+                     SELECT DISTINCT ON (\"user\", action IN ('block', 'unblock')) * FROM fleet_action
+                     WHERE id <= $1 ORDER BY \"user\", action IN ('block', 'unblock'), id DESC
+                 ) latest WHERE action IN ('lock', 'block') ORDER BY id",
+                &[&upto],
+            )
+        }
+    }
+    .map_err(pg_err("cannot read the fleet's admin actions"))?;
     let mut n = 0;
     for r in &rows {
         let id: i64 = r.get(0);
@@ -599,7 +621,7 @@ fn apply_actions(c: &mut Client, cfg: &Config, accounts: &Accounts, mark: &mut M
                 sys::syslog(sys::Priority::Warning, &format!("useraudit-admin: fleet {action} {}: {e}", escape(&user)));
             }
             n += 1;
-            mark.action = id;
+            mark.action = Some(mark.action.unwrap_or(id).max(id));
             continue;
         }
         // Only accounts this host knows; others are not here to act on.
@@ -620,7 +642,7 @@ fn apply_actions(c: &mut Client, cfg: &Config, accounts: &Accounts, mark: &mut M
             }
             n += 1;
         }
-        mark.action = id;
+        mark.action = Some(mark.action.unwrap_or(id).max(id));
     }
     Ok(n)
 }
@@ -981,7 +1003,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let db = d.path().join("u.db");
         assert_eq!(read_mark(&db), Mark::default());
-        let m = Mark { pushed: Some(42), generation: Some(-7), action: 3, last_sync: Some(99), checked: Some(5) };
+        let m = Mark { pushed: Some(42), generation: Some(-7), action: Some(3), last_sync: Some(99), checked: Some(5) };
         write_mark(&db, &m).unwrap();
         assert_eq!(read_mark(&db), m);
     }
