@@ -390,9 +390,9 @@ fn push(c: &mut Client, store: &Store, host: &str, mark: &mut Mark, db: &Path, k
     Ok(total)
 }
 
-/// The most failures counted per name: enough for any `failure_limit`
-/// shown in practice, and a bound on what one round reads for a name that
-/// sprays aim at and that never succeeds (shown as "at least").
+/// The most failures `status --fleet` counts per name (a sync round counts
+/// up to `failure_limit` only: that decides, and a round reads no more of a
+/// name that sprays aim at and that never succeeds).
 const COUNT_CAP: i64 = 1_000;
 
 /// The names the fleet lockout locks now: failures (`reason = 'auth'`)
@@ -430,8 +430,8 @@ CROSS JOIN LATERAL (
 WHERE n.count >= $2
 "#;
 
-/// Names locked fleet-wide at `now`: (name, failures up to [`COUNT_CAP`],
-/// last failure). With `added_since` (the server's clock, microseconds),
+/// Names locked fleet-wide at `now`: (name, failures up to `cap` (at least
+/// the limit), last failure). With `added_since` (the server's clock, microseconds),
 /// only names with entries added since then (less 5 minutes, for
 /// transactions that were still open) are looked at: a decision changes
 /// only with new facts. With `names`, only those.
@@ -441,6 +441,7 @@ fn fleet_locks(
     now: i64,
     added_since: Option<i64>,
     names: &[Vec<u8>],
+    cap: i64,
 ) -> Result<Vec<(Vec<u8>, i64, i64)>> {
     let f = fleet_of(cfg)?;
     let limit = f.limit(cfg);
@@ -452,7 +453,9 @@ fn fleet_locks(
     } else {
         i64::MIN
     };
-    let cap = COUNT_CAP.max(i64::from(limit));
+    // A small LIMIT also keeps the planner on the ordered index scan, which
+    // stops early, for names whose failures it underestimates.
+    let cap = cap.max(i64::from(limit));
     let rows = c
         .query(FLEET_LOCKS, &[&since, &i64::from(limit), &added_since, &names, &cap])
         .map_err(pg_err("cannot read the fleet lockout"))?;
@@ -654,7 +657,7 @@ fn apply_locks(c: &mut Client, cfg: &Config, accounts: &Accounts, mark: &mut Mar
         .query_one("SELECT (extract(epoch FROM now()) * 1000000)::bigint", &[])
         .map_err(pg_err("cannot read the server's clock"))?
         .get(0);
-    for (user, n, last) in fleet_locks(c, cfg, now, mark.checked, &[])? {
+    for (user, n, last) in fleet_locks(c, cfg, now, mark.checked, &[], 0)? {
         let info = match sys::lookup_user(&user) {
             Lookup::Found(u) => u,
             _ => continue,
@@ -814,7 +817,7 @@ pub fn fleet_status(cfg: &Config, users: &[String], now: i64) -> Result<Vec<Flee
     let mut names: Vec<Vec<u8>> = users.iter().map(|u| u.as_bytes().to_vec()).collect();
     names.sort();
     names.dedup();
-    let locks = fleet_locks(&mut c, cfg, now, None, &names)?;
+    let locks = fleet_locks(&mut c, cfg, now, None, &names, COUNT_CAP)?;
     // Named: each name's newest entry by the index on ("user", time).
     let rows = if names.is_empty() {
         c.query(
