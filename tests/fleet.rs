@@ -18,12 +18,8 @@ use serde_json::Value;
 
 #[test]
 fn every_entry_arrives_once_also_across_an_outage_and_repeats() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let hosts = ["h1", "h2", "h3"];
-    let Some(pg) = cluster(&hosts) else { return };
+    let Some((_one, pg)) = fleet_test(&hosts) else { return };
     let sbs: Vec<Sandbox> = hosts.iter().map(|h| host_sandbox(&pg, h, h, "")).collect();
     for (i, sb) in sbs.iter().enumerate() {
         for _ in 0..=i {
@@ -92,12 +88,8 @@ fn every_entry_arrives_once_also_across_an_outage_and_repeats() {
 
 #[test]
 fn daemons_carry_every_entry_once_across_a_30_s_outage_and_local_lockout_holds_meanwhile() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let hosts = ["h1", "h2", "h3"];
-    let Some(pg) = cluster(&hosts) else { return };
+    let Some((_one, pg)) = fleet_test(&hosts) else { return };
     let sbs: Vec<Sandbox> = hosts.iter().map(|h| host_sandbox(&pg, h, h, "")).collect();
     for sb in &sbs {
         // The database exists before its daemon starts.
@@ -191,11 +183,7 @@ fn fleet_rows(c: &mut postgres::Client, host: &str) -> FleetRows {
 
 #[test]
 fn a_daemon_killed_in_the_middle_of_a_push_10_times_loses_and_duplicates_nothing() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1"]) else { return };
+    let Some((_one, pg)) = fleet_test(&["h1"]) else { return };
     let sb = host_sandbox(&pg, "h1", "h1", "");
     // Make the database, then fill it with many entries: their push takes
     // 16 batches (one transaction each), of which each of the 10 rounds
@@ -280,13 +268,7 @@ fn local_count_all(sb: &Sandbox) -> usize {
 
 #[test]
 fn failures_on_several_hosts_lock_the_name_everywhere_until_activate_fleet() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1", "h2", "h3"]) else {
-        return;
-    };
+    let Some((_one, pg)) = fleet_test(&["h1", "h2", "h3"]) else { return };
     let a = host_sandbox(&pg, "h1", "h1", "");
     let b = host_sandbox(&pg, "h2", "h2", "");
     let c = host_sandbox(&pg, "h3", "h3", "");
@@ -343,13 +325,7 @@ fn failures_on_several_hosts_lock_the_name_everywhere_until_activate_fleet() {
 
 #[test]
 fn lock_fleet_disables_the_name_on_every_host() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1", "h2"]) else {
-        return;
-    };
+    let Some((_one, pg)) = fleet_test(&["h1", "h2"]) else { return };
     let a = host_sandbox(&pg, "h1", "h1", "");
     let b = host_sandbox(&pg, "h2", "h2", "");
     for sb in [&a, &b] {
@@ -373,11 +349,7 @@ fn lock_fleet_disables_the_name_on_every_host() {
 
 #[test]
 fn a_host_role_cannot_change_history_or_record_admin_actions() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1"]) else { return };
+    let Some((_one, pg)) = fleet_test(&["h1"]) else { return };
     let sb = host_sandbox(&pg, "h1", "h1", "");
     assert!(!sb.login("erin", "wrong", RHOST).ok);
     sb.admin_ok(&["fleet", "sync"]);
@@ -406,13 +378,7 @@ fn a_host_role_cannot_change_history_or_record_admin_actions() {
 
 #[test]
 fn daemons_spread_a_spray_lock_to_every_host_and_activate_fleet_lifts_it() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1", "h2", "h3"]) else {
-        return;
-    };
+    let Some((_one, pg)) = fleet_test(&["h1", "h2", "h3"]) else { return };
     let hosts: Vec<Sandbox> = ["h1", "h2", "h3"].iter().map(|h| host_sandbox(&pg, h, h, "")).collect();
     for sb in &hosts {
         // The database exists before its daemon starts.
@@ -449,11 +415,7 @@ fn daemons_spread_a_spray_lock_to_every_host_and_activate_fleet_lifts_it() {
 
 #[test]
 fn tls_with_a_self_signed_certificate_connects_with_sslmode_require() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1"]) else { return };
+    let Some((_one, pg)) = fleet_test(&["h1"]) else { return };
     pg.stop();
     let d = pg.dir.path();
     let (crt, key) = (d.join("server.crt"), d.join("server.key"));
@@ -510,11 +472,7 @@ fn tls_with_a_self_signed_certificate_connects_with_sslmode_require() {
 
 #[test]
 fn a_database_moved_aside_and_replaced_still_pushes_every_entry() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1"]) else { return };
+    let Some((_one, pg)) = fleet_test(&["h1"]) else { return };
     let sb = host_sandbox(&pg, "h1", "h1", "");
     for _ in 0..3 {
         assert!(sb.login("bob", PASSWORD, RHOST).ok);
@@ -539,11 +497,7 @@ fn a_database_moved_aside_and_replaced_still_pushes_every_entry() {
 
 #[test]
 fn entries_after_retention_emptied_the_log_still_arrive_and_metrics_show_the_sync() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1"]) else { return };
+    let Some((_one, pg)) = fleet_test(&["h1"]) else { return };
     let mut sb = host_sandbox(&pg, "h1", "h1", "retention_days = 1");
     let metric = |sb: &Sandbox, name: &str| -> Option<String> {
         let text = sb.admin_ok(&["metrics"]);
@@ -570,11 +524,7 @@ fn entries_after_retention_emptied_the_log_still_arrive_and_metrics_show_the_syn
 
 #[test]
 fn a_host_without_a_mark_takes_the_fleets_standing_and_never_replays_an_old_activate() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1", "h2"]) else { return };
+    let Some((_one, pg)) = fleet_test(&["h1", "h2"]) else { return };
     let h1 = host_sandbox(&pg, "h1", "h1", "");
     assert!(h1.login("bob", PASSWORD, RHOST).ok);
     let admin = host_sandbox(&pg, "fadmin", "console", "");

@@ -37,11 +37,7 @@ fn refused(pg: &Pg, role: &str, sql: &str) -> String {
 
 #[test]
 fn a_host_role_adds_entries_only_under_the_host_name_it_claimed() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1", "h2"]) else { return };
+    let Some((_one, pg)) = fleet_test(&["h1", "h2"]) else { return };
     let h1 = host_sandbox(&pg, "h1", "h1", "");
     let h2 = host_sandbox(&pg, "h2", "h2", "");
     for sb in [&h1, &h2] {
@@ -91,11 +87,7 @@ fn a_host_role_adds_entries_only_under_the_host_name_it_claimed() {
 
 #[test]
 fn fleet_init_on_a_schema_without_claims_gives_each_host_name_to_the_role_that_added_it() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1", "h2"]) else { return };
+    let Some((_one, pg)) = fleet_test(&["h1", "h2"]) else { return };
     for h in ["h1", "h2"] {
         let sb = host_sandbox(&pg, h, h, "");
         assert!(sb.login("bob", PASSWORD, RHOST).ok);
@@ -115,11 +107,7 @@ fn fleet_init_on_a_schema_without_claims_gives_each_host_name_to_the_role_that_a
 
 #[test]
 fn password_file_against_a_server_that_asks_for_a_password() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1"]) else { return };
+    let Some((_one, pg)) = fleet_test(&["h1"]) else { return };
     pg.psql("ALTER ROLE h1 PASSWORD 'correct horse'");
     pg.stop();
     // The superuser keeps trust (the tests' own connections); every other
@@ -209,11 +197,7 @@ fn make_cert(dir: &Path, ca: &str, name: &str, cn: &str, san: Option<&str>) {
 
 #[test]
 fn tls_verify_full_with_a_private_authority_and_a_client_certificate() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&["h1"]) else { return };
+    let Some((_one, pg)) = fleet_test(&["h1"]) else { return };
     pg.stop();
     let d = pg.dir.path();
     let certs = tempfile::tempdir().unwrap();

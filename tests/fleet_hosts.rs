@@ -79,11 +79,7 @@ fn assert_refused(sb: &Sandbox, rhost: &str) {
 
 #[test]
 fn a_spray_over_three_hosts_blocks_the_address_on_every_host() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&HOSTS) else { return };
+    let Some((_one, pg)) = fleet_test(&HOSTS) else { return };
     let sbs: Vec<Sandbox> = HOSTS.iter().map(|h| host_sandbox(&pg, h, h, LIMIT)).collect();
     spray(&sbs, &[SPRAY]);
     for sb in &sbs {
@@ -134,11 +130,7 @@ fn a_spray_over_three_hosts_blocks_the_address_on_every_host() {
 
 #[test]
 fn a_trusted_network_is_never_blocked_by_the_fleet() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&HOSTS) else { return };
+    let Some((_one, pg)) = fleet_test(&HOSTS) else { return };
     let trusting = format!("{LIMIT}trusted_hosts = [\"203.0.113.0/24\"]\n");
     let sbs = [
         host_sandbox(&pg, "h1", "h1", LIMIT),
@@ -169,11 +161,7 @@ fn a_trusted_network_is_never_blocked_by_the_fleet() {
 
 #[test]
 fn block_and_unblock_fleet_need_the_fleet_administrator_and_reach_every_host() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&HOSTS) else { return };
+    let Some((_one, pg)) = fleet_test(&HOSTS) else { return };
     let sbs: Vec<Sandbox> = HOSTS.iter().map(|h| host_sandbox(&pg, h, h, LIMIT)).collect();
     let (scanner, net) = ("192.0.2.66", "2001:db8:7:7::1");
     for sb in &sbs {
@@ -243,11 +231,7 @@ fn block_and_unblock_fleet_need_the_fleet_administrator_and_reach_every_host() {
 
 #[test]
 fn an_ipv6_spray_from_one_network_counts_as_one_host() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&HOSTS) else { return };
+    let Some((_one, pg)) = fleet_test(&HOSTS) else { return };
     let sbs: Vec<Sandbox> = HOSTS.iter().map(|h| host_sandbox(&pg, h, h, LIMIT)).collect();
     let addrs = ["2001:db8:5:5::1", "2001:db8:5:5::2", "2001:db8:5:5:a::3", "2001:db8:5:5::4", "2001:db8:5:5::5"];
     spray(&sbs, &addrs);
@@ -269,11 +253,7 @@ fn an_ipv6_spray_from_one_network_counts_as_one_host() {
 
 #[test]
 fn entries_pushed_before_the_schema_had_host_keys_still_count() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&HOSTS) else { return };
+    let Some((_one, pg)) = fleet_test(&HOSTS) else { return };
     // The schema as it was before remote hosts were counted.
     let mut c = pg.client("postgres");
     c.batch_execute("ALTER TABLE fleet_log DROP COLUMN rhost_key").unwrap();
@@ -301,11 +281,7 @@ fn entries_pushed_before_the_schema_had_host_keys_still_count() {
 
 #[test]
 fn daemons_block_a_spraying_address_on_every_host_and_unblock_fleet_lifts_it() {
-    if skip() {
-        return;
-    }
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = cluster(&HOSTS) else { return };
+    let Some((_one, pg)) = fleet_test(&HOSTS) else { return };
     let sbs: Vec<Sandbox> = HOSTS.iter().map(|h| host_sandbox(&pg, h, h, LIMIT)).collect();
     for sb in &sbs {
         // The database exists before its daemon starts.

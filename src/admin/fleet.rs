@@ -817,6 +817,11 @@ pub fn fleet_status(cfg: &Config, users: &[String], now: i64) -> Result<Vec<Flee
     let mut names: Vec<Vec<u8>> = users.iter().map(|u| u.as_bytes().to_vec()).collect();
     names.sort();
     names.dedup();
+    // Counting up to COUNT_CAP, the planner may take a bitmap scan of all of
+    // a name's failures (it does not know how many a sprayed name has); the
+    // ordered index scan stops at the cap. This connection serves this
+    // command only.
+    c.batch_execute("SET enable_bitmapscan = off").map_err(pg_err("cannot set up the query"))?;
     let locks = fleet_locks(&mut c, cfg, now, None, &names, COUNT_CAP)?;
     // Named: each name's newest entry by the index on ("user", time).
     let rows = if names.is_empty() {
@@ -860,24 +865,14 @@ pub fn fleet_status(cfg: &Config, users: &[String], now: i64) -> Result<Vec<Flee
     Ok(out)
 }
 
-/// One remote host as `hosts --fleet` shows it: the fields of `hosts`
-/// (`host` is the remote host's key, as there), decided from every host's
-/// entries, and where it was last seen.
+/// One remote host as `hosts --fleet` shows it: the row of `hosts` (`host`
+/// is the remote host's key, as there; the reason `fleet_host_failure_limit`
+/// for the fleet's count or `admin` for `block --fleet`; the failures that
+/// count now across hosts), decided from every host's entries, and where it
+/// was last seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetHostRow {
-    pub host: Vec<u8>,
-    /// "active" or "blocked".
-    pub state: &'static str,
-    /// "fleet_host_failure_limit" (the fleet's count) or "admin" (`block
-    /// --fleet`) while blocked.
-    pub reason: Option<&'static str>,
-    /// `block --fleet --reason`.
-    pub note: Option<Vec<u8>>,
-    /// The failures that count now, across hosts (as `hosts` counts them).
-    pub failures: u64,
-    pub last_failure: Option<i64>,
-    pub blocked_at: Option<i64>,
-    pub unblocks_at: Option<i64>,
+    pub row: crate::hosts::HostRow,
     /// The time of its latest entry on any host, and that fleet host.
     pub last_seen: Option<i64>,
     pub last_seen_on: Option<String>,
@@ -942,7 +937,7 @@ pub fn fleet_hosts(cfg: &Config, blocked_only: bool, now: i64) -> Result<Vec<Fle
         if blocked_only && reason.is_none() {
             continue;
         }
-        out.push(FleetHostRow {
+        let row = crate::hosts::HostRow {
             state: if reason.is_some() { "blocked" } else { "active" },
             reason: reason.map(hosts::BlockReason::as_str),
             note: if by_hand { r.get(4) } else { None },
@@ -950,10 +945,9 @@ pub fn fleet_hosts(cfg: &Config, blocked_only: bool, now: i64) -> Result<Vec<Fle
             last_failure: times.last().copied(),
             blocked_at,
             unblocks_at,
-            last_seen: r.get(6),
-            last_seen_on: r.get(5),
             host: key,
-        });
+        };
+        out.push(FleetHostRow { row, last_seen: r.get(6), last_seen_on: r.get(5) });
     }
     Ok(out)
 }

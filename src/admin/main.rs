@@ -719,66 +719,9 @@ fn fleet_hosts(cfg: &Config, out: &mut Out, blocked: bool, format: LogFormat, no
             "useraudit-admin: warning: host_failure_limit is 0 here: the fleet's count is decided with this host's settings, so only block --fleet shows as blocked"
         );
     }
-    let fields = |r: &useraudit_admin::fleet::FleetHostRow, text: fn(&[u8]) -> String, absent: &str| {
-        let t = |v: Option<i64>| v.map(rfc3339).unwrap_or_else(|| absent.into());
-        let reason = match (r.reason, &r.note) {
-            (Some(x), Some(n)) if absent == "-" => format!("{x}: {}", text(n)),
-            (Some(x), _) => x.into(),
-            (None, _) => absent.into(),
-        };
-        vec![
-            text(&r.host),
-            r.state.into(),
-            reason,
-            r.failures.to_string(),
-            t(r.last_failure),
-            t(r.blocked_at),
-            t(r.unblocks_at),
-            t(r.last_seen),
-            r.last_seen_on.as_deref().map(|h| text(h.as_bytes())).unwrap_or_else(|| absent.into()),
-        ]
-    };
-    match format {
-        LogFormat::Table => table(
-            out,
-            &[
-                "HOST",
-                "STATE",
-                "REASON",
-                "FAILURES",
-                "LAST FAILURE",
-                "BLOCKED AT",
-                "UNBLOCKS AT",
-                "LAST SEEN",
-                "SEEN ON",
-            ],
-            rows.iter().map(|r| fields(r, escape_visible, "-")).collect(),
-        )?,
-        LogFormat::Csv => {
-            out.line("host,state,reason,failures,last_failure,blocked_at,unblocks_at,last_seen,last_seen_on")?;
-            for r in &rows {
-                out.line(&fields(r, escape, "").iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","))?;
-            }
-        }
-        LogFormat::Json => out.line(&json_text(&Value::Array(
-            rows.iter()
-                .map(|r| {
-                    json!({
-                        "host": jstr(&r.host),
-                        "state": r.state,
-                        "reason": r.reason,
-                        "note": jopt(&r.note),
-                        "failures": r.failures,
-                        "last_failure": jtime(r.last_failure),
-                        "blocked_at": jtime(r.blocked_at),
-                        "unblocks_at": jtime(r.unblocks_at),
-                        "last_seen": jtime(r.last_seen),
-                        "last_seen_on": r.last_seen_on.as_deref().map(|h| jstr(h.as_bytes())),
-                    })
-                })
-                .collect(),
-        )))?,
-    }
+    let seen: Vec<_> = rows.iter().map(|r| (r.last_seen, r.last_seen_on.as_deref())).collect();
+    let hosts: Vec<HostRow> = rows.iter().map(|r| r.row.clone()).collect();
+    write_hosts(out, format, &hosts, Some(&seen))?;
     Ok(Exit::Success)
 }
 
@@ -1106,20 +1049,23 @@ fn metrics(cfg: &Config, out: &mut Out, output: Option<PathBuf>, now: i64) -> Re
     Ok(Exit::Success)
 }
 
-/// `hosts`: every host with recorded state; hosts whose files cannot be
-/// read are reported on stderr, and the exit code is then 1.
-fn hosts_cmd(cfg: &Config, out: &mut Out, blocked: bool, format: LogFormat, now: i64) -> Result<Exit, AdminError> {
-    let db = commands::open_store(cfg)?;
-    warn_unmerged(&db);
-    let (rows, problems) = useraudit_admin::hosts::list(cfg, blocked, now)?;
-    let fields = |r: &HostRow, text: fn(&[u8]) -> String, absent: &str| -> Vec<String> {
+/// The rows of `hosts`, and with `seen` (`hosts --fleet`) each one's
+/// `last_seen` and `last_seen_on` after them.
+fn write_hosts(
+    out: &mut Out,
+    format: LogFormat,
+    rows: &[HostRow],
+    seen: Option<&[(Option<i64>, Option<&str>)]>,
+) -> Result<(), AdminError> {
+    let fields = |i: usize, text: fn(&[u8]) -> String, absent: &str| -> Vec<String> {
+        let r = &rows[i];
         let t = |v: Option<i64>| v.map(rfc3339).unwrap_or_else(|| absent.into());
         let reason = match (r.reason, &r.note) {
             (Some(x), Some(n)) if absent == "-" => format!("{x}: {}", text(n)),
             (Some(x), _) => x.into(),
             (None, _) => absent.into(),
         };
-        vec![
+        let mut v = vec![
             text(&r.host),
             r.state.into(),
             reason,
@@ -1127,24 +1073,32 @@ fn hosts_cmd(cfg: &Config, out: &mut Out, blocked: bool, format: LogFormat, now:
             t(r.last_failure),
             t(r.blocked_at),
             t(r.unblocks_at),
-        ]
+        ];
+        if let Some((at, on)) = seen.map(|s| s[i]) {
+            v.push(t(at));
+            v.push(on.map(|h| text(h.as_bytes())).unwrap_or_else(|| absent.into()));
+        }
+        v
     };
+    let mut head = vec!["HOST", "STATE", "REASON", "FAILURES", "LAST FAILURE", "BLOCKED AT", "UNBLOCKS AT"];
+    let mut csv_head = String::from("host,state,reason,failures,last_failure,blocked_at,unblocks_at");
+    if seen.is_some() {
+        head.extend(["LAST SEEN", "SEEN ON"]);
+        csv_head.push_str(",last_seen,last_seen_on");
+    }
     match format {
-        LogFormat::Table => table(
-            out,
-            &["HOST", "STATE", "REASON", "FAILURES", "LAST FAILURE", "BLOCKED AT", "UNBLOCKS AT"],
-            rows.iter().map(|r| fields(r, escape_visible, "-")).collect(),
-        )?,
+        LogFormat::Table => table(out, &head, (0..rows.len()).map(|i| fields(i, escape_visible, "-")).collect())?,
         LogFormat::Csv => {
-            out.line("host,state,reason,failures,last_failure,blocked_at,unblocks_at")?;
-            for r in &rows {
-                out.line(&fields(r, escape, "").iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","))?;
+            out.line(&csv_head)?;
+            for i in 0..rows.len() {
+                out.line(&fields(i, escape, "").iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","))?;
             }
         }
         LogFormat::Json => out.line(&json_text(&Value::Array(
             rows.iter()
-                .map(|r| {
-                    json!({
+                .enumerate()
+                .map(|(i, r)| {
+                    let mut v = json!({
                         "host": jstr(&r.host),
                         "state": r.state,
                         "reason": r.reason,
@@ -1153,11 +1107,26 @@ fn hosts_cmd(cfg: &Config, out: &mut Out, blocked: bool, format: LogFormat, now:
                         "last_failure": jtime(r.last_failure),
                         "blocked_at": jtime(r.blocked_at),
                         "unblocks_at": jtime(r.unblocks_at),
-                    })
+                    });
+                    if let Some((at, on)) = seen.map(|s| s[i]) {
+                        v["last_seen"] = jtime(at);
+                        v["last_seen_on"] = on.map_or(Value::Null, |h| jstr(h.as_bytes()));
+                    }
+                    v
                 })
                 .collect(),
         )))?,
     }
+    Ok(())
+}
+
+/// `hosts`: every host with recorded state; hosts whose files cannot be
+/// read are reported on stderr, and the exit code is then 1.
+fn hosts_cmd(cfg: &Config, out: &mut Out, blocked: bool, format: LogFormat, now: i64) -> Result<Exit, AdminError> {
+    let db = commands::open_store(cfg)?;
+    warn_unmerged(&db);
+    let (rows, problems) = useraudit_admin::hosts::list(cfg, blocked, now)?;
+    write_hosts(out, format, &rows, None)?;
     for p in &problems {
         report(p);
     }

@@ -164,6 +164,18 @@ pub fn host_sandbox(pg: &Pg, role: &str, host: &str, extra: &str) -> Sandbox {
     sb
 }
 
+/// The start of a fleet test: None (skip) when not root, unless CI=true
+/// (then it fails); else the lock that keeps fleet tests one at a time and
+/// the cluster of [`cluster`], in that order, so that the cluster is
+/// stopped before the next test may start.
+pub fn fleet_test(hosts: &[&str]) -> Option<(std::sync::MutexGuard<'static, ()>, Pg)> {
+    if skip() {
+        return None;
+    }
+    let one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    Some((one, cluster(hosts)?))
+}
+
 /// Not root: skip, unless CI=true (then fail).
 pub fn skip() -> bool {
     if euid() == 0 {
