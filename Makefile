@@ -31,7 +31,7 @@ DRIVE       := target/pam_drive
 # Debian packages the build and the tests need.
 DEB_DEPS := build-essential pkg-config libpam0g-dev pamtester libpam-wrapper libnss-wrapper \
             faketime bubblewrap openssh-server openssh-client sshpass sqlite3 python3 groff man-db rpm strace \
-            prometheus postgresql libssl-dev
+            prometheus postgresql libssl-dev openssl
 
 .PHONY: all build deps demo demo-fleet test test-unit test-sshd test-packaging lint install uninstall deb bench fuzz clean
 
