@@ -88,21 +88,36 @@ fn a_host_role_adds_entries_only_under_the_host_name_it_claimed() {
 #[test]
 fn fleet_init_on_a_schema_without_claims_gives_each_host_name_to_the_role_that_added_it() {
     let Some((_one, pg)) = fleet_test(&["h1", "h2"]) else { return };
-    for h in ["h1", "h2"] {
-        let sb = host_sandbox(&pg, h, h, "");
+    let hosts: Vec<Sandbox> = ["h1", "h2"].iter().map(|h| host_sandbox(&pg, h, h, "")).collect();
+    for sb in &hosts {
         assert!(sb.login("bob", PASSWORD, RHOST).ok);
         sb.admin_ok(&["fleet", "sync"]);
     }
-    // As a schema-1 store looked: no claims.
+    // As a store looked before claims: no fleet_host, no row-level security.
     let mut c = pg.client("postgres");
-    c.batch_execute("DROP TABLE fleet_host CASCADE; UPDATE useraudit_meta SET value = '1' WHERE key = 'schema'")
-        .unwrap();
-    let o = host_sandbox(&pg, "h1", "h1", "").admin(&["fleet", "sync"]);
-    assert_eq!(o.status.code(), Some(1), "{o:?}");
-    assert!(stderr_of(&o).contains("run `useraudit-admin fleet init`"), "{o:?}");
+    c.batch_execute(
+        "DROP TABLE fleet_host CASCADE; ALTER TABLE fleet_log DISABLE ROW LEVEL SECURITY;
+         UPDATE useraudit_meta SET value = '1' WHERE key = 'schema'",
+    )
+    .unwrap();
+    // Hosts upgraded before `fleet init` runs go on pushing.
+    for sb in &hosts {
+        assert!(sb.login("carol", PASSWORD, RHOST).ok);
+        let out = sb.admin_ok(&["fleet", "sync"]);
+        assert!(out.contains("pushed 1 entry"), "{out}");
+    }
     host_sandbox(&pg, "postgres", "init", "").admin_ok(&["fleet", "init"]);
     assert_eq!(pg.count("SELECT count(*) FROM fleet_host WHERE host = role::text AND host IN ('h1', 'h2')"), 2);
     assert_eq!(pg.count("SELECT count(*) FROM useraudit_meta WHERE key = 'schema' AND value = '2'"), 1);
+    // And then each only under its own name.
+    let row = "INSERT INTO fleet_log (host, generation, local_id, time, success, \"user\") \
+               VALUES ('h2', 1, 999, 1, false, 'alice')";
+    assert!(refused(&pg, "h1", row).contains("row-level security"));
+    for sb in &hosts {
+        assert!(sb.login("dave", PASSWORD, RHOST).ok);
+        sb.admin_ok(&["fleet", "sync"]);
+    }
+    assert_eq!(pg.count("SELECT count(*) FROM fleet_log WHERE \"user\" = 'dave' AND host::name = added_by"), 2);
 }
 
 #[test]

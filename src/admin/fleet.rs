@@ -131,26 +131,21 @@ INSERT INTO useraudit_meta VALUES ('schema', '2') ON CONFLICT (key) DO UPDATE SE
 
 /// Claim this host's name for the login role, or find it claimed by this
 /// role already (the row-level security on `fleet_log` lets a role add
-/// entries only under the names it holds).
+/// entries only under the names it holds). A schema from before claims
+/// (`fleet init` not run since the upgrade) has neither: the host goes on
+/// pushing, and the next `fleet init` gives the name to the role that
+/// added its rows.
 fn claim(c: &mut Client, host: &str) -> Result<()> {
-    let r = c
-        .query_one(
-            "WITH ins AS (INSERT INTO fleet_host (host) VALUES ($1) ON CONFLICT (host) DO NOTHING RETURNING role)
+    let r = match c.query_one(
+        "WITH ins AS (INSERT INTO fleet_host (host) VALUES ($1) ON CONFLICT (host) DO NOTHING RETURNING role)
              SELECT (SELECT role FROM ins UNION ALL SELECT role FROM fleet_host WHERE host = $1 LIMIT 1)::text,
                     session_user::text",
-            &[&host],
-        )
-        .map_err(|e| {
-            if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) {
-                AdminError::Problem(
-                    "fleet: the schema is older than this useraudit-admin: run `useraudit-admin fleet init` \
-                     with the role that owns it"
-                        .into(),
-                )
-            } else {
-                pg_err("cannot claim this host's name")(e)
-            }
-        })?;
+        &[&host],
+    ) {
+        Ok(r) => r,
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => return Ok(()),
+        Err(e) => return Err(pg_err("cannot claim this host's name")(e)),
+    };
     let (owner, me): (Option<String>, String) = (r.get(0), r.get(1));
     match owner {
         Some(o) if o == me => Ok(()),
