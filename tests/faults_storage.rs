@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::faults::*;
@@ -325,18 +324,7 @@ fn full_disk() {
         format!("cp -a {}/state {}/state\n", mnt.display(), out.display()),
     ]
     .concat();
-    let one_at_a_time = pam_wrapper_lock();
-    let st = Command::new("bwrap")
-        .args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind"])
-        .arg(&log.path)
-        .arg("/dev/log")
-        .args(["--size", "1048576", "--tmpfs"])
-        .arg(&mnt)
-        .args(["--", "sh", "-c", &script])
-        .status()
-        .unwrap();
-    drop(one_at_a_time);
-    assert!(st.success());
+    run_on_a_full_disk(&log, &mnt, &script);
     let rc = |step: &str| std::fs::read_to_string(out.join(step)).unwrap().trim().to_string();
     assert_eq!(rc("new-allow"), "0", "full disk, new database, allow: the right password gets in");
     assert_ne!(rc("new-deny"), "0", "full disk, new database, deny: refused");

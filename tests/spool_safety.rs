@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::faults::{Syslog, bwrap_works, entry_text, euid, names_in};
+use common::faults::{Syslog, bwrap_works, entry_text, euid, names_in, run_on_a_full_disk};
 use common::*;
 use serde_json::Value;
 use useraudit_core::spool;
@@ -267,18 +267,7 @@ fn a_full_disk_never_turns_a_refusal_into_a_success() {
         format!("cp -a {}/state {}/state\n", mnt.display(), out.display()),
     ]
     .concat();
-    let one_at_a_time = pam_wrapper_lock();
-    let st = Command::new("bwrap")
-        .args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind"])
-        .arg(&log.path)
-        .arg("/dev/log")
-        .args(["--size", "1048576", "--tmpfs"])
-        .arg(&mnt)
-        .args(["--", "sh", "-c", &script])
-        .status()
-        .unwrap();
-    drop(one_at_a_time);
-    assert!(st.success());
+    run_on_a_full_disk(&log, &mnt, &script);
     let rc = |step: &str| std::fs::read_to_string(out.join(step)).unwrap().trim().to_string();
     for s in ["a1", "a2", "a3", "b1", "b2", "b3"] {
         assert_ne!(rc(s), "0", "{s}: a wrong password is refused");

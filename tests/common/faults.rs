@@ -73,6 +73,24 @@ pub fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().mode() & 0o7777
 }
 
+/// Run `script` with `sh` in bubblewrap, with a 1 MiB tmpfs at `mnt` (a
+/// disk that fills up) and `log` as `/dev/log`; one PAM test at a time.
+/// Panics unless the script succeeds.
+pub fn run_on_a_full_disk(log: &Syslog, mnt: &Path, script: &str) {
+    let one_at_a_time = super::pam_wrapper_lock();
+    let st = std::process::Command::new("bwrap")
+        .args(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind"])
+        .arg(&log.path)
+        .arg("/dev/log")
+        .args(["--size", "1048576", "--tmpfs"])
+        .arg(mnt)
+        .args(["--", "sh", "-c", script])
+        .status()
+        .unwrap();
+    drop(one_at_a_time);
+    assert!(st.success());
+}
+
 /// A datagram socket standing in for syslogd's `/dev/log`. A thread reads
 /// it all the time: senders block when the queue (net.unix.max_dgram_qlen,
 /// often 10) is full.
