@@ -234,31 +234,39 @@ pub fn open_store(cfg: &Config) -> Result<Db> {
         Ok(m) => (m, None),
         Err(e) => (Merged::default(), Some(e.to_string())),
     };
-    if merged.damaged > 0 {
-        syslog_admin(&format!(
-            "log spool of {}: skipped {} damaged byte(s) (a short write on a full disk, or a crash); {} entries merged",
-            cfg.database.display(),
-            merged.damaged,
-            merged.entries
-        ));
-    }
-    if merged.dropped > 0 {
-        sys::syslog(
-            Priority::Warning,
-            &format!(
-                "useraudit-admin (uid {}): log spool of {}: {} entries were dropped at its bound (spool_max_bytes = {}); counted in the log with reason \"dropped\"",
-                sys::euid(),
-                cfg.database.display(),
-                merged.dropped,
-                cfg.spool_max_bytes
-            ),
-        );
-    }
+    say_merge_faults(cfg, &merged, &format!("useraudit-admin (uid {})", sys::euid()), Priority::Notice);
     if let Some(p) = &problem {
         sys::syslog(Priority::Err, &format!("useraudit-admin (uid {}): {p}", sys::euid()));
     }
     let damaged_spools = damaged_spools(&cfg.database);
     Ok(Db { store: Some(store), accounts, merged, problem, damaged_spools })
+}
+
+/// Syslog what a merge skipped (damaged bytes, at `damaged`) and what the
+/// module dropped at the spool's bound, each line starting with `who`.
+pub fn say_merge_faults(cfg: &Config, m: &Merged, who: &str, damaged: Priority) {
+    if m.damaged > 0 {
+        sys::syslog(
+            damaged,
+            &format!(
+                "{who}: log spool of {}: skipped {} damaged byte(s) (a short write on a full disk, or a crash); {} entries merged",
+                cfg.database.display(),
+                m.damaged,
+                m.entries
+            ),
+        );
+    }
+    if m.dropped > 0 {
+        sys::syslog(
+            Priority::Warning,
+            &format!(
+                "{who}: log spool of {}: {} entries were dropped at its bound (spool_max_bytes = {}); counted in the log with reason \"dropped\"",
+                cfg.database.display(),
+                m.dropped,
+                cfg.spool_max_bytes
+            ),
+        );
+    }
 }
 
 fn syslog_admin(msg: &str) {

@@ -376,28 +376,7 @@ fn write_metrics(cfg: &Config, live: &Live, merged_ok: bool) -> Result<()> {
 
 /// Syslog what a merge skipped or counted, as every command does.
 fn note_merged(cfg: &Config, m: &Merged) {
-    if m.damaged > 0 {
-        sys::syslog(
-            Priority::Err,
-            &format!(
-                "useraudit-admin daemon: log spool of {}: skipped {} damaged byte(s) (a short write on a full disk, or a crash); {} entries merged",
-                cfg.database.display(),
-                m.damaged,
-                m.entries
-            ),
-        );
-    }
-    if m.dropped > 0 {
-        sys::syslog(
-            Priority::Warning,
-            &format!(
-                "useraudit-admin daemon: log spool of {}: {} entries were dropped at its bound (spool_max_bytes = {}); counted in the log with reason \"dropped\"",
-                cfg.database.display(),
-                m.dropped,
-                cfg.spool_max_bytes
-            ),
-        );
-    }
+    commands::say_merge_faults(cfg, m, "useraudit-admin daemon", Priority::Err);
 }
 
 /// The longest wait between fleet syncs while PostgreSQL cannot be reached.
