@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{Sandbox, admin_path, missing_tools, pam_wrapper_lock};
+use common::{Sandbox, missing_tools, pam_wrapper_lock};
 use serde_json::Value;
 
 const RHOST: &str = "203.0.113.9";
@@ -46,30 +46,17 @@ fn attempt(sb: &Sandbox, service: &str, user: &[u8], items: &[(&str, &[u8])]) ->
 /// useraudit-admin with raw byte arguments, against the sandbox's
 /// configuration and database.
 fn admin_bytes(sb: &Sandbox, args: &[&[u8]]) -> Output {
-    let mut cmd = Command::new(admin_path());
-    cmd.arg("--conf").arg(&sb.conf).arg("--db").arg(&sb.db);
+    let mut cmd = sb.admin_command(&[]);
     for a in args {
         cmd.arg(OsStr::from_bytes(a));
     }
-    cmd.env("LD_PRELOAD", "libnss_wrapper.so")
-        .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
-        .env("NSS_WRAPPER_GROUP", sb.path().join("group"));
     cmd.output().unwrap()
 }
 
 /// useraudit-admin with the sandbox's users, configuration and `args`
 /// only (no `--db`), run in `cwd`.
 fn admin_plain(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Output {
-    Command::new(admin_path())
-        .arg("--conf")
-        .arg(&sb.conf)
-        .args(args)
-        .current_dir(cwd)
-        .env("LD_PRELOAD", "libnss_wrapper.so")
-        .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
-        .env("NSS_WRAPPER_GROUP", sb.path().join("group"))
-        .output()
-        .unwrap()
+    sb.admin_users().arg("--conf").arg(&sb.conf).args(args).current_dir(cwd).output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {

@@ -17,22 +17,6 @@ const RHOST: &str = "203.0.113.9";
 /// The longest any wait here lasts before the test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// `useraudit-admin` against the sandbox, not yet started.
-fn admin_cmd(sb: &Sandbox, args: &[&str]) -> Command {
-    let mut cmd = admin_bare(sb);
-    cmd.arg("--conf").arg(&sb.conf).arg("--db").arg(&sb.db).args(args);
-    cmd
-}
-
-/// `useraudit-admin` with the sandbox's users and no arguments yet.
-fn admin_bare(sb: &Sandbox) -> Command {
-    let mut cmd = Command::new(admin_path());
-    cmd.env("LD_PRELOAD", "libnss_wrapper.so")
-        .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
-        .env("NSS_WRAPPER_GROUP", sb.path().join("group"));
-    cmd
-}
-
 /// A running daemon; killed when dropped (a test that failed midway).
 struct Daemon {
     child: Child,
@@ -41,7 +25,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(sb: &Sandbox, name: &str) -> Daemon {
-        Self::start_with(sb, name, admin_cmd(sb, &["daemon"]))
+        Self::start_with(sb, name, sb.admin_command(&["daemon"]))
     }
 
     fn start_with(sb: &Sandbox, name: &str, mut cmd: Command) -> Daemon {
@@ -160,7 +144,7 @@ fn the_daemon_needs_no_capability() {
         return;
     }
     let mut cmd = Command::new("/usr/bin/setpriv");
-    let admin = admin_cmd(&sb, &["daemon"]);
+    let admin = sb.admin_command(&["daemon"]);
     cmd.arg("--bounding-set=-all").arg("--").arg(admin.get_program()).args(admin.get_args());
     for (k, v) in admin.get_envs() {
         if let Some(v) = v {
@@ -189,7 +173,7 @@ fn is_root() -> bool {
 fn a_second_daemon_exits_1_and_names_the_first() {
     let Some(sb) = sandbox() else { return };
     let mut first = Daemon::start(&sb, "first");
-    let o = admin_cmd(&sb, &["daemon"]).output().unwrap();
+    let o = sb.admin_command(&["daemon"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
@@ -243,7 +227,7 @@ fn sighup_moves_the_daemon_to_a_new_database() {
     let old = sb.db.clone();
     std::fs::write(&sb.conf, format!("database = \"{}\"\n", old.display())).unwrap();
     // Without --db: the configuration decides.
-    let mut daemon = admin_bare(&sb);
+    let mut daemon = sb.admin_users();
     daemon.arg("--conf").arg(&sb.conf).arg("daemon");
     let mut d = Daemon::start_with(&sb, "d", daemon);
     assert!(sb.login("alice", PASSWORD, RHOST).ok);
@@ -263,7 +247,7 @@ fn sighup_moves_the_daemon_to_a_new_database() {
     wait_for_rows(&new, &["bob"]);
     assert_eq!(users_in_db(&old), ["alice"]);
     // The old database's lock was let go.
-    let mut other = admin_bare(&sb);
+    let mut other = sb.admin_users();
     other.arg("--conf").arg(&sb.conf).arg("--db").arg(&old).arg("daemon");
     let mut free = Daemon::start_with(&sb, "free", other);
     assert!(free.running());
@@ -308,7 +292,8 @@ fn a_damaged_database_keeps_the_daemon_running_until_it_is_moved_aside() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&sb.db, std::fs::Permissions::from_mode(0o600)).unwrap();
     let stderr = sb.path().join("d.stderr");
-    let child = admin_cmd(&sb, &["daemon"])
+    let child = sb
+        .admin_command(&["daemon"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
@@ -362,7 +347,7 @@ impl Follow {
     fn start(sb: &Sandbox, args: &[&str]) -> Follow {
         let mut a = vec!["log", "--follow"];
         a.extend_from_slice(args);
-        let mut child = admin_cmd(sb, &a).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = sb.admin_command(&a).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let out = child.stdout.take().unwrap();
         let (tx, lines) = channel();
         std::thread::spawn(move || {

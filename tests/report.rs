@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{PASSWORD, Sandbox, admin_path, missing_tools};
+use common::{PASSWORD, Sandbox, missing_tools};
 use serde_json::Value;
 use useraudit_admin::store::{NewEntry, OpenOptions, Store};
 use useraudit_core::policy::LogReason;
@@ -17,15 +17,8 @@ use useraudit_core::text::{DAY_MICROS, parse_time};
 
 /// useraudit-admin in the sandbox with an environment of its own.
 fn admin_env(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(admin_path());
-    cmd.arg("--conf").arg(&sb.conf).arg("--db").arg(&sb.db).args(args);
-    cmd.env("LD_PRELOAD", "libnss_wrapper.so")
-        .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
-        .env("NSS_WRAPPER_GROUP", sb.path().join("group"))
-        .env_remove("LC_ALL")
-        .env_remove("LC_CTYPE")
-        .env_remove("LANG")
-        .env_remove("COLUMNS");
+    let mut cmd = sb.admin_command(args);
+    cmd.env_remove("LC_ALL").env_remove("LC_CTYPE").env_remove("LANG").env_remove("COLUMNS");
     for (k, v) in env {
         cmd.env(k, v);
     }

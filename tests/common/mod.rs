@@ -268,10 +268,10 @@ password optional                    {so} {c}
         self.pamtester("login", user, &format!("{password}\n"), &[("rhost", rhost)], &["authenticate", "acct_mgmt"])
     }
 
-    /// Run useraudit-admin against this sandbox's configuration and database.
-    pub fn admin(&self, args: &[&str]) -> Output {
+    /// useraudit-admin with this sandbox's users (and clock, under
+    /// `faketime`), no arguments yet; not started.
+    pub fn admin_users(&self) -> Command {
         let mut cmd = Command::new(admin_path());
-        cmd.arg("--conf").arg(&self.conf).arg("--db").arg(&self.db).args(args);
         // Same users as the module sees.
         cmd.env(
             "LD_PRELOAD",
@@ -285,7 +285,20 @@ password optional                    {so} {c}
         if let Some(ft) = &self.faketime {
             cmd.env("FAKETIME", ft).env("FAKETIME_DONT_RESET", "1");
         }
-        cmd.output().unwrap()
+        cmd
+    }
+
+    /// useraudit-admin against this sandbox's configuration and database,
+    /// with `args`; not started.
+    pub fn admin_command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.admin_users();
+        cmd.arg("--conf").arg(&self.conf).arg("--db").arg(&self.db).args(args);
+        cmd
+    }
+
+    /// Run useraudit-admin against this sandbox's configuration and database.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        self.admin_command(args).output().unwrap()
     }
 
     /// useraudit-admin, asserting success; stdout.

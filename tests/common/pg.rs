@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{Sandbox, admin_path, missing_tools};
+use super::{Sandbox, missing_tools};
 use serde_json::Value;
 
 pub const BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -204,15 +204,8 @@ pub struct Daemon(pub std::process::Child);
 
 impl Daemon {
     pub fn start(sb: &Sandbox) -> Daemon {
-        let child = Command::new(admin_path())
-            .arg("--conf")
-            .arg(&sb.conf)
-            .arg("--db")
-            .arg(&sb.db)
-            .arg("daemon")
-            .env("LD_PRELOAD", "libnss_wrapper.so")
-            .env("NSS_WRAPPER_PASSWD", sb.path().join("passwd"))
-            .env("NSS_WRAPPER_GROUP", sb.path().join("group"))
+        let child = sb
+            .admin_command(&["daemon"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
